@@ -1,0 +1,94 @@
+"""The Backbone contract every recommender implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unlearnrec.data.graph import Graph
+from unlearnrec.train.losses import bpr_loss, l2_reg
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A mini-batch of BPR triples: users (B,), positive items (B,), negative items (B,), int64."""
+
+    users: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def to(self, device) -> Batch:
+        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device))
+
+
+class Backbone(nn.Module):
+    """A recommender with a trainable layer-0 table E⁰ of shape (N, d), N = num_users + num_items.
+
+    Two methods make the contract:
+
+    - ``embed(graph, e0=None) -> (user_emb (U, d), item_emb (I, d))``: final embeddings Ē.
+    - ``loss(graph, batch, e0=None, generator=None) -> dict`` of named scalar terms
+      (``bpr``, ``reg``, and ``ssl`` for self-supervised backbones); ``total`` is their sum.
+
+    ``e0`` replaces the layer-0 table with one supplied from outside (the Influence Encoder's Ẽ⁰
+    and every unlearner rely on this). A backbone never owns the optimiser, the epoch loop,
+    evaluation or saving. ``generator`` drives any randomness of the loss (augmented views).
+    """
+
+    name = "base"
+
+    def __init__(self, num_users: int, num_items: int, dim: int, reg: float, init_std: float = 0.1,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.num_users = int(num_users)
+        self.num_items = int(num_items)
+        self.dim = int(dim)
+        self.reg = float(reg)
+        w = torch.empty(self.num_users + self.num_items, self.dim)
+        # Xavier-normal-like init, with the std of LightGCN-PyTorch
+        nn.init.normal_(w, std=init_std, generator=generator)
+        self.e0 = nn.Parameter(w)
+
+    # -- the contract ---------------------------------------------------------------------------
+    def propagate(self, graph: Graph, e0: torch.Tensor) -> torch.Tensor:
+        """Final node embeddings Ē (N, d) from layer-0 embeddings; the identity for non-graph models."""
+        raise NotImplementedError
+
+    def embed(self, graph: Graph, e0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user_emb (U, d), item_emb (I, d)) of the final readout Ē."""
+        out = self.propagate(graph, self.e0 if e0 is None else e0)
+        return out[: self.num_users], out[self.num_users :]
+
+    def ssl_loss(self, graph: Graph, batch: Batch, e0: torch.Tensor,
+                 generator: torch.Generator | None) -> torch.Tensor | None:
+        """The backbone's self-supervised term (None for plain backbones)."""
+        return None
+
+    def loss(self, graph: Graph, batch: Batch, e0: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Named loss terms on one batch: BPR on Ē, L2 on the batch's layer-0 rows, SSL if any."""
+        e0 = self.e0 if e0 is None else e0
+        out = self.propagate(graph, e0)
+        u = out[batch.users]
+        i = out[self.num_users + batch.pos]
+        j = out[self.num_users + batch.neg]
+        terms = {
+            "bpr": bpr_loss((u * i).sum(-1), (u * j).sum(-1)),
+            "reg": self.reg * l2_reg(
+                e0[batch.users], e0[self.num_users + batch.pos], e0[self.num_users + batch.neg],
+                batch_size=len(batch),
+            ),
+        }
+        ssl = self.ssl_loss(graph, batch, e0, generator)
+        if ssl is not None:
+            terms["ssl"] = ssl
+        terms["total"] = sum(terms.values())
+        return terms
+
+    def extra_repr(self) -> str:
+        return f"users={self.num_users}, items={self.num_items}, dim={self.dim}"

@@ -1,0 +1,38 @@
+"""LightGCN (He et al., SIGIR 2020): parameter-free propagation, mean readout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unlearnrec.backbones.base import Backbone
+from unlearnrec.data.graph import Graph, propagate
+
+
+@dataclass(frozen=True)
+class LightGCNConfig:
+    dim: int = 64
+    layers: int = 3
+    reg: float = 1e-4
+    init_std: float = 0.1
+
+
+class LightGCN(Backbone):
+    """Ē = mean(E⁰, ÂE⁰, ..., Â^L E⁰) (METHOD.md §1), score ŷ_ui = ē_u · ē_i."""
+
+    name = "lightgcn"
+
+    def __init__(self, num_users: int, num_items: int, config: LightGCNConfig = LightGCNConfig(),
+                 generator: torch.Generator | None = None):
+        super().__init__(num_users, num_items, config.dim, config.reg, config.init_std, generator)
+        self.config = config
+        self.layers = config.layers
+
+    def propagate(self, graph: Graph, e0: torch.Tensor) -> torch.Tensor:
+        acc = e0
+        x = e0
+        for _ in range(self.layers):
+            x = propagate(graph.adj, x)
+            acc = acc + x
+        return acc / (self.layers + 1)

@@ -1,0 +1,252 @@
+"""The ``unlearnrec`` command line: a thin layer over the library API.
+
+Errors in user input print one line to stderr and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unlearnrec import __version__
+from unlearnrec.errors import UnlearnRecError
+
+log = logging.getLogger("unlearnrec")
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _emit(args, obj: dict[str, Any], lines: list[str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(obj, default=_json_default))
+    else:
+        print("\n".join(lines))
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def _fmt_metrics(m: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar on stderr (the CLI's business, never the library's)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False)
+
+
+def _load_train_config(args):
+    from unlearnrec.backbones import backbone_config
+    from unlearnrec.config import from_dict, read_toml
+    from unlearnrec.errors import ConfigError
+    from unlearnrec.train.loop import TrainConfig
+
+    raw: dict[str, Any] = read_toml(args.config) if args.config else {}
+    unknown = sorted(set(raw) - {"model", "train", "data"})
+    if unknown:
+        raise ConfigError(f"unknown config section '[{unknown[0]}]' (valid: data, model, train)")
+    model_raw = dict(raw.get("model", {}))
+    name = model_raw.pop("backbone", None) or args.backbone or "lightgcn"
+    if args.backbone and model_raw and name != args.backbone:
+        name = args.backbone
+    if args.dim is not None:
+        model_raw["dim"] = args.dim
+    mcfg = backbone_config(name, model_raw)
+    train_raw = dict(raw.get("train", {}))
+    for key in ("epochs", "seed", "lr", "batch_size"):
+        v = getattr(args, key, None)
+        if v is not None:
+            train_raw[key] = v
+    tcfg = from_dict(TrainConfig, train_raw, "train")
+    data_raw = dict(raw.get("data", {}))
+    unknown = sorted(set(data_raw) - {"val_ratio", "split_seed"})
+    if unknown:
+        raise ConfigError(f"unknown config key 'data.{unknown[0]}' (valid: split_seed, val_ratio)")
+    return name, mcfg, tcfg, data_raw
+
+
+# ----------------------------------------------------------------------------------- commands
+def cmd_train(args) -> int:
+    from unlearnrec.backbones import build_backbone
+    from unlearnrec.data.datasets import load_dataset
+    from unlearnrec.data.graph import Graph
+    from unlearnrec.model import TrainedModel
+    from unlearnrec.train.loop import fit
+
+    name, mcfg, tcfg, data_raw = _load_train_config(args)
+    split = {"seed": int(data_raw.get("split_seed", 0)), "val_ratio": float(data_raw.get("val_ratio", 0.1))}
+    data = load_dataset(args.dataset, args.data_dir, val_ratio=split["val_ratio"], seed=split["seed"])
+    device = torch.device(args.device)
+    graph = Graph.from_interactions(data.train, device=device)
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    backbone = build_backbone(name, data.num_users, data.num_items, mcfg, generator=gen).to(device)
+    bar = _progress(tcfg.epochs, f"train {name} on {args.dataset}", not args.quiet)
+
+    def on_epoch(row):
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("total", "val_recall@20")})
+
+    res = fit(backbone, graph, tcfg, val=data.val, on_epoch=on_epoch)
+    bar.close()
+    model = TrainedModel(backbone, graph, name, args.dataset, split,
+                         meta={"original_train_fingerprint": data.train.fingerprint()})
+    test = model.evaluate(data, "test", ks=tcfg.ks)
+    val = model.evaluate(data, "val", ks=tcfg.ks)
+    model.meta.update({"train_config": _asdict(tcfg), "metrics": {"test": test, "val": val},
+                       "history": res.history, "train_seconds": res.seconds, "best_epoch": res.best_epoch})
+    model.save(args.out)
+    _emit(args, {"out": str(args.out), "seconds": res.seconds, "best_epoch": res.best_epoch,
+                 "epochs_run": res.epochs_run, "test": test, "val": val},
+          [f"trained {name} on {args.dataset} in {res.seconds:.1f}s ({res.epochs_run} epochs, best {res.best_epoch})",
+           f"test  {_fmt_metrics(test)}", f"val   {_fmt_metrics(val)}", f"saved to {args.out}"])
+    return 0
+
+
+def _asdict(cfg) -> dict:
+    from unlearnrec.config import to_dict
+
+    return to_dict(cfg)
+
+
+def cmd_evaluate(args) -> int:
+    from unlearnrec.model import TrainedModel
+
+    model = TrainedModel.load(args.model)
+    data = model.load_dataset(args.data_dir)
+    ks = tuple(args.k)
+    test = model.evaluate(data, "test", ks=ks)
+    _emit(args, {"model": str(args.model), "dataset": model.dataset, "test": test},
+          [f"{args.model} on {model.dataset} (test, {test['users']} users)", _fmt_metrics(test)])
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from unlearnrec.model import TrainedModel
+
+    model = TrainedModel.load(args.model)
+    items, scores = model.recommend([args.user], args.k)
+    ok = np.isfinite(scores[0])
+    items, scores = items[0][ok], scores[0][ok]
+    _emit(args, {"user": args.user, "items": items.tolist(), "scores": scores.tolist()},
+          [f"user {args.user}: top {len(items)}"] + [f"{r + 1:3d}. item {i}  ({s:.4f})"
+                                                   for r, (i, s) in enumerate(zip(items, scores))])
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from unlearnrec.data.datasets import load_dataset
+
+    data = load_dataset(args.name, args.data_dir, val_ratio=0.0 if args.shipped else 0.1)
+    st = data.stats()
+    _emit(args, st, [f"{st['name']}: {st['users']:,} users, {st['items']:,} items, "
+                     f"{st['interactions']:,} interactions",
+                     f"  train {st['train']:,}  val {st['val']:,}  test {st['test']:,}"])
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from unlearnrec.data.download import download
+
+    t = time.perf_counter()
+    paths = download(args.name, args.data_dir, mirror=args.mirror, force=args.force)
+    _emit(args, {"name": args.name, "files": [str(p) for p in paths], "seconds": time.perf_counter() - t},
+          [f"{args.name}: {len(paths)} files verified in {Path(paths[0]).parent if paths else '?'}"])
+    return 0
+
+
+# ----------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unlearnrec", description="Make GNN recommenders forget.")
+    p.add_argument("--version", action="version", version=f"unlearnrec {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO) to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, data=True):
+        if data:
+            sp.add_argument("--data-dir", default=None, help="dataset root (default: $UNLEARNREC_DATA)")
+        sp.add_argument("--json", action="store_true", help="print one JSON object")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    t = sub.add_parser("train", help="train a backbone on a dataset")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--backbone", default=None)
+    t.add_argument("--config", default=None, help="TOML file with [model], [train], [data] tables")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--dim", type=int, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--out", required=True)
+    common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="full-ranking Recall/NDCG of a saved model on its test split")
+    e.add_argument("--model", required=True)
+    e.add_argument("--k", type=int, nargs="+", default=[20])
+    common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("recommend", help="top-k items for a user")
+    r.add_argument("--model", required=True)
+    r.add_argument("--user", type=int, required=True)
+    r.add_argument("-k", "--k", type=int, default=20)
+    common(r, data=False)
+    r.set_defaults(func=cmd_recommend)
+
+    d = sub.add_parser("data", help="dataset information and download")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("info", help="users, items and interactions per split")
+    di.add_argument("name")
+    di.add_argument("--shipped", action="store_true", help="no validation carve-out (shipped splits)")
+    common(di)
+    di.set_defaults(func=cmd_data_info)
+    dd = dsub.add_parser("download", help="fetch the public originals, sha256-verified")
+    dd.add_argument("name")
+    dd.add_argument("--mirror", default=None, help="base URL serving the same files (tests, caches)")
+    dd.add_argument("--force", action="store_true")
+    common(dd)
+    dd.set_defaults(func=cmd_data_download)
+
+    _register_extensions(sub, common)
+    return p
+
+
+def _register_extensions(sub, common) -> None:
+    """Commands contributed by the other packages (forgetting, experiments, reports)."""
+    from unlearnrec.experiments import commands as experiment_commands
+    from unlearnrec.unlearn import commands as unlearn_commands
+
+    for mod in (unlearn_commands, experiment_commands):
+        mod.register(sub, common)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except UnlearnRecError as e:
+        print(f"unlearnrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unlearnrec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

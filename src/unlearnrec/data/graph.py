@@ -1,0 +1,172 @@
+"""Normalised bipartite adjacency (sparse CSR, never dense) and its symmetric propagation."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from unlearnrec.data.interactions import Interactions
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+
+
+def normalized_adjacency(
+    users: np.ndarray,
+    items: np.ndarray,
+    num_users: int,
+    num_items: int,
+    weights: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """D^-1/2 Ā D^-1/2 of the bipartite graph, as an (N x N) torch sparse CSR tensor, in O(nnz).
+
+    Ā = [[0, A], [Aᵀ, 0]] with users first and items offset by ``num_users`` (METHOD.md §1).
+    Degrees are counted inside the given edge set (so the IDM of §2 is this function applied
+    to the request edges alone). Degree-0 nodes get an all-zero row (never inf or NaN).
+    ``weights`` (optional, one per edge) scales an edge before normalisation (edge dropout
+    uses 1/keep). The matrix is symmetric, which :func:`propagate` relies on.
+    """
+    n = num_users + num_items
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    w = np.ones(len(users), dtype=np.float64) if weights is None else np.asarray(weights, np.float64)
+    du = np.bincount(users, weights=w, minlength=num_users)
+    di = np.bincount(items, weights=w, minlength=num_items)
+    deg = np.concatenate([du, di])
+    with np.errstate(divide="ignore"):
+        dinv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-300)), 0.0)
+    # CSR in O(nnz + N) by counting sort: user rows come first (their columns follow the edge
+    # order), item rows after; a stable argsort is used only when the edges are not user-sorted.
+    if len(users) > 1 and not bool(np.all(users[1:] >= users[:-1])):
+        o = np.argsort(users, kind="stable")
+        users, items, w = users[o], items[o], w[o]
+    o = np.argsort(items, kind="stable")
+    rows = np.concatenate([users, items[o] + num_users])
+    cols = np.concatenate([items + num_users, users[o]])
+    vals = np.concatenate([w, w[o]]) * dinv[rows] * dinv[cols]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return _csr(indptr, cols, vals, n, device)
+
+
+def _csr(indptr, cols, vals, n, device) -> torch.Tensor:
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(np.ascontiguousarray(indptr, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(cols, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32)),
+        size=(n, n),
+        device=device,
+    )
+
+
+def csr_residual(adj: torch.Tensor, num_users: int, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
+    """Â_r of the graph with the edges (users, items) removed, from Â itself in O(nnz).
+
+    Entries of the removed edges are masked out and the surviving values are renormalised by
+    the new degrees (Â was built from unit weights, so each value is 1/sqrt(d_r d_c)).
+    """
+    n = adj.shape[0]
+    indptr = adj.crow_indices().cpu().numpy()
+    cols = adj.col_indices().cpu().numpy()
+    deg = np.diff(indptr).astype(np.float64)
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    keys = rows * n + cols  # sorted: rows ascending, columns sorted within each row
+    u = np.asarray(users, dtype=np.int64)
+    i = np.asarray(items, dtype=np.int64) + num_users
+    q = np.concatenate([u * n + i, i * n + u])
+    pos = np.searchsorted(keys, q)
+    keep = np.ones(len(keys), dtype=bool)
+    keep[pos] = False
+    deg_new = deg - np.bincount(np.concatenate([u, i]), minlength=n)
+    with np.errstate(divide="ignore"):
+        dinv = np.where(deg_new > 0, 1.0 / np.sqrt(np.maximum(deg_new, 1e-300)), 0.0)
+    r, c = rows[keep], cols[keep]
+    new_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(r, minlength=n), out=new_indptr[1:])
+    return _csr(new_indptr, c, dinv[r] * dinv[c], n, adj.device)
+
+
+class _SymSpMM(torch.autograd.Function):
+    """Y = Â X with the backward Â gradY, valid because Â is symmetric.
+
+    Reusing Â avoids building Âᵀ (a transpose of a CSR tensor) on every backward, which is
+    what a generic sparse backward does; on ML-1M that is a 3x saving on a training step.
+    """
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return None, torch.sparse.mm(ctx.adj, grad.contiguous())
+
+
+def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One propagation step Â x for a symmetric sparse Â; differentiable in ``x`` (twice too)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SymSpMM.apply(adj, x)
+    return torch.sparse.mm(adj, x)
+
+
+def propagate_layers(adj: torch.Tensor, x: torch.Tensor, layers: int) -> list[torch.Tensor]:
+    """[x, Âx, Â²x, ..., Â^L x]."""
+    out = [x]
+    for _ in range(layers):
+        out.append(propagate(adj, out[-1]))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """A training graph: the interactions and their normalised adjacency Â (N x N sparse CSR).
+
+    ``residual(edges)`` gives the graph of E_r = E \\ E_Δ (METHOD.md §1), in O(nnz).
+    """
+
+    interactions: Interactions
+    adj: torch.Tensor
+
+    @classmethod
+    def from_interactions(cls, inter: Interactions, device: torch.device | str = "cpu") -> Graph:
+        adj = normalized_adjacency(inter.users, inter.items, inter.num_users, inter.num_items, device=device)
+        return cls(inter, adj)
+
+    @property
+    def num_users(self) -> int:
+        return self.interactions.num_users
+
+    @property
+    def num_items(self) -> int:
+        return self.interactions.num_items
+
+    @property
+    def num_nodes(self) -> int:
+        return self.num_users + self.num_items
+
+    @property
+    def device(self) -> torch.device:
+        return self.adj.device
+
+    def residual(self, edges: Interactions) -> Graph:
+        """The graph without ``edges`` (which must all be present), in O(nnz)."""
+        remaining = self.interactions.drop(edges)
+        if len(edges) == 0:
+            return self
+        return Graph(remaining, csr_residual(self.adj, self.num_users, edges.users, edges.items))
+
+    def dropped(self, keep: float, generator: torch.Generator) -> torch.Tensor:
+        """Â of a random edge-dropped view (each edge kept with prob ``keep``, renormalised)."""
+        inter = self.interactions
+        mask = torch.rand(len(inter), generator=generator).numpy() < keep
+        return normalized_adjacency(
+            inter.users[mask], inter.items[mask], inter.num_users, inter.num_items, device=self.device
+        )
+
+    def to(self, device: torch.device | str) -> Graph:
+        return Graph(self.interactions, self.adj.to(device))

@@ -1,0 +1,1 @@
+"""Evaluation: full-ranking top-k metrics and membership-inference forgetting metrics."""

@@ -1,0 +1,1 @@
+"""Experiments: adversarial protocol, the grid runner, reports and plots."""

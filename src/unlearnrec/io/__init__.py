@@ -1,0 +1,1 @@
+"""Safe, atomic checkpoints: safetensors tensors + a JSON sidecar; loading runs no code."""

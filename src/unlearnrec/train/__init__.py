@@ -1,0 +1,1 @@
+"""Training: pure losses and the one training loop."""

@@ -1,0 +1,137 @@
+"""``fit``: the one training loop used by every backbone and every method that trains."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from unlearnrec.backbones.base import Backbone, Batch
+from unlearnrec.data.graph import Graph
+from unlearnrec.data.interactions import Interactions
+from unlearnrec.data.sampling import bpr_batches
+from unlearnrec.errors import TrainingError
+from unlearnrec.eval.ranking import evaluate_embeddings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe. ``epochs`` is a maximum: early stopping on validation may end sooner."""
+
+    epochs: int = 100
+    batch_size: int = 4096
+    lr: float = 1e-3
+    eval_every: int = 5
+    patience: int = 3  # evaluations without improvement before stopping (0: never stop early)
+    metric: str = "recall@20"
+    ks: tuple[int, ...] = (20,)
+    eval_batch: int = 4096
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.batch_size <= 0 or self.lr <= 0 or self.eval_every <= 0:
+            raise ValueError("epochs >= 0, batch_size > 0, lr > 0 and eval_every > 0 are required")
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float = float("nan")
+    seconds: float = 0.0
+    epochs_run: int = 0
+
+
+LossFn = Callable[[Batch, torch.Generator], dict]
+
+
+def fit(
+    model: Backbone,
+    graph: Graph,
+    config: TrainConfig,
+    *,
+    val: Interactions | None = None,
+    loss_fn: LossFn | None = None,
+    params: Iterable[torch.nn.Parameter] | None = None,
+    embed_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``graph.interactions`` with Adam and mini-batch BPR (+ the model's terms).
+
+    Every ``eval_every`` epochs the validation Recall/NDCG is computed (training edges masked);
+    the best state is kept and restored at the end; ``patience`` evaluations without
+    improvement stop training. ``loss_fn(batch, generator)`` and ``params`` let a method train
+    something else than the plain model loss (fine-tuning); ``embed_fn`` gives the embeddings
+    to evaluate. A NaN or infinite loss raises :class:`TrainingError`.
+    """
+    train = graph.interactions
+    device = graph.device
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    if loss_fn is None:
+        def loss_fn(batch: Batch, g: torch.Generator) -> dict:
+            return model.loss(graph, batch, generator=g)
+    if embed_fn is None:
+        def embed_fn():
+            return model.embed(graph)
+    params = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    res = FitResult()
+    best_state = None
+    bad = 0
+    t0 = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        sums: dict[str, float] = {}
+        n = 0
+        te = time.perf_counter()
+        for batch in bpr_batches(train, config.batch_size, rng, device):
+            terms = loss_fn(batch, gen)
+            loss = terms["total"]
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {float(loss)} at epoch {epoch}; lower the learning rate ({config.lr})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n += 1
+        row = {"epoch": epoch, "seconds": time.perf_counter() - t0, "epoch_seconds": time.perf_counter() - te}
+        row.update({k: v / max(n, 1) for k, v in sums.items()})
+        if val is not None and len(val) and (epoch % config.eval_every == 0 or epoch == config.epochs):
+            model.eval()
+            with torch.no_grad():
+                ue, ie = embed_fn()
+            metrics = evaluate_embeddings(ue, ie, val, exclude=[train], ks=config.ks,
+                                          batch_size=config.eval_batch)
+            row.update({f"val_{k}": v for k, v in metrics.items() if k != "users"})
+            score = metrics.get(config.metric, float("nan"))
+            if math.isnan(res.best_metric) or score > res.best_metric:
+                res.best_metric, res.best_epoch, bad = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+        res.history.append(row)
+        res.epochs_run = epoch
+        log.info("epoch %d %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
+        if on_epoch is not None:
+            on_epoch(row)
+        if config.patience and bad >= config.patience:
+            log.info("early stop at epoch %d (best %d: %.5f)", epoch, res.best_epoch, res.best_metric)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        res.best_epoch = res.epochs_run
+    res.seconds = time.perf_counter() - t0
+    return res

@@ -1,0 +1,1 @@
+"""Unlearning methods behind the Unlearner contract."""

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny synthetic graphs with known structure, and the real-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnrec.data.datasets import load_dataset
+from unlearnrec.data.interactions import Interactions
+from unlearnrec.data.splits import split_fractions
+from unlearnrec.data.synthetic import planted_clusters, write_adjacency_list
+
+torch.set_num_threads(1)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def real_data_dir() -> Path | None:
+    env = os.environ.get("UNLEARNREC_DATA")
+    for p in ([Path(env)] if env else []) + [SHARED]:
+        if (p / "ml-1m").is_dir():
+            return p
+    return None
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    d = real_data_dir()
+    if d is None:
+        pytest.skip("real datasets not available (set UNLEARNREC_DATA)")
+    return d
+
+
+@pytest.fixture
+def tiny() -> Interactions:
+    """60 users, 40 items, 4 planted clusters."""
+    return planted_clusters(60, 40, clusters=4, seed=0)
+
+
+@pytest.fixture
+def tiny_split(tiny):
+    """(train, val, test) of the tiny graph, 70/10/20 per user."""
+    return split_fractions(tiny, (0.7, 0.1, 0.2), seed=0)
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, tiny_split) -> Path:
+    """A LightGCN-format dataset folder (train.txt, test.txt) of the tiny graph."""
+    train, val, test = tiny_split
+    d = tmp_path / "tinyset"
+    d.mkdir()
+    write_adjacency_list(train.union(val), d / "train.txt")
+    write_adjacency_list(test, d / "test.txt")
+    return d
+
+
+@pytest.fixture
+def tiny_dataset(tiny_dir):
+    return load_dataset(str(tiny_dir), val_ratio=0.1, seed=0)
+
+
+def three_edge() -> Interactions:
+    """users {0,1}, items {0,1}: edges (0,0), (0,1), (1,1)."""
+    return Interactions(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2)
