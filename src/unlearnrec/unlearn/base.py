@@ -101,12 +101,22 @@ class Unlearner:
     :class:`Result` whose model has been trained on (or made to behave as if trained on)
     ``train`` without ``request.edges``. Neither method mutates its inputs. Implementations
     override ``_forget``; ``forget`` adds timing, peak memory, and node erasure.
+
+    Constructors take ``(config: <Method>Config, seed: int = 0)``; see ``unlearn/registry.py``.
     """
 
     name = "base"
 
     def prepare(self, model: TrainedModel, train: Interactions) -> None:
         """One-off preparation (default: nothing)."""
+
+    def save_prepared(self, directory: str | os.PathLike) -> bool:
+        """Persist what ``prepare`` built (for the runner's cache); False if there is nothing."""
+        return False
+
+    def load_prepared(self, directory: str | os.PathLike, model: TrainedModel) -> bool:
+        """Restore what ``save_prepared`` wrote; False if nothing usable is there."""
+        return False
 
     def _forget(self, model: TrainedModel, train: Interactions, request: Request) -> tuple[TrainedModel, dict]:
         raise NotImplementedError
