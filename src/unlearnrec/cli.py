@@ -227,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_extensions(sub, common) -> None:
     """Commands contributed by the other packages (forgetting, experiments, reports)."""
     from unlearnrec.experiments import commands as experiment_commands
+    from unlearnrec.unlearn import audit
     from unlearnrec.unlearn import commands as unlearn_commands
 
-    for mod in (unlearn_commands, experiment_commands):
+    for mod in (unlearn_commands, audit, experiment_commands):
         mod.register(sub, common)
 
 

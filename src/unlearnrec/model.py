@@ -81,8 +81,8 @@ class TrainedModel:
         """Atomically write the checkpoint directory (safetensors + meta.json)."""
         tensors = {
             "e0": self.backbone.e0.detach(),
-            "train_users": torch.from_numpy(np.asarray(self.train.users)),
-            "train_items": torch.from_numpy(np.asarray(self.train.items)),
+            "train_users": torch.from_numpy(self.train.users.copy()),
+            "train_items": torch.from_numpy(self.train.items.copy()),
             "forgotten_users": torch.from_numpy(np.asarray(self.forgotten_users, dtype=np.int64)),
             "forgotten_items": torch.from_numpy(np.asarray(self.forgotten_items, dtype=np.int64)),
         }

@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
-import gzip
-import io
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from unlearnrec.data.formats import (
+    ENV_VAR,
+    FORMATS,
+    LoadedInteractions,
+    find_file,
+    load_interactions,
+    open_text,
+    read_adjacency_list,
+    read_id_list,
+    read_udata,
+)
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.splits import check_disjoint, holdout, split_fractions
 from unlearnrec.errors import DataError
 
-ENV_VAR = "UNLEARNREC_DATA"
+__all__ = [
+    "DATASETS",
+    "ENV_VAR",
+    "FORMATS",
+    "Dataset",
+    "DatasetSpec",
+    "LoadedInteractions",
+    "data_dir",
+    "find_file",
+    "load_dataset",
+    "load_interactions",
+    "open_text",
+    "read_adjacency_list",
+    "read_udata",
+]
+
+log = logging.getLogger(__name__)
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -26,51 +50,6 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "unlearnrec" / "data"
-
-
-def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
-    """Open a plain or gzip text file (chosen by the ``.gz`` suffix)."""
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, errors="strict")
-    return path.open("r", encoding=encoding)
-
-
-def find_file(folder: Path, stem: str) -> Path:
-    """``folder/stem.gz`` or ``folder/stem``, whichever exists."""
-    for p in (folder / f"{stem}.gz", folder / stem):
-        if p.is_file():
-            return p
-    raise DataError(f"file not found: {folder / stem}[.gz] (set --data-dir or ${ENV_VAR}, "
-                    f"or run 'unlearnrec data download')")
-
-
-def read_adjacency_list(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """LightGCN format: one line per user, ``user item item ...``; returns (users, items) arrays.
-
-    A line with only a user id (no items) is allowed; a non-integer or negative token is an error
-    naming the file and line.
-    """
-    us: list[np.ndarray] = []
-    its: list[np.ndarray] = []
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            s = line.strip()
-            if not s:
-                continue
-            try:
-                vals = np.array(s.split(), dtype=np.int64)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: malformed line (expected integer ids): {s[:60]!r}") from None
-            if vals.min() < 0:
-                raise DataError(f"{path}:{lineno}: negative id")
-            if len(vals) > 1:
-                us.append(np.full(len(vals) - 1, vals[0], dtype=np.int64))
-                its.append(vals[1:])
-    if not us:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(us), np.concatenate(its)
 
 
 @dataclass(frozen=True)
@@ -97,6 +76,8 @@ class Dataset:
         return self.train.union(self.val)
 
     def stats(self) -> dict:
+        """Counts per split. ``shipped_train`` = train + val (the training file before the
+        validation carve-out); ``split`` says whether train/test were shipped or drawn here."""
         return {
             "name": self.name,
             "users": self.num_users,
@@ -105,43 +86,44 @@ class Dataset:
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
+            "shipped_train": len(self.train) + len(self.val),
+            "split": self.meta.get("split", "shipped"),
         }
 
 
-def _lightgcn_dir(folder: Path) -> tuple[Interactions, Interactions]:
-    tu, ti = read_adjacency_list(find_file(folder, "train.txt"))
-    su, si = read_adjacency_list(find_file(folder, "test.txt"))
+def _lightgcn_dir(folder: Path) -> tuple[Interactions, Interactions, dict]:
+    """``train.txt`` + ``test.txt`` (plain or gz) of a LightGCN-format folder.
+
+    The id space is given by ``user_list.txt`` / ``item_list.txt`` where present (an id beyond
+    them is an error naming file and line), else max id + 1 over both files.
+    """
+    meta: dict = {}
+    nu = ni = None
+    for kind in ("user", "item"):
+        try:
+            lst = find_file(folder, f"{kind}_list.txt")
+        except DataError:
+            continue
+        ids = read_id_list(lst)
+        meta[f"{kind}_ids"] = ids
+        if kind == "user":
+            nu = len(ids)
+        else:
+            ni = len(ids)
+    tu, ti = read_adjacency_list(find_file(folder, "train.txt"), nu, ni)
+    su, si = read_adjacency_list(find_file(folder, "test.txt"), nu, ni)
     if len(tu) == 0:
-        raise DataError(f"{folder}: empty training file")
-    nu = int(max(tu.max(), su.max() if len(su) else 0)) + 1
-    ni = int(max(ti.max(), si.max() if len(si) else 0)) + 1
-    try:
-        train = Interactions.from_pairs(tu, ti, nu, ni)
-        test = Interactions.from_pairs(su, si, nu, ni)
-    except DataError as e:
-        raise DataError(f"{folder}: {e}") from None
-    return train, test
-
-
-def read_udata(path: Path) -> Interactions:
-    """GroupLens ``u.data``: ``user \\t item \\t rating \\t timestamp`` with 1-based ids."""
-    rows = []
-    with open_text(path, encoding="latin-1") as f:
-        for lineno, line in enumerate(f, 1):
-            s = line.strip()
-            if not s:
-                continue
-            parts = s.split("\t")
-            try:
-                rows.append((int(parts[0]), int(parts[1])))
-            except (ValueError, IndexError):
-                raise DataError(f"{path}:{lineno}: malformed line: {s[:60]!r}") from None
-    if not rows:
-        raise DataError(f"{path}: empty dataset")
-    a = np.array(rows, dtype=np.int64) - 1
-    if a.min() < 0:
-        raise DataError(f"{path}: ids must be 1-based")
-    return Interactions.from_pairs(a[:, 0], a[:, 1], dedupe=True)
+        raise DataError(f"{find_file(folder, 'train.txt')}: empty dataset (no training interactions)")
+    if len(su) == 0:
+        raise DataError(f"{find_file(folder, 'test.txt')}: empty dataset (no test interactions)")
+    nu = nu if nu is not None else int(max(tu.max(), su.max())) + 1
+    ni = ni if ni is not None else int(max(ti.max(), si.max())) + 1
+    train = Interactions.from_pairs(tu, ti, nu, ni)
+    test = Interactions.from_pairs(su, si, nu, ni)
+    shared = train.intersects(test)
+    if shared:
+        raise DataError(f"{folder}: train and test files share {shared} interactions")
+    return train, test, meta
 
 
 @dataclass(frozen=True)
@@ -157,6 +139,42 @@ DATASETS: dict[str, DatasetSpec] = {
     "ml-100k": DatasetSpec("udata", "MovieLens-100K ratings, split per user 70/10/20"),
 }
 
+# a folder without a shipped split holds one of these (first match wins)
+_FOLDER_FILES = (("u.data", "udata"), ("ratings.dat", "dat"), ("ratings.csv", "csv"))
+
+
+def _resolve(name: str, root) -> tuple[Path, str]:
+    """(path, kind) of a named dataset, a dataset folder or a single interaction file."""
+    if name in DATASETS:
+        folder = data_dir(root) / name
+        if not folder.is_dir():
+            raise DataError(
+                f"dataset folder not found: {folder} (set --data-dir or ${ENV_VAR}, "
+                f"or run 'unlearnrec data download {name}')"
+            )
+        return folder, DATASETS[name].kind
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p, "file"
+    if p.is_dir():
+        if any((p / f).is_file() for f in ("train.txt", "train.txt.gz")):
+            return p, "lightgcn"
+        for stem, _fmt in _FOLDER_FILES:
+            for f in (p / stem, p / f"{stem}.gz"):
+                if f.is_file():
+                    return f, "file"
+        inters = sorted(p.glob("*.inter")) + sorted(p.glob("*.inter.gz"))
+        if len(inters) == 1:
+            return inters[0], "file"
+        raise DataError(
+            f"{p}: no dataset files found (expected train.txt + test.txt, u.data, ratings.dat, "
+            "ratings.csv or one .inter file)"
+        )
+    raise DataError(
+        f"unknown dataset '{name}' (valid: {', '.join(sorted(DATASETS))}, "
+        "or a path to a dataset folder or interaction file)"
+    )
+
 
 def load_dataset(
     name: str,
@@ -165,34 +183,50 @@ def load_dataset(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
 ) -> Dataset:
-    """Load a named dataset from ``data_dir(root)/name``.
+    """Load a named dataset from ``data_dir(root)/name``, or a dataset folder / file by path.
 
     Shipped train/test splits are kept; a seeded ``val_ratio`` of each user's training edges
-    becomes the validation split (for early stopping; never the test set). Unsplit data is split
-    per user by ``fractions`` (train/val/test). The splits are checked disjoint.
+    becomes the validation split (for early stopping; never the test set). Unsplit data (GroupLens
+    ``u.data``, ``ratings.dat``, CSV/TSV, RecBole ``.inter``, pickled COO) is split per user by
+    ``fractions`` (train/val/test), each user keeping at least one training edge. The splits are
+    checked disjoint. Files with raw ids are remapped to contiguous ids; ``meta["user_ids"]`` /
+    ``meta["item_ids"]`` hold the raw id of every index where the data has them.
     """
-    if name in DATASETS:
-        folder = data_dir(root) / name
-        spec = DATASETS[name]
-    elif Path(name).is_dir() and any((Path(name) / f).is_file() for f in ("train.txt", "train.txt.gz")):
-        folder, spec = Path(name), DatasetSpec("lightgcn", "a folder in LightGCN format")
+    if not 0.0 <= float(val_ratio) < 1.0:
+        raise DataError(f"val_ratio must be in [0, 1), got {val_ratio}")
+    if len(fractions) != 3:
+        raise DataError(f"fractions must be (train, val, test), got {tuple(fractions)}")
+    path, kind = _resolve(name, root)
+    meta: dict = {"seed": seed, "val_ratio": val_ratio, "folder": str(path if path.is_dir() else path.parent)}
+    if kind == "lightgcn":
+        full, test, extra = _lightgcn_dir(path)
+        meta.update(extra, split="shipped", format="lightgcn")
+        if val_ratio > 0:
+            train, val = holdout(full, val_ratio, seed)
+        else:
+            train, val = full, Interactions.empty(full.num_users, full.num_items)
     else:
-        raise DataError(
-            f"unknown dataset '{name}' (valid: {', '.join(sorted(DATASETS))}, "
-            "or a folder holding train.txt and test.txt)"
+        if kind == "udata":
+            loaded = load_interactions(find_file(path, "u.data"), "udata")
+        else:
+            loaded = load_interactions(path)
+        meta.update(
+            split="per-user",
+            fractions=tuple(float(f) for f in fractions),
+            format=loaded.format,
+            file=str(loaded.path),
+            user_ids=loaded.user_ids,
+            item_ids=loaded.item_ids,
         )
-    if not folder.is_dir():
-        raise DataError(
-            f"dataset folder not found: {folder} (set --data-dir or ${ENV_VAR}, "
-            f"or run 'unlearnrec data download {name}')"
-        )
-    if spec.kind == "lightgcn":
-        full, test = _lightgcn_dir(folder)
-        check_disjoint(full, test)
-        train, val = holdout(full, val_ratio, seed) if val_ratio > 0 else (full, Interactions.empty(
-            full.num_users, full.num_items))
-    else:
-        inter = read_udata(find_file(folder, "u.data"))
-        train, val, test = split_fractions(inter, fractions, seed)
+        train, val, test = split_fractions(loaded.interactions, fractions, seed)
     check_disjoint(train, val, test)
-    return Dataset(name, train, val, test, {"seed": seed, "val_ratio": val_ratio, "folder": str(folder)})
+    log.info(
+        "loaded %s: %d users, %d items, train %d / val %d / test %d",
+        name,
+        train.num_users,
+        train.num_items,
+        len(train),
+        len(val),
+        len(test),
+    )
+    return Dataset(name, train, val, test, meta)

@@ -60,6 +60,7 @@ def _csr(indptr, cols, vals, n, device) -> torch.Tensor:
         torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32)),
         size=(n, n),
         device=device,
+        check_invariants=False,
     )
 
 
@@ -104,7 +105,9 @@ class _SymSpMM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return None, torch.sparse.mm(ctx.adj, grad.contiguous())
+        # through propagate, so that a double backward (Hessian-vector products) reuses Â too
+        # instead of the generic sparse backward (13x slower on ML-1M-sized graphs)
+        return None, propagate(ctx.adj, grad.contiguous())
 
 
 def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,227 @@
+"""The adversarial evaluation protocol (METHOD.md §7, paper §4.1.4).
+
+A LightGCN trained on the clean data scores every user-item pair. For a seeded subset of users
+we add the item the model scores *lowest* among the items the user never interacted with, and
+for a seeded subset of items the lowest-scoring user. These edges look like ordinary
+interactions but are implausible to the model; the model trained on the attacked set is then
+asked to forget exactly them.
+
+The attacked set is cached on disk (``edges.npz`` + ``meta.json``, both written atomically),
+keyed by dataset, seed, ratios and the clean model's identity, so every backbone and method of a
+grid forgets the same edges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from unlearnrec.data.interactions import Interactions
+from unlearnrec.errors import ConfigError, DataError
+from unlearnrec.io.checkpoint import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """``user_ratio``: fraction of users given one adversarial item (the authors: all users on
+    ML-1M, about half on Gowalla); ``item_ratio``: fraction of items given one adversarial user;
+    ``batch_size``: rows of the dense score block per step (memory = batch x other side)."""
+
+    user_ratio: float = 1.0
+    item_ratio: float = 0.0
+    batch_size: int = 1024
+
+    def __post_init__(self):
+        for k in ("user_ratio", "item_ratio"):
+            v = getattr(self, k)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{k} must be in [0, 1], got {v}")
+        if self.batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class Attack:
+    """The attacked training set (clean ∪ adversarial) and the adversarial edges E_Δ."""
+
+    train: Interactions
+    edges: Interactions
+    meta: dict
+
+
+def _known_csr(known: list[Interactions]) -> sp.csr_matrix:
+    m = None
+    for k in known:
+        c = k.to_csr()
+        m = c if m is None else m + c
+    return sp.csr_matrix(m)
+
+
+def _dense_rows(m: sp.csr_matrix, rows: np.ndarray, device) -> torch.Tensor:
+    """Dense bool (len(rows), n_cols) mask of a CSR row slice."""
+    sub = m[rows]
+    out = torch.zeros(len(rows), m.shape[1], dtype=torch.bool, device=device)
+    r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+    out[torch.from_numpy(r).to(device), torch.from_numpy(sub.indices.astype(np.int64)).to(device)] = True
+    return out
+
+
+@torch.no_grad()
+def _lowest(
+    a: torch.Tensor, b: torch.Tensor, rows: np.ndarray, mask: sp.csr_matrix, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row r in ``rows``: argmin over columns c not in ``mask[r]`` of a[r] · b[c].
+
+    a: (R, d), b: (C, d). Returns (rows that had a free column, their argmin column). Batched:
+    one dense (batch, C) score block at a time, masked with +inf.
+    """
+    out_r, out_c = [], []
+    for s in range(0, len(rows), batch_size):
+        rr = rows[s : s + batch_size]
+        scores = a[torch.from_numpy(rr).to(a.device)] @ b.T
+        scores.masked_fill_(_dense_rows(mask, rr, a.device), float("inf"))
+        val, col = scores.min(dim=1)
+        ok = torch.isfinite(val).cpu().numpy()
+        out_r.append(rr[ok])
+        out_c.append(col.cpu().numpy()[ok])
+    if not out_r:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_r).astype(np.int64), np.concatenate(out_c).astype(np.int64)
+
+
+def adversarial_edges(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    known: list[Interactions],
+    config: AttackConfig,
+    seed: int,
+) -> Interactions:
+    """The adversarial edges of §7 from a clean model's final embeddings.
+
+    user_emb: (U, d), item_emb: (I, d). ``known``: every interaction set the new edges must avoid
+    (train, val, test), over one id space. A seeded ``user_ratio`` of users (those with a free
+    item) each get their lowest-scoring free item; a seeded ``item_ratio`` of items each get
+    their lowest-scoring free user. Duplicates between the two sides are merged.
+    """
+    if not known:
+        raise DataError("adversarial_edges needs at least the training interactions")
+    nu, ni = known[0].num_users, known[0].num_items
+    if user_emb.shape[0] != nu or item_emb.shape[0] != ni:
+        raise DataError(
+            f"embeddings ({user_emb.shape[0]} users, {item_emb.shape[0]} items) do not match "
+            f"the interactions ({nu}, {ni})"
+        )
+    rng = np.random.default_rng(seed)
+    mask = _known_csr(known)
+    n_u = int(round(config.user_ratio * nu))
+    n_i = int(round(config.item_ratio * ni))
+    users = np.sort(rng.choice(nu, size=n_u, replace=False)) if n_u else np.zeros(0, np.int64)
+    items = np.sort(rng.choice(ni, size=n_i, replace=False)) if n_i else np.zeros(0, np.int64)
+    uu, ui = _lowest(user_emb, item_emb, users, mask, config.batch_size)
+    iu_items, iu_users = _lowest(item_emb, user_emb, items, sp.csr_matrix(mask.T), config.batch_size)
+    adv = Interactions.from_pairs(
+        np.concatenate([uu, iu_users]), np.concatenate([ui, iu_items]), nu, ni, dedupe=True
+    )
+    log.info(
+        "adversarial edges: %d from %d users, %d from %d items, %d unique",
+        len(uu),
+        n_u,
+        len(iu_users),
+        n_i,
+        len(adv),
+    )
+    return adv
+
+
+def attack_key(dataset: str, seed: int, config: AttackConfig, clean_id: str, train_fingerprint: str) -> str:
+    """A stable short hash naming the cache entry of one attack."""
+    payload = {
+        "protocol": PROTOCOL_VERSION,
+        "dataset": dataset,
+        "seed": int(seed),
+        "user_ratio": config.user_ratio,
+        "item_ratio": config.item_ratio,
+        "clean_model": clean_id,
+        "train": train_fingerprint,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_attack(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    train: Interactions,
+    other_known: list[Interactions],
+    config: AttackConfig,
+    seed: int,
+    *,
+    dataset: str,
+    clean_id: str = "",
+    cache_dir: str | os.PathLike | None = None,
+) -> Attack:
+    """The attacked training set and its adversarial edges, from the cache when present.
+
+    ``train``: the clean training set; ``other_known``: val and test (never turned into
+    adversarial edges). With ``cache_dir`` the result is stored under ``cache_dir/<key>/`` and
+    reused when dataset, seed, ratios, clean model and training set match.
+    """
+    if not all(train.same_space(k) for k in other_known):
+        raise ConfigError("train, val and test must share one id space")
+    key = attack_key(dataset, seed, config, clean_id, train.fingerprint())
+    folder = Path(cache_dir) / key if cache_dir is not None else None
+    if folder is not None and (folder / "meta.json").is_file() and (folder / "edges.npz").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        with np.load(folder / "edges.npz") as z:
+            edges = Interactions(z["users"], z["items"], train.num_users, train.num_items)
+        if edges.fingerprint() == meta.get("edges_fingerprint"):
+            log.info("adversarial edges from cache %s (%d edges)", folder, len(edges))
+            return Attack(train.union(edges), edges, meta)
+        log.warning("cache %s is inconsistent; rebuilding", folder)
+    edges = adversarial_edges(user_emb, item_emb, [train, *other_known], config, seed)
+    attacked = train.union(edges)
+    meta = {
+        "key": key,
+        "protocol": PROTOCOL_VERSION,
+        "dataset": dataset,
+        "seed": int(seed),
+        "user_ratio": config.user_ratio,
+        "item_ratio": config.item_ratio,
+        "clean_model": clean_id,
+        "clean_train_fingerprint": train.fingerprint(),
+        "attacked_train_fingerprint": attacked.fingerprint(),
+        "edges_fingerprint": edges.fingerprint(),
+        "num_edges": len(edges),
+        "fraction_of_train": len(edges) / max(len(attacked), 1),
+    }
+    if folder is not None:
+        # edges first, meta last: meta.json's presence marks a complete entry
+        _atomic_savez(folder / "edges.npz", users=edges.users, items=edges.items)
+        atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+    return Attack(attacked, edges, meta)

@@ -1,0 +1,72 @@
+"""The configuration of UnlearnRec: the Influence Encoder, its pre-training and fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UnlearnRecConfig:
+    """Every knob of UnlearnRec (METHOD.md §3-5), with the ablation switches of the paper's Table 3.
+
+    Influence Encoder (§3): ``ie_layers`` (L_IE), ``alpha`` (α of Eq. 17), ``eta_init`` (η at
+    start), ``readout`` (``"sum"`` of H⁰..H^L as the authors' code, or ``"last"`` = H^L as the
+    paper's wording), ``readout_layer0`` (include H⁰ itself in the readout; without it Ours(0)
+    leaves every node outside the request untouched).
+
+    Pre-training (§4): ``epochs`` rounds, each with a fresh simulated request of a fraction
+    ``ratio`` (ρ) of the training edges and one pass over the residual edges in batches of
+    ``batch_size`` (``steps_per_epoch`` > 0 caps the pass); Adam with ``lr`` on H⁰ and η only.
+    Loss weights ``lambda_u``, ``lambda_p``, ``lambda_c``; temperatures ``tau_p`` (L_p) and
+    ``tau_c`` (L_c); ``contrast_keep``: edge keep rate of L_c's second IDM view.
+
+    Forgetting (§5): ``finetune_epochs`` = k of Ours(k) (0: Ours(0), no training), with
+    ``finetune_lr`` on the MLP and the layer-0 table.
+
+    Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
+    pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
+    ``readout = "last"`` is the last-layer readout.
+    """
+
+    # Influence Encoder (Eq. 15-18)
+    ie_layers: int = 3
+    alpha: float = 0.1
+    eta_init: float = 0.002
+    readout: str = "sum"
+    readout_layer0: bool = True
+    # pre-training (Eq. 19-25)
+    epochs: int = 10
+    ratio: float = 0.2
+    batch_size: int = 4096
+    steps_per_epoch: int = 0
+    lr: float = 1e-3
+    lambda_u: float = 0.5
+    lambda_p: float = 0.01
+    lambda_c: float = 1e-3
+    tau_p: float = 1.0
+    tau_c: float = 0.2
+    contrast_keep: float = 0.95
+    use_lu: bool = True
+    use_lp: bool = True
+    use_lc: bool = True
+    # serving a request (§5)
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-3
+
+    def __post_init__(self):
+        if self.readout not in ("sum", "last"):
+            raise ValueError(f"readout must be 'sum' or 'last', got {self.readout!r}")
+        if self.ie_layers < 1:
+            raise ValueError("ie_layers must be >= 1")
+        if not 0 < self.ratio < 1:
+            raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
+        if not 0 < self.contrast_keep <= 1:
+            raise ValueError(f"contrast_keep must be in (0, 1], got {self.contrast_keep}")
+        if self.epochs < 0 or self.finetune_epochs < 0 or self.steps_per_epoch < 0:
+            raise ValueError("epochs, finetune_epochs and steps_per_epoch must be >= 0")
+        if self.batch_size <= 0 or self.lr <= 0 or self.finetune_lr <= 0:
+            raise ValueError("batch_size, lr and finetune_lr must be > 0")
+        if self.tau_p <= 0 or self.tau_c <= 0:
+            raise ValueError("tau_p and tau_c must be > 0")
+        if self.readout == "last" and not self.readout_layer0:
+            pass  # "last" never includes layer 0 anyway

@@ -1,0 +1,127 @@
+"""The Influence Dependency Matrix (METHOD.md §2) and the Influence Encoder (§3, Eq. 15-18)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnrec.data.graph import normalized_adjacency, propagate
+from unlearnrec.data.interactions import Interactions
+
+
+def build_idm(edges: Interactions, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Â_Δ = D_Δ^-1/2 Ā_Δ D_Δ^-1/2 of the request edges alone (§2): (N x N) sparse CSR, O(|E_Δ| + N).
+
+    Degrees are counted inside the IDM; nodes untouched by the request are isolated (zero rows).
+    """
+    return normalized_adjacency(edges.users, edges.items, edges.num_users, edges.num_items, device=device)
+
+
+def dropped_idm(edges: Interactions, keep: float, generator: torch.Generator,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """A random edge-dropped view of Â_Δ for L_c (Eq. 23): each request edge is kept with
+    probability ``keep``; kept entries keep the full IDM's normalisation, scaled by 1/keep.
+
+    Dropping whole edges (both (u, i) and (i, u)) keeps the matrix symmetric, which
+    :func:`~unlearnrec.data.graph.propagate` relies on.
+    """
+    nu, ni = edges.num_users, edges.num_items
+    du = np.bincount(edges.users, minlength=nu).astype(np.float64)
+    di = np.bincount(edges.items, minlength=ni).astype(np.float64)
+    mask = torch.rand(len(edges), generator=generator).numpy() < keep
+    u, i = edges.users[mask], edges.items[mask]
+    # weights w chosen so that normalisation by the *kept* degrees gives
+    # 1 / sqrt(d_u d_i) / keep with the *full* IDM degrees: Â' = S Â_Δ S with S = diag(sqrt(d'/d))
+    # is not that, so build the values directly instead.
+    vals = 1.0 / np.sqrt(du[u] * di[i]) / keep
+    n = nu + ni
+    rows = np.concatenate([u, i + nu])
+    cols = np.concatenate([i + nu, u])
+    v = np.concatenate([vals, vals])
+    order = np.lexsort((cols, rows))
+    rows, cols, v = rows[order], cols[order], v[order]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(indptr), torch.from_numpy(cols.astype(np.int64)),
+        torch.from_numpy(v.astype(np.float32)), size=(n, n), device=device, check_invariants=False,
+    )
+
+
+class IdentityMLP(nn.Module):
+    """Eq. 18's MLP: two layers x ↦ LeakyReLU_0.99(x W + b), W = I and b = 0 at start.
+
+    It is the identity on non-negative inputs at initialisation (and scales negative inputs
+    by 0.99² at most). Frozen during pre-training, trained during fine-tuning.
+    """
+
+    def __init__(self, dim: int, layers: int = 2, negative_slope: float = 0.99):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.act = nn.LeakyReLU(negative_slope)
+        with torch.no_grad():
+            for lin in self.layers:
+                lin.weight.copy_(torch.eye(dim))
+                lin.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for lin in self.layers:
+            x = self.act(lin(x))
+        return x
+
+
+class InfluenceEncoder(nn.Module):
+    """The IE (§3): trainable H⁰ (N, d) (init 0) and η (N, 1) (init ``eta_init``), a frozen MLP.
+
+    Given the IDM Â_Δ, the layer-0 table E⁰ (N, d) and the fixed final embeddings Ē (N, d) of
+    the trained model, :meth:`forward` returns Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18), with
+    ΔE⁰ = H̄ - α W^(L) (Eq. 17), H̄ the readout of H^l = Â_Δ H^(l-1) (Eq. 15) and
+    W^l = Â_Δ W^(l-1), W⁰ = η ⊙ Ē (Eq. 16).
+    """
+
+    def __init__(self, num_nodes: int, dim: int, layers: int = 3, alpha: float = 0.1, eta_init: float = 0.002,
+                 readout: str = "sum", readout_layer0: bool = True):
+        super().__init__()
+        if readout not in ("sum", "last"):
+            raise ValueError(f"readout must be 'sum' or 'last', got {readout!r}")
+        self.num_nodes, self.dim, self.layers = int(num_nodes), int(dim), int(layers)
+        self.alpha = float(alpha)
+        self.readout = readout
+        self.readout_layer0 = bool(readout_layer0)
+        self.h0 = nn.Parameter(torch.zeros(self.num_nodes, self.dim))
+        self.eta = nn.Parameter(torch.full((self.num_nodes, 1), float(eta_init)))
+        self.mlp = IdentityMLP(self.dim)
+        self.mlp.requires_grad_(False)
+
+    def h_layers(self, idm: torch.Tensor, h0: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """[H⁰, H¹, ..., H^L] with H^l = Â_Δ H^(l-1) (Eq. 15)."""
+        out = [self.h0 if h0 is None else h0]
+        for _ in range(self.layers):
+            out.append(propagate(idm, out[-1]))
+        return out
+
+    def h_readout(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        """H̄: Σ_l H^l (``sum``; layer 0 only with ``readout_layer0``) or H^L (``last``)."""
+        if self.readout == "last":
+            return layers[-1]
+        start = 0 if self.readout_layer0 else 1
+        return torch.stack(layers[start:]).sum(0) if len(layers) - start > 1 else layers[start]
+
+    def eta_term(self, idm: torch.Tensor, e_bar: torch.Tensor) -> torch.Tensor:
+        """W^(L): W⁰ = η ⊙ Ē with Ē fixed (detached), W^l = Â_Δ W^(l-1) (Eq. 16)."""
+        w = self.eta * e_bar.detach()
+        for _ in range(self.layers):
+            w = propagate(idm, w)
+        return w
+
+    def delta(self, idm: torch.Tensor, e_bar: torch.Tensor,
+              layers: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """ΔE⁰ = H̄ - α W^(L) (Eq. 17), (N, d)."""
+        layers = self.h_layers(idm) if layers is None else layers
+        return self.h_readout(layers) - self.alpha * self.eta_term(idm, e_bar)
+
+    def forward(self, idm: torch.Tensor, e0: torch.Tensor, e_bar: torch.Tensor,
+                layers: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18), (N, d)."""
+        return e0 + self.mlp(self.delta(idm, e_bar, layers))

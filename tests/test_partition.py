@@ -1,0 +1,153 @@
+"""Balanced partitions (RecEraser InBP/UBP/IBP, GraphEraser BLPA/BEKM), shard training, FixedEmbedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnrec.data.graph import Graph
+from unlearnrec.data.interactions import Interactions
+from unlearnrec.data.synthetic import planted_clusters
+from unlearnrec.errors import ConfigError
+from unlearnrec.unlearn.partition import (
+    PARTITION_KINDS,
+    FixedEmbedding,
+    ShardJob,
+    balance_cap,
+    balanced_assign,
+    partition_interactions,
+    shard_seed,
+    train_shards,
+)
+
+
+def _emb(train: Interactions, d: int = 8, seed: int = 0):
+    g = np.random.default_rng(seed)
+    return g.normal(size=(train.num_users, d)), g.normal(size=(train.num_items, d))
+
+
+# ----------------------------------------------------------------------------- balanced_assign
+def test_balance_cap():
+    assert balance_cap(100, 10, 0.2) == 12
+    assert balance_cap(101, 10, 0.0) == 11
+    assert balance_cap(5, 10, 0.2) == 2  # ceil(1 · 1.2)
+
+
+def test_balanced_assign_fills_nearest_first():
+    # all four points prefer shard 0; cap 2: the two closest stay, the others go to shard 1
+    dist = np.array([[0.4, 5.0], [0.1, 5.0], [0.3, 5.0], [0.2, 6.0]])
+    assert balanced_assign(dist, cap=2).tolist() == [1, 0, 1, 0]
+
+
+def test_balanced_assign_without_binding_cap_is_argmin():
+    dist = np.random.default_rng(0).random((50, 4))
+    assert np.array_equal(balanced_assign(dist, cap=50), dist.argmin(1))
+
+
+def test_balanced_assign_respects_cap_and_covers():
+    dist = np.random.default_rng(1).random((103, 7)) ** 3
+    dist[:, 0] -= 1  # everyone wants shard 0
+    cap = balance_cap(103, 7, 0.1)
+    lab = balanced_assign(dist, cap)
+    assert lab.min() >= 0 and lab.max() < 7
+    assert np.bincount(lab, minlength=7).max() <= cap
+    assert np.bincount(lab, minlength=7)[0] == cap
+
+
+def test_balanced_assign_refuses_impossible():
+    with pytest.raises(ConfigError):
+        balanced_assign(np.zeros((10, 2)), cap=4)
+
+
+# ----------------------------------------------------------------------------- partitions
+@pytest.mark.parametrize("kind", PARTITION_KINDS)
+def test_partition_covers_every_edge_once_within_cap(tiny, kind):
+    ue, ie = _emb(tiny)
+    p = partition_interactions(tiny, kind, 4, ue, ie, slack=0.2, seed=0)
+    assert p.edge_shard.shape == (len(tiny),)
+    assert p.edge_shard.min() >= 0 and p.edge_shard.max() < 4
+    assert p.shard_sizes().sum() == len(tiny)
+    counts = np.bincount(p.unit_shard[p.unit_shard >= 0], minlength=4)
+    assert counts.max() <= p.cap
+    assert (counts > 0).all()
+    if p.item_shard is not None:
+        assert np.bincount(p.item_shard, minlength=4).max() <= p.item_cap
+    # shards of a user-based partition follow the user
+    if p.unit in ("user", "node"):
+        assert np.array_equal(p.edge_shard, p.unit_shard[tiny.users])
+    if p.unit == "item":
+        assert np.array_equal(p.edge_shard, p.unit_shard[tiny.items])
+
+
+@pytest.mark.parametrize("kind", PARTITION_KINDS)
+def test_partition_deterministic_for_a_seed(tiny, kind):
+    ue, ie = _emb(tiny)
+    a = partition_interactions(tiny, kind, 3, ue, ie, seed=5)
+    b = partition_interactions(tiny, kind, 3, torch.as_tensor(ue), torch.as_tensor(ie), seed=5)
+    assert np.array_equal(a.edge_shard, b.edge_shard)
+
+
+def test_user_kmeans_recovers_separated_clusters():
+    # users of two far-apart embedding blobs; cap = half: each shard is one blob
+    train = planted_clusters(40, 20, clusters=2, seed=0)
+    g = np.random.default_rng(0)
+    ue = g.normal(scale=0.01, size=(40, 4)) + np.where((np.arange(40) % 2)[:, None] == 0, 5.0, -5.0)
+    ie = g.normal(size=(20, 4))
+    p = partition_interactions(train, "user", 2, ue, ie, slack=0.0, seed=0)
+    lab = p.unit_shard
+    assert len(set(lab[0::2])) == 1 and len(set(lab[1::2])) == 1 and lab[0] != lab[1]
+
+
+def test_blpa_finds_disconnected_communities():
+    # two disconnected bipartite communities: BLPA ends with each in its own shard
+    train = planted_clusters(40, 20, clusters=2, p_in=0.6, p_out=0.0, seed=0)
+    p = partition_interactions(train, "blpa", 2, slack=0.0, iters=30, seed=0)
+    cu = np.arange(40) % 2
+    agree = (p.unit_shard == cu).mean()
+    assert agree in (0.0, 1.0)  # a perfect split, up to the labels' names
+    # no edge crosses the communities, so all edges of a shard belong to one community
+    assert all(len(set(cu[train.users[p.edge_shard == k]])) == 1 for k in range(2))
+
+
+def test_partition_errors(tiny):
+    ue, ie = _emb(tiny)
+    with pytest.raises(ConfigError, match="unknown partition kind"):
+        partition_interactions(tiny, "metis", 4, ue, ie)
+    with pytest.raises(ConfigError, match="needs pre-trained"):
+        partition_interactions(tiny, "interaction", 4)
+    with pytest.raises(ConfigError):
+        partition_interactions(tiny, "user", 1000, ue, ie)
+
+
+# ----------------------------------------------------------------------------- shard training
+def _jobs(tiny, n=2):
+    return [
+        ShardJob(k, tiny.users[k::n], tiny.items[k::n], tiny.num_users, tiny.num_items, "lightgcn",
+                 {"dim": 8, "layers": 1}, 3, 1e-2, 64, shard_seed(0, k))
+        for k in range(n)
+    ]
+
+
+def test_train_shards_deterministic_and_learns(tiny):
+    a = train_shards(_jobs(tiny), workers=1)
+    b = train_shards(_jobs(tiny), workers=1)
+    assert len(a) == 2 and a[0].shape == (tiny.num_users + tiny.num_items, 8)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.allclose(a[0], a[1])  # different shards, different seeds
+    assert shard_seed(0, 1) == shard_seed(0, 1) != shard_seed(1, 1)
+
+
+@pytest.mark.slow
+def test_train_shards_in_processes_matches_serial(tiny):
+    a = train_shards(_jobs(tiny), workers=1)
+    b = train_shards(_jobs(tiny), workers=2)
+    assert all(np.allclose(x, y, atol=1e-5) for x, y in zip(a, b, strict=True))
+
+
+def test_fixed_embedding_serves_stored_rows(tiny):
+    ue, ie = torch.randn(tiny.num_users, 5), torch.randn(tiny.num_items, 5)
+    fe = FixedEmbedding(ue, ie)
+    u, i = fe.embed(Graph.from_interactions(tiny))
+    assert torch.equal(u, ue) and torch.equal(i, ie)
+    assert not fe.e0.requires_grad
