@@ -123,8 +123,19 @@ def test_partition_errors(tiny):
 # ----------------------------------------------------------------------------- shard training
 def _jobs(tiny, n=2):
     return [
-        ShardJob(k, tiny.users[k::n], tiny.items[k::n], tiny.num_users, tiny.num_items, "lightgcn",
-                 {"dim": 8, "layers": 1}, 3, 1e-2, 64, shard_seed(0, k))
+        ShardJob(
+            k,
+            tiny.users[k::n],
+            tiny.items[k::n],
+            tiny.num_users,
+            tiny.num_items,
+            "lightgcn",
+            {"dim": 8, "layers": 1},
+            3,
+            1e-2,
+            64,
+            shard_seed(0, k),
+        )
         for k in range(n)
     ]
 
@@ -151,3 +162,177 @@ def test_fixed_embedding_serves_stored_rows(tiny):
     u, i = fe.embed(Graph.from_interactions(tiny))
     assert torch.equal(u, ue) and torch.equal(i, ie)
     assert not fe.e0.requires_grad
+
+
+# ----------------------------------------------------------------------------- shared unlearner checks
+class ShardedUnlearnerChecks:
+    """Unlearner conformance + SISA checks, inherited by the RecEraser and GraphEraser tests.
+
+    Subclasses define ``make(seed)`` -> a fresh unlearner (4 shards, a few epochs). Until
+    ``tests/contracts.py`` has the shared ``UnlearnerContract``, the contract is checked here:
+    an empty request changes nothing, inputs are not mutated, the id space is kept, no forgotten
+    edge is left in the result's graph, and the result is deterministic for a seed.
+    """
+
+    def make(self, seed: int = 0):
+        raise NotImplementedError
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def trained(cls):
+        from unlearnrec.backbones import build_backbone
+        from unlearnrec.model import TrainedModel
+        from unlearnrec.train.loop import TrainConfig, fit
+
+        train = planted_clusters(48, 32, clusters=4, seed=1)
+        graph = Graph.from_interactions(train)
+        bb = build_backbone(
+            "lightgcn", 48, 32, {"dim": 8, "layers": 2}, generator=torch.Generator().manual_seed(0)
+        )
+        fit(bb, graph, TrainConfig(epochs=15, batch_size=128, lr=2e-2, patience=0))
+        return TrainedModel(bb, graph, "lightgcn", meta={"tag": "original"})
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def prepared(cls, trained):
+        u = cls().make(0)
+        u.prepare(trained, trained.train)
+        return u
+
+    @staticmethod
+    def request(train, n=4, seed=0):
+        from unlearnrec.unlearn.base import Request
+
+        pick = np.random.default_rng(seed).choice(len(train), size=n, replace=False)
+        return Request.of_edges(train, train.users[pick], train.items[pick])
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def recorded(cls, trained, prepared):
+        """forget() of a 4-edge request, recording every shard job it trains."""
+        import unlearnrec.unlearn.partition as part
+
+        jobs = []
+        orig = part.train_one_shard
+
+        def spy(job):
+            jobs.append(job)
+            return orig(job)
+
+        mp = pytest.MonkeyPatch()
+        mp.setattr(part, "train_one_shard", spy)
+        try:
+            req = cls.request(trained.train)
+            res = prepared.forget(trained, trained.train, req)
+        finally:
+            mp.undo()
+        return req, res, jobs
+
+    # -- the Unlearner contract ---------------------------------------------------------------------
+    def test_empty_request_changes_nothing(self, trained, prepared):
+        from unlearnrec.unlearn.base import Request
+
+        empty = Request(Interactions.empty(trained.train.num_users, trained.train.num_items))
+        res = prepared.forget(trained, trained.train, empty)
+        assert res.model is not trained
+        assert res.info["retrained_shards"] == []
+        u0, i0 = trained.embeddings()
+        u1, i1 = res.model.embeddings()
+        assert torch.equal(u0, u1) and torch.equal(i0, i1)
+        assert res.model.train.fingerprint() == trained.train.fingerprint()
+
+    def test_inputs_not_mutated(self, trained, prepared):
+        e0 = trained.backbone.e0.detach().clone()
+        fp = trained.train.fingerprint()
+        req = self.request(trained.train, seed=3)
+        req_fp = req.edges.fingerprint()
+        prepared.forget(trained, trained.train, req)
+        assert torch.equal(trained.backbone.e0, e0)
+        assert trained.train.fingerprint() == fp and trained.graph.interactions.fingerprint() == fp
+        assert req.edges.fingerprint() == req_fp
+        assert trained.meta == {"tag": "original"}
+
+    def test_id_space_kept_and_edges_gone(self, trained, recorded):
+        req, res, _ = recorded
+        new = res.model
+        assert new.train.same_space(trained.train)
+        assert new.train.intersects(req.edges) == 0
+        assert len(new.train) == len(trained.train) - len(req)
+        u, i = new.embeddings()
+        assert u.shape[0] == trained.train.num_users and i.shape[0] == trained.train.num_items
+        assert torch.isfinite(u).all() and torch.isfinite(i).all()
+        assert res.seconds > 0 and new.meta["lineage"][-1]["method"] == prepared_name(self)
+
+    def test_deterministic_for_a_seed(self, trained, recorded):
+        req, res, _ = recorded
+        other = self.make(0)
+        other.prepare(trained, trained.train)
+        again = other.forget(trained, trained.train, req)
+        assert torch.allclose(res.model.backbone.e0, again.model.backbone.e0, atol=1e-6)
+        assert again.info["retrained_shards"] == res.info["retrained_shards"]
+
+    # -- SISA ---------------------------------------------------------------------------------------
+    def test_only_affected_shards_retrained_without_forgotten_edges(self, trained, prepared, recorded):
+        req, res, jobs = recorded
+        pos = trained.train.locate(req.edges)
+        affected = sorted(set(prepared._partition.edge_shard[pos].tolist()))
+        assert res.info["retrained_shards"] == affected
+        assert sorted(j.shard for j in jobs) == affected
+        assert len(affected) < prepared.config.num_shards or len(req) >= prepared.config.num_shards
+        for j in jobs:
+            shard = Interactions(j.users, j.items, j.num_users, j.num_items)
+            assert shard.intersects(req.edges) == 0  # a forgotten edge is in no retrained shard
+            expected = prepared.shard_training_edges(j.shard, req.edges)
+            assert shard.fingerprint() == expected.fingerprint()  # exactly the shard's remaining edges
+
+    def test_cumulative_request_treats_earlier_edges_as_forgotten(self, trained, prepared, recorded):
+        req, _, _ = recorded
+        residual = trained.train.drop(req.edges)
+        req2 = self.request(residual, n=2, seed=9)
+        res = prepared.forget(trained, residual, req2)
+        both = req.edges.union(req2.edges)
+        assert res.model.train.intersects(both) == 0
+        shards = set(prepared._partition.edge_shard[trained.train.locate(both)].tolist())
+        assert set(res.info["retrained_shards"]) == shards
+
+    def test_forget_whole_user(self, trained, prepared):
+        from unlearnrec.errors import UnlearnRecError
+        from unlearnrec.unlearn.base import Request
+
+        req = Request.of_users(trained.train, [3])
+        res = prepared.forget(trained, trained.train, req)
+        assert (res.model.train.users != 3).all()
+        assert torch.count_nonzero(res.model.backbone.e0[3]) == 0
+        with pytest.raises(UnlearnRecError):
+            res.model.recommend([3])
+
+    def test_ensemble_learns_the_clusters(self, prepared):
+        m = prepared.prepared_model
+        u, i = m.embeddings()
+        scores = u @ i.T
+        cu = np.arange(u.shape[0]) % 4
+        ci = np.arange(i.shape[0]) % 4
+        same = torch.from_numpy(cu[:, None] == ci[None, :])
+        assert scores[same].mean() > scores[~same].mean()
+
+    def test_prepared_cache_round_trip(self, tmp_path, trained, prepared, recorded):
+        req, res, _ = recorded
+        assert prepared.save_prepared(tmp_path / "cache")
+        other = self.make(0)
+        assert other.load_prepared(tmp_path / "cache", trained)
+        again = other.forget(trained, trained.train, req)
+        assert torch.allclose(res.model.backbone.e0, again.model.backbone.e0, atol=1e-6)
+        assert not self.make(1).load_prepared(tmp_path / "cache", trained)  # another seed: not usable
+
+    def test_saved_ensemble_refuses_to_load_as_a_backbone(self, tmp_path, recorded):
+        from unlearnrec.errors import ConfigError
+        from unlearnrec.model import TrainedModel
+
+        _, res, _ = recorded
+        res.model.save(tmp_path / "ens")
+        with pytest.raises(ConfigError, match="unknown backbone 'fixed'"):
+            TrainedModel.load(tmp_path / "ens")
+
+
+def prepared_name(checks: ShardedUnlearnerChecks) -> str:
+    return type(checks.make(0)).name

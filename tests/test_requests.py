@@ -30,8 +30,12 @@ def test_edges_file_roundtrip(tmp_path, tiny):
 
 @pytest.mark.parametrize(
     "text, message",
-    [("", "empty request file"), ("# only a comment\n", "empty request file"), ("1 2 3\n", ":1: expected 'user item'"),
-     ("user,item\n1,x\n", ":2: ids must be integers")],
+    [
+        ("", "empty request file"),
+        ("# only a comment\n", "empty request file"),
+        ("1 2 3\n", ":1: expected 'user item'"),
+        ("user,item\n1,x\n", ":2: ids must be integers"),
+    ],
 )
 def test_bad_edges_files(tmp_path, text, message):
     p = tmp_path / "r.txt"

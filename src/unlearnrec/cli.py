@@ -150,9 +150,14 @@ def cmd_data_info(args) -> int:
 
     data = load_dataset(args.name, args.data_dir, val_ratio=0.0 if args.shipped else 0.1)
     st = data.stats()
+    if st["split"] == "shipped":
+        split = (f"  train {st['shipped_train']:,} / test {st['test']:,} (shipped split; validation carved "
+                 f"from train: fit {st['train']:,} + val {st['val']:,})")
+    else:
+        split = (f"  train {st['train']:,} / val {st['val']:,} / test {st['test']:,} "
+                 f"(seeded per-user split {'/'.join(f'{f:g}' for f in data.meta.get('fractions', ()))})")
     _emit(args, st, [f"{st['name']}: {st['users']:,} users, {st['items']:,} items, "
-                     f"{st['interactions']:,} interactions",
-                     f"  train {st['train']:,}  val {st['val']:,}  test {st['test']:,}"])
+                     f"{st['interactions']:,} interactions", split])
     return 0
 
 
@@ -215,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     di.set_defaults(func=cmd_data_info)
     dd = dsub.add_parser("download", help="fetch the public originals, sha256-verified")
     dd.add_argument("name")
-    dd.add_argument("--mirror", default=None, help="base URL serving the same files (tests, caches)")
+    dd.add_argument("--mirror", default=None,
+                    help="base URL serving the same files (tests, caches; default $UNLEARNREC_MIRROR)")
     dd.add_argument("--force", action="store_true")
     common(dd)
     dd.set_defaults(func=cmd_data_download)

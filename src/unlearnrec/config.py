@@ -84,9 +84,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     unknown = sorted(set(data) - fields)
     prefix = f"{where}." if where else ""
     if unknown:
-        raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}' (valid: {', '.join(sorted(fields))})"
-        )
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid: {', '.join(sorted(fields))})")
     kwargs = {k: _check(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         obj = cls(**kwargs)

@@ -61,8 +61,9 @@ class TrainedModel:
         if len(self.forgotten_users):
             users = np.setdiff1d(np.arange(self.train.num_users), self.forgotten_users)
         ue, ie = self.embeddings()
-        return evaluate_embeddings(ue, ie, target, exclude=exclude, ks=ks, users=users,
-                                   banned_items=self.forgotten_items)
+        return evaluate_embeddings(
+            ue, ie, target, exclude=exclude, ks=ks, users=users, banned_items=self.forgotten_items
+        )
 
     def recommend(self, users, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items and scores for ``users``; a forgotten or unknown user is an error."""
@@ -115,7 +116,7 @@ class TrainedModel:
         cfg = backbone_config(meta["backbone"], meta["backbone_config"])
         backbone = build_backbone(meta["backbone"], nu, ni, cfg)
         state = {"e0": tensors["e0"]}
-        state.update({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
+        state.update({k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")})
         backbone.load_state_dict(state)
         backbone.to(device)
         return cls(
@@ -133,8 +134,9 @@ class TrainedModel:
         """The dataset this model was trained on, with the same split (checked by fingerprint)."""
         if not self.dataset:
             raise UnlearnRecError("this model does not name its dataset")
-        data = load_dataset(self.dataset, root, val_ratio=self.split.get("val_ratio", 0.1),
-                            seed=self.split.get("seed", 0))
+        data = load_dataset(
+            self.dataset, root, val_ratio=self.split.get("val_ratio", 0.1), seed=self.split.get("seed", 0)
+        )
         expected = self.meta.get("original_train_fingerprint", self.meta.get("train_fingerprint"))
         if expected and data.train.fingerprint() != expected:
             raise UnlearnRecError(

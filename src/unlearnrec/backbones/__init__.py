@@ -8,11 +8,17 @@ import torch
 
 from unlearnrec.backbones.base import Backbone, Batch
 from unlearnrec.backbones.lightgcn import LightGCN, LightGCNConfig
+from unlearnrec.backbones.mf import MF, MFConfig
+from unlearnrec.backbones.sgl import SGL, SGLConfig
+from unlearnrec.backbones.simgcl import SimGCL, SimGCLConfig
 from unlearnrec.config import from_dict
 from unlearnrec.errors import ConfigError
 
 BACKBONES: dict[str, tuple[type[Backbone], type]] = {
     "lightgcn": (LightGCN, LightGCNConfig),
+    "sgl": (SGL, SGLConfig),
+    "simgcl": (SimGCL, SimGCLConfig),
+    "mf": (MF, MFConfig),
 }
 
 
@@ -34,4 +40,7 @@ def build_backbone(name: str, num_users: int, num_items: int, config=None,
     return cls(num_users, num_items, config, generator=generator)
 
 
-__all__ = ["BACKBONES", "Backbone", "Batch", "LightGCN", "LightGCNConfig", "backbone_config", "build_backbone"]
+__all__ = [
+    "BACKBONES", "MF", "SGL", "Backbone", "Batch", "LightGCN", "LightGCNConfig", "MFConfig", "SGLConfig",
+    "SimGCL", "SimGCLConfig", "backbone_config", "build_backbone",
+]

@@ -64,6 +64,12 @@ class Backbone(nn.Module):
         out = self.propagate(graph, self.e0 if e0 is None else e0)
         return out[: self.num_users], out[self.num_users :]
 
+    def on_epoch_start(self, graph: Graph, generator: torch.Generator | None = None) -> None:
+        """Called by the training loop before each epoch over ``graph``; a no-op by default.
+
+        Backbones whose augmentation is drawn once per epoch (SGL's edge-dropped views) draw it here.
+        """
+
     def ssl_loss(self, graph: Graph, batch: Batch, e0: torch.Tensor,
                  generator: torch.Generator | None) -> torch.Tensor | None:
         """The backbone's self-supervised term (None for plain backbones)."""

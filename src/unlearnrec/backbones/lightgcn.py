@@ -23,16 +23,25 @@ class LightGCN(Backbone):
 
     name = "lightgcn"
 
-    def __init__(self, num_users: int, num_items: int, config: LightGCNConfig = LightGCNConfig(),
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        config: LightGCNConfig = LightGCNConfig(),
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(num_users, num_items, config.dim, config.reg, config.init_std, generator)
         self.config = config
         self.layers = config.layers
 
     def propagate(self, graph: Graph, e0: torch.Tensor) -> torch.Tensor:
+        return self.readout(graph.adj, e0)
+
+    def readout(self, adj: torch.Tensor, e0: torch.Tensor) -> torch.Tensor:
+        """Ē (N, d) over a given normalised adjacency ``adj`` (N x N sparse): SGL's views reuse it."""
         acc = e0
         x = e0
         for _ in range(self.layers):
-            x = propagate(graph.adj, x)
+            x = propagate(adj, x)
             acc = acc + x
         return acc / (self.layers + 1)

@@ -52,15 +52,26 @@ def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
 
 
 def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """``(line number, line)`` pairs (1-based); decoding and gzip errors become a :class:`DataError`."""
+    """``(line number, line)`` pairs (1-based) of a plain or gzip text file.
+
+    Lines are decoded one at a time so that a decoding error names its line; a UTF-8 byte-order
+    mark is dropped; gzip and I/O errors become a :class:`DataError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
     lineno = 0
     try:
-        with open_text(path, encoding) as f:
-            for lineno, line in enumerate(f, 1):  # noqa: B007 - lineno is read in the handlers
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            for lineno, raw in enumerate(f, 1):  # noqa: B007 - lineno is read in the handlers
+                try:
+                    line = raw.decode(encoding)
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: cannot decode as {encoding} ({e.reason})") from None
+                if lineno == 1 and line.startswith("\ufeff"):
+                    line = line[1:]
                 yield lineno, line
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{lineno + 1}: cannot decode as {encoding} ({e.reason})") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
 
 
@@ -551,12 +562,20 @@ def _numpy_attr(modules: tuple[str, ...], name: str):
     return None
 
 
+def _latin1_encode(s: str, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles call (as ``_codecs.encode``) to rebuild ``bytes``; only Latin-1."""
+    if not isinstance(s, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is allowed only for latin1 strings")
+    return s.encode("latin1")
+
+
 def _allowed_classes() -> dict[tuple[str, str], object]:
     core = ("numpy._core.multiarray", "numpy.core.multiarray")
     numeric = ("numpy._core.numeric", "numpy.core.numeric")
     allowed: dict[tuple[str, str], object] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
     }
     for fn, mods in (("_reconstruct", core), ("scalar", core), ("_frombuffer", numeric)):
         obj = _numpy_attr(mods, fn)

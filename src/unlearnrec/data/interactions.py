@@ -38,7 +38,9 @@ class Interactions:
         object.__setattr__(self, "num_users", int(self.num_users))
         object.__setattr__(self, "num_items", int(self.num_items))
         if users.ndim != 1 or users.shape != items.shape:
-            raise DataError(f"users and items must be 1-d of equal length, got {users.shape} and {items.shape}")
+            raise DataError(
+                f"users and items must be 1-d of equal length, got {users.shape} and {items.shape}"
+            )
         if self.num_users < 0 or self.num_items < 0:
             raise DataError("num_users and num_items must be non-negative")
         if len(users):
@@ -65,7 +67,11 @@ class Interactions:
     # ----------------------------------------------------------------- constructors
     @classmethod
     def from_pairs(
-        cls, users, items, num_users: int | None = None, num_items: int | None = None,
+        cls,
+        users,
+        items,
+        num_users: int | None = None,
+        num_items: int | None = None,
         dedupe: bool = False,
     ) -> Interactions:
         """Build from parallel id arrays; the id space defaults to max id + 1."""
@@ -195,7 +201,9 @@ class Interactions:
         return int(self.contains(other.users, other.items).sum())
 
     def subset(self, mask_or_index) -> Interactions:
-        return Interactions(self.users[mask_or_index], self.items[mask_or_index], self.num_users, self.num_items)
+        return Interactions(
+            self.users[mask_or_index], self.items[mask_or_index], self.num_users, self.num_items
+        )
 
     def of_users(self, users) -> Interactions:
         """All edges of the given users."""

@@ -58,5 +58,5 @@ def write_edges_file(edges: Interactions, path: str | os.PathLike) -> None:
     """Write ``user\\titem`` lines with a header, atomically."""
     from unlearnrec.io.checkpoint import atomic_write_text
 
-    body = "".join(f"{u}\t{i}\n" for u, i in zip(edges.users.tolist(), edges.items.tolist()))
+    body = "".join(f"{u}\t{i}\n" for u, i in zip(edges.users.tolist(), edges.items.tolist(), strict=True))
     atomic_write_text(path, "user\titem\n" + body)

@@ -9,8 +9,14 @@ import numpy as np
 from unlearnrec.data.interactions import Interactions
 
 
-def planted_clusters(num_users: int = 60, num_items: int = 40, clusters: int = 4, p_in: float = 0.5,
-                     p_out: float = 0.02, seed: int = 0) -> Interactions:
+def planted_clusters(
+    num_users: int = 60,
+    num_items: int = 40,
+    clusters: int = 4,
+    p_in: float = 0.5,
+    p_out: float = 0.02,
+    seed: int = 0,
+) -> Interactions:
     """Users and items fall into ``clusters`` groups; a user interacts with an item of its own
     group with probability ``p_in`` and of another group with ``p_out``. Every user gets at least
     two interactions. A model that learns anything ranks own-group items first."""

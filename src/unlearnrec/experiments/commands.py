@@ -1,5 +1,101 @@
-"""CLI commands of this package: ``register(sub, common)`` adds its sub-parsers."""
+"""CLI commands of this package: ``experiment`` (run a grid) and ``report`` (tables from its results)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def cmd_experiment(args) -> int:
+    from tqdm import tqdm
+
+    from unlearnrec.experiments.report import report
+    from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
+
+    cfg = load_config(args.config)
+    total = len(cfg.datasets) * len(cfg.seeds) * len(cfg.ratios) * len(cfg.backbones) * len(cfg.methods)
+    bar = tqdm(total=total, desc=f"experiment {cfg.name}", disable=args.quiet, file=sys.stderr, leave=False)
+
+    def on_cell(rec: dict) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{rec['dataset']}/{rec['backbone']}/{rec['label']}: {rec['status']}")
+
+    records = run_experiment(
+        args.config, args.out, data_dir=args.data_dir, device=args.device, on_cell=on_cell
+    )
+    bar.close()
+    ok = sum(r["status"] == "ok" for r in records)
+    failed = [r for r in records if r["status"] != "ok"]
+    summary = {
+        "out": str(args.out),
+        "cells": total,
+        "ran": ok,
+        "failed": len(failed),
+        "skipped": total - len(records),
+        "results": str(Path(args.out) / RESULTS),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{cfg.name}: {total} cells, {ok} ran, {len(failed)} failed, {summary['skipped']} already done")
+        for r in failed:
+            print(f"  failed: {r['dataset']}/{r['backbone']}/{r['label']}: {r.get('error')}")
+        print(f"results in {summary['results']}\n")
+        print(report(args.out, "markdown"), end="")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from unlearnrec.errors import UnlearnRecError
+    from unlearnrec.experiments.report import aggregate, to_csv, to_markdown
+    from unlearnrec.experiments.runner import RESULTS, read_results
+
+    if not (Path(args.dir) / RESULTS).is_file():
+        raise UnlearnRecError(
+            f"no {RESULTS} in {args.dir} (run 'unlearnrec experiment CONFIG --out {args.dir}')"
+        )
+    records = read_results(args.dir)
+    if args.json:
+        cells = [
+            {
+                "dataset": c.dataset,
+                "backbone": c.backbone,
+                "ratio": c.ratio,
+                "method": c.method,
+                "label": c.label,
+                "seeds": c.seeds,
+                **{k: c.mean(k) for k in c.values},
+            }
+            for c in aggregate(records)
+        ]
+        print(json.dumps(cells))
+        return 0
+    parts = []
+    if args.markdown or not args.csv:
+        parts.append(to_markdown(records))
+    if args.csv:
+        parts.append(to_csv(records))
+    print("\n".join(parts), end="")
+    if args.save:
+        Path(args.dir, "table2.md").write_text(to_markdown(records))
+        Path(args.dir, "table2.csv").write_text(to_csv(records))
+    return 0
 
 
 def register(sub, common) -> None:
-    """Add this package's sub-commands to the ``unlearnrec`` parser."""
+    """Add ``experiment`` and ``report`` to the ``unlearnrec`` parser."""
+    e = sub.add_parser("experiment", help="run (or resume) a TOML grid of datasets x backbones x methods")
+    e.add_argument("config", help="experiment TOML (see experiments/)")
+    e.add_argument("--out", required=True, help="output directory (results.jsonl, cached models)")
+    e.add_argument("--device", default=None, help="cpu or cuda (default: the config's)")
+    common(e)
+    e.set_defaults(func=cmd_experiment)
+
+    r = sub.add_parser("report", help="the Table 2 layout from an experiment directory")
+    r.add_argument("dir", help="experiment output directory")
+    r.add_argument("--csv", action="store_true", help="print CSV (with --markdown: both)")
+    r.add_argument("--markdown", action="store_true", help="print Markdown (the default)")
+    r.add_argument("--save", action="store_true", help="also write table2.md and table2.csv into DIR")
+    common(r, data=False)
+    r.set_defaults(func=cmd_report)

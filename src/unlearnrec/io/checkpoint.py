@@ -41,7 +41,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-def save_checkpoint(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
     """Atomically write ``tensors`` and ``meta`` (JSON-serialisable) to ``directory``.
 
     An existing checkpoint at ``directory`` is replaced only once the new one is complete.
@@ -59,7 +61,9 @@ def save_checkpoint(directory: str | os.PathLike, tensors: dict[str, torch.Tenso
         old = None
         if directory.exists():
             if not (directory / META).is_file() and any(directory.iterdir()):
-                raise UnlearnRecError(f"refusing to overwrite {directory}: it is not an unlearnrec checkpoint")
+                raise UnlearnRecError(
+                    f"refusing to overwrite {directory}: it is not an unlearnrec checkpoint"
+                )
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)
         os.replace(tmp, directory)

@@ -90,6 +90,9 @@ def fit(
     t0 = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
+        hook = getattr(model, "on_epoch_start", None)
+        if hook is not None:  # per-epoch augmentation (SGL's views), drawn from the loop's generator
+            hook(graph, gen)
         sums: dict[str, float] = {}
         n = 0
         te = time.perf_counter()

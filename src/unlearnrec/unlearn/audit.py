@@ -40,8 +40,11 @@ def cmd_sample_request(args) -> int:
     model = TrainedModel.load(args.model)
     edges = sample_edges(model.train, args.ratio, np.random.default_rng(args.seed))
     write_edges_file(edges, args.out)
-    print(json.dumps({"edges": len(edges), "out": args.out}) if args.json else
-          f"{len(edges)} random training edges ({args.ratio:.2%}) written to {args.out}")
+    print(
+        json.dumps({"edges": len(edges), "out": args.out})
+        if args.json
+        else f"{len(edges)} random training edges ({args.ratio:.2%}) written to {args.out}"
+    )
     return 0
 
 
@@ -56,8 +59,13 @@ def cmd_verify(args) -> int:
     if original is None and not args.edges:
         raise RequestError("verifying a whole-user or whole-item request needs --original (the model before)")
     request = request_from_args(reference.train if original is not None else _with_edges(model, args), args)
-    v = verify_forgetting(model, request, original=original,
-                          ledger=Ledger(args.ledger) if args.ledger else None, min_mi_ng=args.min_mi_ng)
+    v = verify_forgetting(
+        model,
+        request,
+        original=original,
+        ledger=Ledger(args.ledger) if args.ledger else None,
+        min_mi_ng=args.min_mi_ng,
+    )
     if args.json:
         print(json.dumps({"passed": v.passed, "checks": v.checks}, default=float))
     else:
@@ -73,8 +81,9 @@ def _with_edges(model, args) -> Interactions:
     from unlearnrec.data.requests import read_edges_file
 
     users, items = read_edges_file(args.edges)
-    return model.train.union(Interactions.from_pairs(users, items, model.train.num_users, model.train.num_items,
-                                                     dedupe=True))
+    return model.train.union(
+        Interactions.from_pairs(users, items, model.train.num_users, model.train.num_items, dedupe=True)
+    )
 
 
 def cmd_ledger(args) -> int:
@@ -88,8 +97,11 @@ def cmd_ledger(args) -> int:
     else:
         print(f"{args.path}: {n} entries, hash chain intact")
         for e in entries:
-            print(f"  #{e['seq']} {e['time']} {e.get('method', '?')}: {e.get('edges', '?')} edges, "
-                  f"users {e.get('users', [])}, items {e.get('items', [])}, request {e['request_fingerprint'][:12]}")
+            print(
+                f"  #{e['seq']} {e['time']} {e.get('method', '?')}: {e.get('edges', '?')} edges, "
+                f"users {e.get('users', [])}, items {e.get('items', [])}, "
+                f"request {e['request_fingerprint'][:12]}"
+            )
     return 0
 
 
@@ -104,7 +116,9 @@ def register(sub, common) -> None:
 
     v = sub.add_parser("verify", help="prove that a model forgot a request (exit 1 if not)")
     v.add_argument("--model", required=True, help="the model that should have forgotten")
-    v.add_argument("--original", default=None, help="the model before forgetting (for MI-BF and node requests)")
+    v.add_argument(
+        "--original", default=None, help="the model before forgetting (for MI-BF and node requests)"
+    )
     add_request_args(v)
     v.add_argument("--ledger", default=None, help="JSONL ledger that must record the request")
     v.add_argument("--min-mi-ng", type=float, default=1.0)

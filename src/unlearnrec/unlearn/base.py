@@ -47,7 +47,9 @@ class Request:
         uniq, counts = np.unique(keys, return_counts=True)
         if (counts > 1).any():
             k = int(uniq[counts > 1][0])
-            raise RequestError(f"duplicate edge in request (user {k // train.num_items}, item {k % train.num_items})")
+            raise RequestError(
+                f"duplicate edge in request (user {k // train.num_items}, item {k % train.num_items})"
+            )
         edges = Interactions(users, items, train.num_users, train.num_items)
         train.locate(edges)  # every edge must be a training edge
         return cls(edges)
@@ -66,8 +68,11 @@ class Request:
 
     def merge(self, other: Request) -> Request:
         """The union of two requests (cumulative forgetting)."""
-        return Request(self.edges.union(other.edges), np.union1d(self.users, other.users),
-                       np.union1d(self.items, other.items))
+        return Request(
+            self.edges.union(other.edges),
+            np.union1d(self.users, other.users),
+            np.union1d(self.items, other.items),
+        )
 
 
 def _check_ids(ids, n: int, what: str) -> np.ndarray:
@@ -118,7 +123,9 @@ class Unlearner:
         """Restore what ``save_prepared`` wrote; False if nothing usable is there."""
         return False
 
-    def _forget(self, model: TrainedModel, train: Interactions, request: Request) -> tuple[TrainedModel, dict]:
+    def _forget(
+        self, model: TrainedModel, train: Interactions, request: Request
+    ) -> tuple[TrainedModel, dict]:
         raise NotImplementedError
 
     def forget(self, model: TrainedModel, train: Interactions, request: Request) -> Result:
@@ -129,11 +136,17 @@ class Unlearner:
             seconds = time.perf_counter() - t0
         new.meta = {**model.meta, **new.meta}
         new.meta.setdefault("lineage", list(model.meta.get("lineage", [])))
-        new.meta["lineage"] = [*model.meta.get("lineage", []), {
-            "method": self.name, "edges": len(request), "users": len(request.users),
-            "items": len(request.items), "request_fingerprint": request.edges.fingerprint(),
-            "seconds": seconds,
-        }]
+        new.meta["lineage"] = [
+            *model.meta.get("lineage", []),
+            {
+                "method": self.name,
+                "edges": len(request),
+                "users": len(request.users),
+                "items": len(request.items),
+                "request_fingerprint": request.edges.fingerprint(),
+                "seconds": seconds,
+            },
+        ]
         return Result(new, seconds, mem.peak_mb, info)
 
 

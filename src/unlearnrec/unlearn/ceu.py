@@ -59,7 +59,9 @@ class CEU(Unlearner):
         self.config = config
         self.seed = int(seed)
 
-    def _forget(self, model: TrainedModel, train: Interactions, request: Request) -> tuple[TrainedModel, dict]:
+    def _forget(
+        self, model: TrainedModel, train: Interactions, request: Request
+    ) -> tuple[TrainedModel, dict]:
         cfg = self.config
         theta = model.backbone.e0.detach()
         if len(request.edges) == 0:
@@ -71,14 +73,28 @@ class CEU(Unlearner):
         forgotten = inf.locate_triples(triples, graph.num_items, request.edges)
         kept = triples.subset(~forgotten)
         # v = ∇ Σ_{E_Δ} l_t(θ̂; Â) / |E_r|  (CEU Eq. 7)
-        v = inf.loss_gradient(backbone, graph, triples.subset(forgotten), theta, weight=1.0 / max(len(kept), 1),
-                              seed=self.seed, chunk_size=cfg.batch_size)
+        v = inf.loss_gradient(
+            backbone,
+            graph,
+            triples.subset(forgotten),
+            theta,
+            weight=1.0 / max(len(kept), 1),
+            seed=self.seed,
+            chunk_size=cfg.batch_size,
+        )
         t_grad = time.perf_counter() - t0
         sample = inf.sample_triples(kept, cfg.hessian_edges, self.seed)
         hvp = inf.hessian_hvp(backbone, residual, sample, theta, seed=self.seed, batch_size=cfg.batch_size)
-        damping, lam_max, lam_min = inf.damping_for(hvp, theta, cfg.damping, cfg.power_iterations, self.seed,
-                                                    cfg.psd_shift)
+        damping, lam_max, lam_min = inf.damping_for(
+            hvp, theta, cfg.damping, cfg.power_iterations, self.seed, cfg.psd_shift
+        )
         x, solve = inf.conjugate_gradient(hvp, v, cfg.iterations, damping, cfg.tol)
+        restarts = 0
+        while solve.curvature is not None and restarts < 3:
+            # power iteration underestimated |λ_min|: shift past the curvature CG found, and restart
+            damping = 1.5 * (damping - solve.curvature)
+            x, solve = inf.conjugate_gradient(hvp, v, cfg.iterations, damping, cfg.tol)
+            restarts += 1
         theta_new = theta + x  # θ' = θ̂ + H_r⁻¹ v
         if cfg.noise_std > 0:  # CEU Eq. 11: θ' + b, b ~ N(0, σ²I)
             g = torch.Generator(device="cpu").manual_seed(self.seed + 1)
@@ -90,6 +106,7 @@ class CEU(Unlearner):
             "lambda_max": lam_max,
             "lambda_min": lam_min,
             "damping_abs": damping,
+            "restarts": restarts,
             "forgotten_edges": int(forgotten.sum()),
             "hessian_edges": len(sample),
             "grad_norm": inf.norm(v),
@@ -99,8 +116,12 @@ class CEU(Unlearner):
             "gradient_seconds": t_grad,
             "solve_seconds": time.perf_counter() - t0 - t_grad,
         }
-        log.info("ceu: %d edges, %d CG iterations, residual %.3g", len(request), solve.iterations,
-                 solve.final_residual)
+        log.info(
+            "ceu: %d edges, %d CG iterations, residual %.3g",
+            len(request),
+            solve.iterations,
+            solve.final_residual,
+        )
         return new, info
 
 

@@ -1,5 +1,216 @@
-"""CLI commands of this package: ``register(sub, common)`` adds its sub-parsers."""
+"""CLI commands of the forgetting package: ``pretrain`` (the Influence Encoder) and ``forget``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from unlearnrec.errors import ConfigError, RequestError
+
+
+def _emit(args, obj: dict[str, Any], lines: list[str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    else:
+        print("\n".join(lines))
+
+
+def _config_table(path: str | None, section: str) -> dict[str, Any]:
+    """The ``[section]`` table of a TOML file, or its top level when it has no such table."""
+    if not path:
+        return {}
+    from unlearnrec.config import read_toml
+
+    raw = read_toml(path)
+    return dict(raw[section]) if section in raw else raw
+
+
+def _unlearnrec_config(args, extra: dict[str, Any]):
+    from unlearnrec.config import from_dict
+    from unlearnrec.unlearn.unlearnrec import UnlearnRecConfig
+
+    raw = _config_table(args.config, "unlearnrec")
+    raw.update({k: v for k, v in extra.items() if v is not None})
+    return from_dict(UnlearnRecConfig, raw, "unlearnrec")
+
+
+def cmd_pretrain(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from unlearnrec.io.checkpoint import atomic_write_text
+    from unlearnrec.model import TrainedModel
+    from unlearnrec.unlearn.unlearnrec import UnlearnRec
+
+    cfg = _unlearnrec_config(
+        args, {"epochs": args.epochs, "ratio": args.ratio, "batch_size": args.batch_size}
+    )
+    model = TrainedModel.load(args.model, device=torch.device(args.device))
+    method = UnlearnRec(cfg, seed=args.seed)
+    bar = tqdm(total=cfg.epochs, desc="pre-train IE", disable=args.quiet, file=sys.stderr, leave=False)
+    shown = ("model", "unlearn", "preserve", "contrast", "total")
+
+    def on_step(epoch: int, step: int, steps: int, terms: dict[str, float]) -> None:
+        bar.set_postfix({k: f"{terms[k]:.4f}" for k in shown if k in terms}, refresh=False)
+        if step == steps:
+            bar.update(1)
+
+    method.on_step = on_step
+    method.prepare(model, model.train)
+    bar.close()
+    method.save_prepared(args.out)
+    curve = Path(args.curve) if args.curve else Path(args.out) / "loss_curve.json"
+    atomic_write_text(curve, json.dumps(method.history, indent=1))
+    secs = method.history[-1]["seconds"] if method.history else 0.0
+    last = method.history[-1] if method.history else {}
+    _emit(
+        args,
+        {
+            "out": str(args.out),
+            "epochs": cfg.epochs,
+            "seconds": secs,
+            "curve": str(curve),
+            "history": method.history,
+        },
+        [
+            f"pre-trained the Influence Encoder for {cfg.epochs} epochs in {secs:.1f}s (ratio {cfg.ratio})",
+            "last epoch  " + "  ".join(f"{k}={last[k]:.4f}" for k in shown if k in last),
+            f"saved to {args.out} (loss curve: {curve})",
+        ],
+    )
+    return 0
+
+
+def _build_unlearner(args, model, data):
+    from unlearnrec.unlearn.registry import build_method
+
+    if args.method == "unlearnrec":
+        from unlearnrec.unlearn.unlearnrec import UnlearnRec
+
+        if not args.encoder:
+            raise ConfigError(
+                "--method unlearnrec needs --encoder IE_DIR (make one with 'unlearnrec pretrain')"
+            )
+        over = {} if args.finetune_epochs is None else {"finetune_epochs": args.finetune_epochs}
+        return UnlearnRec.from_encoder(args.encoder, model, **over)
+    if args.finetune_epochs is not None:
+        raise ConfigError("--finetune-epochs applies to --method unlearnrec only")
+    method = build_method(args.method, _config_table(args.config, args.method), seed=args.seed)
+    if hasattr(method, "set_validation"):
+        method.set_validation(data.val)
+    if not (args.encoder and method.load_prepared(args.encoder, model)):
+        method.prepare(model, model.train)
+    return method
+
+
+def cmd_forget(args) -> int:
+    import numpy as np
+    import torch
+
+    from unlearnrec.eval.membership import forgetting_metrics
+    from unlearnrec.model import TrainedModel
+    from unlearnrec.unlearn.audit import request_from_args
+
+    device = torch.device(args.device)
+    model = TrainedModel.load(args.model, device=device)
+    data = model.load_dataset(args.data_dir)
+    request = request_from_args(model.train, args)
+    if len(np.intersect1d(request.users, model.forgotten_users)) or len(
+        np.intersect1d(request.items, model.forgotten_items)
+    ):
+        raise RequestError("the request names a user or item this model has already forgotten")
+    method = _build_unlearner(args, model, data)
+    if args.original:
+        if not hasattr(method, "forget_cumulative"):
+            raise ConfigError(
+                f"--original (cumulative forgetting) is not supported by --method {args.method}"
+            )
+        original = TrainedModel.load(args.original, device=device)
+        result = method.forget_cumulative(original, model, request)
+    else:
+        result = method.forget(model, model.train, request)
+    new = result.model
+    test = new.evaluate(data, "test", ks=(20,))
+    known = data.train.union(data.val).union(data.test).union(request.edges)
+    fm = forgetting_metrics(model.embeddings(), new.embeddings(), request.edges, known, seed=args.seed)
+    new.meta["last_request"] = {
+        "seconds": result.seconds,
+        "peak_memory_mb": result.peak_memory_mb,
+        "mi_bf": fm["mi_bf"],
+        "mi_ng": fm["mi_ng"],
+        "test": test,
+    }
+    new.save(args.out)
+    info = {k: v for k, v in result.info.items() if k != "finetune_history"}
+    out = {
+        "out": str(args.out),
+        "method": args.method,
+        "edges": len(request.edges),
+        "users": request.users.tolist(),
+        "items": request.items.tolist(),
+        "cumulative": bool(args.original),
+        "seconds": result.seconds,
+        "peak_memory_mb": result.peak_memory_mb,
+        "test": test,
+        "mi_bf": fm["mi_bf"],
+        "mi_ng": fm["mi_ng"],
+        "info": info,
+    }
+    _emit(
+        args,
+        out,
+        [
+            f"forgot {len(request.edges)} edges ({len(request.users)} users, {len(request.items)} items) "
+            f"with {args.method}{' (cumulative, from the original)' if args.original else ''}",
+            f"seconds={result.seconds:.4f}  peak_memory_mb={result.peak_memory_mb:.1f}",
+            f"test recall@20={test['recall@20']:.4f}  ndcg@20={test['ndcg@20']:.4f}",
+            f"MI-BF={fm['mi_bf']:.4f}  MI-NG={fm['mi_ng']:.4f}",
+            f"saved to {args.out}",
+        ],
+    )
+    return 0
 
 
 def register(sub, common) -> None:
-    """Add this package's sub-commands to the ``unlearnrec`` parser."""
+    """Add ``pretrain`` and ``forget`` to the ``unlearnrec`` parser."""
+    from unlearnrec.unlearn.audit import add_request_args
+    from unlearnrec.unlearn.registry import METHOD_NAMES
+
+    p = sub.add_parser("pretrain", help="pre-train UnlearnRec's Influence Encoder for a trained model")
+    p.add_argument("--model", required=True, help="trained model directory")
+    p.add_argument("--epochs", type=int, default=None, help="pre-training rounds (default: config, 10)")
+    p.add_argument("--ratio", type=float, default=None, help="simulated request size ρ (default 0.2)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--config", default=None, help="TOML with UnlearnRecConfig keys (top level or [unlearnrec])"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--curve", default=None, help="where to write the loss curve JSON (default: IE_DIR)")
+    p.add_argument("--out", required=True, help="encoder directory to write")
+    common(p, data=False)
+    p.set_defaults(func=cmd_pretrain)
+
+    f = sub.add_parser("forget", help="forget edges, users or items from a trained model")
+    f.add_argument("--model", required=True, help="model directory (original or already unlearned)")
+    f.add_argument("--method", default="unlearnrec", choices=METHOD_NAMES)
+    f.add_argument(
+        "--encoder", default=None, help="Influence Encoder directory (unlearnrec) / prepared cache"
+    )
+    add_request_args(f)
+    f.add_argument(
+        "--finetune-epochs", type=int, default=None, help="k of Ours(k) (default: the encoder's, 0)"
+    )
+    f.add_argument(
+        "--original",
+        default=None,
+        help="the stored original model: forget cumulatively from it (see docs/forgetting.md)",
+    )
+    f.add_argument("--config", default=None, help="TOML with the method's config keys")
+    f.add_argument("--seed", type=int, default=0, help="seed of the method and of MI-NG's negatives")
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--out", required=True, help="directory for the new model")
+    common(f)
+    f.set_defaults(func=cmd_forget)

@@ -40,6 +40,7 @@ class GIFConfig:
     hessian_edges: int = 65536  # fixed triples sampled for H (0: all training edges)
     batch_size: int = 16384  # triples per loss evaluation (the SSL in-batch size too)
     hops: int = -1  # neighbourhood of the request whose terms change (-1: the backbone's layers)
+    hessian: str = "original"  # H of the original loss on Â (GIF); "residual": of L_r on Â_r (a Newton step)
     power_iterations: int = 20  # HVPs per eigenvalue estimate
     psd_shift: bool = True  # add max(0, -λ_min) to the damping: H + λI positive definite
 
@@ -47,7 +48,11 @@ class GIFConfig:
         if self.iterations < 0 or self.power_iterations < 1:
             raise ConfigError("gif: iterations must be >= 0 and power_iterations >= 1")
         if self.scale <= 1.0:
-            raise ConfigError(f"gif: scale must be > 1 (got {self.scale}); the Neumann series diverges otherwise")
+            raise ConfigError(
+                f"gif: scale must be > 1 (got {self.scale}); the Neumann series diverges otherwise"
+            )
+        if self.hessian not in ("original", "residual"):
+            raise ConfigError(f"gif: hessian must be 'original' or 'residual' (got '{self.hessian}')")
         if self.damping < 0 or self.tol < 0 or self.hessian_edges < 0 or self.batch_size <= 0:
             raise ConfigError("gif: damping, tol, hessian_edges must be >= 0 and batch_size > 0")
 
@@ -61,7 +66,9 @@ class GIF(Unlearner):
         self.config = config
         self.seed = int(seed)
 
-    def _forget(self, model: TrainedModel, train: Interactions, request: Request) -> tuple[TrainedModel, dict]:
+    def _forget(
+        self, model: TrainedModel, train: Interactions, request: Request
+    ) -> tuple[TrainedModel, dict]:
         cfg = self.config
         theta = model.backbone.e0.detach()
         if len(request.edges) == 0:
@@ -76,15 +83,41 @@ class GIF(Unlearner):
         affected = inf.affected_triples(triples, graph.num_users, affected_nodes)
         weight = 1.0 / len(triples)
         # v = ∇ [L_A(θ; Â) - L_{A∖E_Δ}(θ; Â_r)] / |E|  (GIF Eq. 6)
-        v = inf.loss_gradient(backbone, graph, triples.subset(affected), theta, weight=weight,
-                              seed=self.seed, chunk_size=cfg.batch_size)
-        v -= inf.loss_gradient(backbone, residual, triples.subset(affected & ~forgotten), theta, weight=weight,
-                               seed=self.seed, chunk_size=cfg.batch_size)
+        v = inf.loss_gradient(
+            backbone,
+            graph,
+            triples.subset(affected),
+            theta,
+            weight=weight,
+            seed=self.seed,
+            chunk_size=cfg.batch_size,
+        )
+        v -= inf.loss_gradient(
+            backbone,
+            residual,
+            triples.subset(affected & ~forgotten),
+            theta,
+            weight=weight,
+            seed=self.seed,
+            chunk_size=cfg.batch_size,
+        )
         t_grad = time.perf_counter() - t0
-        sample = inf.sample_triples(triples, cfg.hessian_edges, self.seed)
-        hvp = inf.hessian_hvp(backbone, graph, sample, theta, seed=self.seed, batch_size=cfg.batch_size)
-        damping, lam_max, lam_min = inf.damping_for(hvp, theta, cfg.damping, cfg.power_iterations, self.seed,
-                                                    cfg.psd_shift)
+        if cfg.hessian == "original":
+            sample = inf.sample_triples(triples, cfg.hessian_edges, self.seed)
+            hvp = inf.hessian_hvp(backbone, graph, sample, theta, seed=self.seed, batch_size=cfg.batch_size)
+        else:  # the residual objective's Hessian, scaled to the 1/|E| of v
+            sample = inf.sample_triples(triples.subset(~forgotten), cfg.hessian_edges, self.seed)
+            hvp_r = inf.hessian_hvp(
+                backbone, residual, sample, theta, seed=self.seed, batch_size=cfg.batch_size
+            )
+            ratio = (len(triples) - int(forgotten.sum())) / len(triples)
+
+            def hvp(p):
+                return ratio * hvp_r(p)
+
+        damping, lam_max, lam_min = inf.damping_for(
+            hvp, theta, cfg.damping, cfg.power_iterations, self.seed, cfg.psd_shift
+        )
         scale = cfg.scale * (lam_max + damping)
         if scale <= 0:
             raise ConfigError("gif: the Hessian is zero on the sample; nothing to invert")
@@ -107,8 +140,13 @@ class GIF(Unlearner):
             "gradient_seconds": t_grad,
             "solve_seconds": time.perf_counter() - t0 - t_grad,
         }
-        log.info("gif: %d edges, %d affected triples, %d HVPs, residual %.3g", len(request), info["affected_edges"],
-                 solve.iterations + cfg.power_iterations, solve.final_residual)
+        log.info(
+            "gif: %d edges, %d affected triples, %d HVPs, residual %.3g",
+            len(request),
+            info["affected_edges"],
+            solve.iterations + cfg.power_iterations,
+            solve.final_residual,
+        )
         return new, info
 
 

@@ -136,5 +136,8 @@ class GraphEraser(ShardedUnlearner):
         with torch.no_grad():
             w = torch.softmax(theta, 0)
             scaled = (x * w.sqrt()[None, :, None]).reshape(x.shape[0], -1)  # [√w_k ē^k]_k: (N, K·d)
-        info = {"agg_loss": hist[-1] if hist else None, "shard_weights": [round(float(v), 4) for v in w.cpu()]}
+        info = {
+            "agg_loss": hist[-1] if hist else None,
+            "shard_weights": [round(float(v), 4) for v in w.cpu()],
+        }
         return scaled[:nu], scaled[nu:], info

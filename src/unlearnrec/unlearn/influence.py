@@ -57,7 +57,9 @@ class Triples:
         return Triples(self.users[index], self.pos[index], self.neg[index])
 
     def batch(self, device: torch.device | str = "cpu") -> Batch:
-        return Batch(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (self.users, self.pos, self.neg)))
+        return Batch(
+            *(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (self.users, self.pos, self.neg))
+        )
 
 
 def fixed_triples(train: Interactions, seed: int) -> Triples:
@@ -111,14 +113,24 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
-def triple_loss(backbone: Backbone, graph: Graph, triples: Triples, e0: torch.Tensor, seed: int) -> torch.Tensor:
+def triple_loss(
+    backbone: Backbone, graph: Graph, triples: Triples, e0: torch.Tensor, seed: int
+) -> torch.Tensor:
     """Mean per-triple training loss (the backbone's ``total``) with views drawn from a fixed seed."""
     batch = triples.batch(e0.device)
     return backbone.loss(graph, batch, e0=e0, generator=_generator(seed))["total"]
 
 
-def loss_gradient(backbone: Backbone, graph: Graph, triples: Triples, theta: torch.Tensor, *, weight: float,
-                  seed: int, chunk_size: int = 65536) -> torch.Tensor:
+def loss_gradient(
+    backbone: Backbone,
+    graph: Graph,
+    triples: Triples,
+    theta: torch.Tensor,
+    *,
+    weight: float,
+    seed: int,
+    chunk_size: int = 65536,
+) -> torch.Tensor:
     """∇_θ of ``weight`` x Σ_triples l_t(θ; graph) -> (N, d), in chunks of triples (bounded memory)."""
     grad = torch.zeros_like(theta)
     if len(triples) == 0:
@@ -163,15 +175,20 @@ class SolveInfo:
     residual_norms: list[float] = field(default_factory=list)
     converged: bool = False
     best_iteration: int = 0
+    curvature: float | None = None  # p·(H+λI)p / p·p of a non-positive direction that stopped CG
 
     @property
     def final_residual(self) -> float:
         return self.residual_norms[self.best_iteration] if self.residual_norms else float("nan")
 
     def as_dict(self) -> dict:
-        return {"iterations": self.iterations, "converged": self.converged,
-                "final_residual": self.final_residual, "best_iteration": self.best_iteration,
-                "residual_norms": [round(r, 6) for r in self.residual_norms]}
+        return {
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "final_residual": self.final_residual,
+            "best_iteration": self.best_iteration,
+            "residual_norms": [round(r, 6) for r in self.residual_norms],
+        }
 
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -182,8 +199,9 @@ def norm(a: torch.Tensor) -> float:
     return math.sqrt(max(dot(a, a), 0.0))
 
 
-def neumann_solve(hvp: HVP, v: torch.Tensor, iterations: int, scale: float, damping: float = 0.0,
-                  tol: float = 0.0) -> tuple[torch.Tensor, SolveInfo]:
+def neumann_solve(
+    hvp: HVP, v: torch.Tensor, iterations: int, scale: float, damping: float = 0.0, tol: float = 0.0
+) -> tuple[torch.Tensor, SolveInfo]:
     """x ≈ (H + λI)⁻¹ v by the Neumann / LiSSA series, x = 1/s Σ_k (I - (H + λI)/s)^k v.
 
     Written as the Richardson iteration x ← x + r / s with r = v - (H + λI) x, so the residual
@@ -220,8 +238,9 @@ def neumann_solve(hvp: HVP, v: torch.Tensor, iterations: int, scale: float, damp
     return best, info
 
 
-def conjugate_gradient(hvp: HVP, v: torch.Tensor, iterations: int, damping: float = 0.0,
-                       tol: float = 1e-6) -> tuple[torch.Tensor, SolveInfo]:
+def conjugate_gradient(
+    hvp: HVP, v: torch.Tensor, iterations: int, damping: float = 0.0, tol: float = 1e-6
+) -> tuple[torch.Tensor, SolveInfo]:
     """x ≈ (H + λI)⁻¹ v by conjugate gradient (one HVP per iteration), stopping at |r|/|v| <= tol.
 
     CG needs H + λI positive definite; a direction of non-positive curvature stops it early
@@ -237,25 +256,29 @@ def conjugate_gradient(hvp: HVP, v: torch.Tensor, iterations: int, damping: floa
     r = v.clone()
     p = r.clone()
     rr = dot(r, r)
+    best, best_res = x, 1.0
     for t in range(iterations):
         hp = hvp(p) + damping * p
         curv = dot(p, hp)
         if curv <= 0 or not math.isfinite(curv):
             log.warning("CG met non-positive curvature at iteration %d (raise damping)", t + 1)
+            info.curvature = curv / max(dot(p, p), 1e-300)
             break
         alpha = rr / curv
         x = x + alpha * p
         r = r - alpha * hp
         rr_new = dot(r, r)
+        res = math.sqrt(rr_new) / vn
         info.iterations = t + 1
-        info.residual_norms.append(math.sqrt(rr_new) / vn)
-        info.best_iteration = t + 1
-        if math.sqrt(rr_new) / vn <= tol:
+        info.residual_norms.append(res)
+        if res < best_res:  # CG's residual is not monotone; keep the best iterate
+            best, best_res, info.best_iteration = x, res, t + 1
+        if res <= tol:
             info.converged = True
             break
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x, info
+    return best, info
 
 
 def largest_eigenvalue(hvp: HVP, like: torch.Tensor, iterations: int = 20, seed: int = 0) -> float:
@@ -275,8 +298,9 @@ def largest_eigenvalue(hvp: HVP, like: torch.Tensor, iterations: int = 20, seed:
 
 
 # ------------------------------------------------------------------------ shared by GIF / CEU
-def hessian_hvp(backbone: Backbone, graph: Graph, sample: Triples, theta: torch.Tensor, *, seed: int,
-                batch_size: int) -> HVP:
+def hessian_hvp(
+    backbone: Backbone, graph: Graph, sample: Triples, theta: torch.Tensor, *, seed: int, batch_size: int
+) -> HVP:
     """HVP of the mean training loss over ``sample`` on ``graph`` at θ.
 
     The sample is cut into training-sized batches whose batch-mean losses are averaged (the
@@ -322,20 +346,24 @@ def request_endpoints(edges: Interactions) -> np.ndarray:
     return np.unique(np.concatenate([edges.users, edges.items + edges.num_users]))
 
 
-def smallest_eigenvalue(hvp: HVP, like: torch.Tensor, lam_max: float, iterations: int = 20, seed: int = 0) -> float:
+def smallest_eigenvalue(
+    hvp: HVP, like: torch.Tensor, lam_max: float, iterations: int = 20, seed: int = 0
+) -> float:
     """λ_min of H by power iteration on |λ_max| I - H (whose top eigenvalue is |λ_max| - λ_min)."""
     mu = largest_eigenvalue(lambda x: lam_max * x - hvp(x), like, iterations, seed + 1)
     return lam_max - mu
 
 
-def damping_for(hvp: HVP, like: torch.Tensor, relative: float, iterations: int, seed: int,
-                psd_shift: bool) -> tuple[float, float, float]:
-    """(λ, |λ_max|, λ_min): the absolute damping λ = relative·|λ_max| (+ max(0, -λ_min) if ``psd_shift``).
+def damping_for(
+    hvp: HVP, like: torch.Tensor, relative: float, iterations: int, seed: int, psd_shift: bool
+) -> tuple[float, float, float]:
+    """(λ, |λ_max|, λ_min): the absolute damping λ = relative·|λ_max| (+ 1.5·max(0, -λ_min) if ``psd_shift``).
 
     The BPR Hessian of a bilinear model is indefinite; the shift makes H + λI positive definite,
     which CG needs and along whose negative directions the Neumann series would diverge.
     """
     lam_max = largest_eigenvalue(hvp, like, iterations, seed)
     lam_min = smallest_eigenvalue(hvp, like, lam_max, iterations, seed) if psd_shift else float("nan")
-    damping = relative * lam_max + (max(0.0, -lam_min) if psd_shift else 0.0)
+    # power iteration underestimates |λ_min|: a 1.5x margin on the shift
+    damping = relative * lam_max + (1.5 * max(0.0, -lam_min) if psd_shift else 0.0)
     return damping, lam_max, lam_min

@@ -571,12 +571,12 @@ class ShardedUnlearner(Unlearner):
             return False
         p = self._partition
         tensors = {
-            "edge_shard": torch.from_numpy(p.edge_shard),
-            "unit_shard": torch.from_numpy(p.unit_shard),
+            "edge_shard": torch.from_numpy(p.edge_shard.copy()),
+            "unit_shard": torch.from_numpy(p.unit_shard.copy()),
             "shard_emb": torch.from_numpy(np.stack(self._shard_emb)),
         }
         if p.item_shard is not None:
-            tensors["item_shard"] = torch.from_numpy(p.item_shard)
+            tensors["item_shard"] = torch.from_numpy(p.item_shard.copy())
         meta = {
             "kind": f"{self.name}-prepared",
             "config": to_dict(self.config),

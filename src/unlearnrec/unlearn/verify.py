@@ -49,7 +49,9 @@ def verify_forgetting(
     v = Verification()
     edges = request.edges
     present = model.train.intersects(edges)
-    v.add("edges_absent", present == 0, f"{present} of {len(edges)} requested edges still in the training graph")
+    v.add(
+        "edges_absent", present == 0, f"{present} of {len(edges)} requested edges still in the training graph"
+    )
 
     if len(request.users) or len(request.items):
         e0 = model.backbone.e0.detach()
@@ -59,8 +61,11 @@ def verify_forgetting(
         recorded = set(request.users.tolist()) <= set(model.forgotten_users.tolist()) and set(
             request.items.tolist()
         ) <= set(model.forgotten_items.tolist())
-        v.add("nodes_erased", zero and recorded,
-              f"{len(request.users)} users, {len(request.items)} items: rows zero={zero}, recorded={recorded}")
+        v.add(
+            "nodes_erased",
+            zero and recorded,
+            f"{len(request.users)} users, {len(request.items)} items: rows zero={zero}, recorded={recorded}",
+        )
 
     keep = ~np.isin(edges.users, request.users) & ~np.isin(edges.items, request.items)
     eu, ei = edges.users[keep], edges.items[keep]
@@ -87,7 +92,9 @@ def verify_forgetting(
         try:
             n = ledger.check()
             found = ledger.find(fp)
-            v.add("ledger", bool(found), f"{len(found)} of {n} entries record this request", entries=len(found))
+            v.add(
+                "ledger", bool(found), f"{len(found)} of {n} entries record this request", entries=len(found)
+            )
         except Exception as e:  # a broken chain is a failed check, not a crash
             v.add("ledger", False, str(e))
     return v

@@ -68,5 +68,3 @@ class UnlearnRecConfig:
             raise ValueError("batch_size, lr and finetune_lr must be > 0")
         if self.tau_p <= 0 or self.tau_c <= 0:
             raise ValueError("tau_p and tau_c must be > 0")
-        if self.readout == "last" and not self.readout_layer0:
-            pass  # "last" never includes layer 0 anyway

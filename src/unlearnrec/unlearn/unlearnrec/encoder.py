@@ -18,8 +18,9 @@ def build_idm(edges: Interactions, device: torch.device | str = "cpu") -> torch.
     return normalized_adjacency(edges.users, edges.items, edges.num_users, edges.num_items, device=device)
 
 
-def dropped_idm(edges: Interactions, keep: float, generator: torch.Generator,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+def dropped_idm(
+    edges: Interactions, keep: float, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """A random edge-dropped view of Â_Δ for L_c (Eq. 23): each request edge is kept with
     probability ``keep``; kept entries keep the full IDM's normalisation, scaled by 1/keep.
 
@@ -31,9 +32,7 @@ def dropped_idm(edges: Interactions, keep: float, generator: torch.Generator,
     di = np.bincount(edges.items, minlength=ni).astype(np.float64)
     mask = torch.rand(len(edges), generator=generator).numpy() < keep
     u, i = edges.users[mask], edges.items[mask]
-    # weights w chosen so that normalisation by the *kept* degrees gives
-    # 1 / sqrt(d_u d_i) / keep with the *full* IDM degrees: Â' = S Â_Δ S with S = diag(sqrt(d'/d))
-    # is not that, so build the values directly instead.
+    # the full IDM's degrees, not the kept ones: the view is Â_Δ with entries dropped and rescaled
     vals = 1.0 / np.sqrt(du[u] * di[i]) / keep
     n = nu + ni
     rows = np.concatenate([u, i + nu])
@@ -44,8 +43,12 @@ def dropped_idm(edges: Interactions, keep: float, generator: torch.Generator,
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     return torch.sparse_csr_tensor(
-        torch.from_numpy(indptr), torch.from_numpy(cols.astype(np.int64)),
-        torch.from_numpy(v.astype(np.float32)), size=(n, n), device=device, check_invariants=False,
+        torch.from_numpy(indptr),
+        torch.from_numpy(cols.astype(np.int64)),
+        torch.from_numpy(v.astype(np.float32)),
+        size=(n, n),
+        device=device,
+        check_invariants=False,
     )
 
 
@@ -80,8 +83,16 @@ class InfluenceEncoder(nn.Module):
     W^l = Â_Δ W^(l-1), W⁰ = η ⊙ Ē (Eq. 16).
     """
 
-    def __init__(self, num_nodes: int, dim: int, layers: int = 3, alpha: float = 0.1, eta_init: float = 0.002,
-                 readout: str = "sum", readout_layer0: bool = True):
+    def __init__(
+        self,
+        num_nodes: int,
+        dim: int,
+        layers: int = 3,
+        alpha: float = 0.1,
+        eta_init: float = 0.002,
+        readout: str = "sum",
+        readout_layer0: bool = True,
+    ):
         super().__init__()
         if readout not in ("sum", "last"):
             raise ValueError(f"readout must be 'sum' or 'last', got {readout!r}")
@@ -115,13 +126,19 @@ class InfluenceEncoder(nn.Module):
             w = propagate(idm, w)
         return w
 
-    def delta(self, idm: torch.Tensor, e_bar: torch.Tensor,
-              layers: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def delta(
+        self, idm: torch.Tensor, e_bar: torch.Tensor, layers: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """ΔE⁰ = H̄ - α W^(L) (Eq. 17), (N, d)."""
         layers = self.h_layers(idm) if layers is None else layers
         return self.h_readout(layers) - self.alpha * self.eta_term(idm, e_bar)
 
-    def forward(self, idm: torch.Tensor, e0: torch.Tensor, e_bar: torch.Tensor,
-                layers: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idm: torch.Tensor,
+        e0: torch.Tensor,
+        e_bar: torch.Tensor,
+        layers: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18), (N, d)."""
         return e0 + self.mlp(self.delta(idm, e_bar, layers))

@@ -1,0 +1,161 @@
+"""Ours(0) wall time and peak memory on gowalla / yelp2018 (issue 4), against one training epoch.
+
+For each dataset and embedding size, a LightGCN with random embeddings of the paper's size
+(no training needed for timing) and an Influence Encoder with random H⁰, η (its values do not
+change the cost) serve a random request of ``--ratio`` of the training edges. Ours(0) is timed
+end to end through ``UnlearnRec.forget`` — building the IDM, the residual graph Â_r (O(nnz)), the
+IE forward, the new model — median of ``--repeats`` runs. Ē, the trained model's final
+embeddings (Eq. 16), is a property of the model computed once in ``prepare`` and cached; its
+one-off cost is printed separately, as is a per-stage profile. One training epoch of the
+backbone (batch 4096, Adam) is timed in the same run. Peak memory is the growth of the process's
+resident high-water mark during one Ours(0) (reset through /proc/self/clear_refs), compared with
+the bytes of the model (E⁰) and its graph (Â in CSR plus the edge arrays).
+
+    flock /tmp/unlearnrec-heavy.lock timeout 900 .venv/bin/python benchmarks/bench_forget.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unlearnrec.backbones import build_backbone
+from unlearnrec.data.datasets import load_dataset
+from unlearnrec.data.graph import Graph
+from unlearnrec.data.requests import sample_edges
+from unlearnrec.model import TrainedModel
+from unlearnrec.train.loop import TrainConfig, fit
+from unlearnrec.unlearn.base import Request
+from unlearnrec.unlearn.unlearnrec import UnlearnRec, UnlearnRecConfig, build_idm
+
+
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_growth_mb(fn) -> float:
+    """Growth of the resident high-water mark (VmHWM) over the current RSS while ``fn`` runs."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    except OSError:
+        return float("nan")
+    base = _status_mb("VmRSS")
+    fn()
+    return _status_mb("VmHWM") - base
+
+
+def tensor_mb(*ts: torch.Tensor) -> float:
+    return sum(t.numel() * t.element_size() for t in ts) / 2**20
+
+
+def bench(name: str, dim: int, ratio: float, repeats: int, epoch: bool, root) -> dict:
+    data = load_dataset(name, root, val_ratio=0.0)
+    train = data.train
+    graph = Graph.from_interactions(train)
+    gen = torch.Generator().manual_seed(0)
+    backbone = build_backbone("lightgcn", train.num_users, train.num_items, {"dim": dim}, generator=gen)
+    model = TrainedModel(backbone, graph, "lightgcn", name)
+    method = UnlearnRec(UnlearnRecConfig(), seed=0)
+    enc = method.new_encoder(model)
+    with torch.no_grad():
+        enc.h0.normal_(std=0.01, generator=gen)
+        enc.eta.uniform_(0, 0.01, generator=gen)
+    method.encoder = enc
+    t = time.perf_counter()
+    method.final_embeddings(model)  # Ē: once per model (prepare computes it)
+    ebar_s = time.perf_counter() - t
+    request = Request(sample_edges(train, ratio, np.random.default_rng(0)))
+    method.forget(model, train, request)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        method.forget(model, train, request)
+        times.append(time.perf_counter() - t)
+    # per-stage profile (one run each)
+    prof = {}
+    t = time.perf_counter()
+    idm = build_idm(request.edges)
+    prof["idm"] = time.perf_counter() - t
+    t = time.perf_counter()
+    graph.residual(request.edges)
+    prof["residual"] = time.perf_counter() - t
+    e_bar = method.final_embeddings(model)
+    t = time.perf_counter()
+    with torch.no_grad():
+        enc(idm, backbone.e0, e_bar)
+    prof["ie_forward"] = time.perf_counter() - t
+    t = time.perf_counter()
+    copy.deepcopy(backbone)
+    prof["copy_backbone"] = time.perf_counter() - t
+    peak = peak_growth_mb(lambda: method.forget(model, train, request))
+    adj = graph.adj
+    held = tensor_mb(backbone.e0, adj.crow_indices(), adj.col_indices(), adj.values()) + (
+        train.users.nbytes + train.items.nbytes
+    ) / 2**20
+    out = {
+        "dataset": name,
+        "dim": dim,
+        "users": train.num_users,
+        "items": train.num_items,
+        "edges": len(train),
+        "request_edges": len(request),
+        "ours0_median_s": statistics.median(times),
+        "ours0_runs_s": times,
+        "ebar_once_s": ebar_s,
+        "profile_s": prof,
+        "peak_mb": peak,
+        "model_graph_mb": held,
+        "peak_over_model_graph": peak / held,
+    }
+    if epoch:
+        bb = copy.deepcopy(backbone)
+        res = fit(bb, graph, TrainConfig(epochs=1, batch_size=4096, lr=1e-3, patience=0))
+        out["train_epoch_s"] = res.seconds
+        out["ours0_over_epoch"] = out["ours0_median_s"] / res.seconds
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["gowalla", "yelp2018"])
+    p.add_argument("--dims", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--ratio", type=float, default=0.005)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-epoch", action="store_true", help="skip timing a training epoch")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="also write the results as JSON")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.datasets:
+        for dim in args.dims:
+            r = bench(name, dim, args.ratio, args.repeats, not args.no_epoch, args.data_dir)
+            rows.append(r)
+            prof = "  ".join(f"{k}={v * 1000:.0f}ms" for k, v in r["profile_s"].items())
+            line = (
+                f"{name:9s} d={dim:<3d} |E|={r['edges']:,} |E_Δ|={r['request_edges']:,}  "
+                f"Ours(0) median {r['ours0_median_s']:.3f}s  (Ē once {r['ebar_once_s']:.3f}s; {prof})  "
+                f"peak +{r['peak_mb']:.0f} MiB = {r['peak_over_model_graph']:.2f}x model+graph "
+                f"({r['model_graph_mb']:.0f} MiB)"
+            )
+            if "train_epoch_s" in r:
+                line += f"  epoch {r['train_epoch_s']:.1f}s  ratio {r['ours0_over_epoch']:.4f}"
+            print(line, flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""Figures of the paper's studies (matplotlib, the ``plots`` extra; imported lazily).
+
+Every ``plot_*`` function takes the JSON-friendly data of :mod:`unlearnrec.experiments.studies`
+(or result rows) and returns PNG bytes; with ``out=`` it also writes them atomically (temporary
+file + rename). Drawing uses matplotlib's object API on an Agg canvas, so no global pyplot state
+or backend is touched and nothing needs a display.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from unlearnrec.errors import UnlearnRecError
+
+SET_COLORS = {"forgotten": "#d62728", "retained": "#2ca02c", "negative": "#1f77b4"}
+SET_LABELS = {"forgotten": "forgotten (E_Δ)", "retained": "retained positive", "negative": "negative"}
+DPI = 110
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure on an Agg canvas; a clear error if matplotlib is missing."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise UnlearnRecError("plots need matplotlib: pip install 'unlearnrec[plots]'") from None
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish(fig, out: str | os.PathLike | None) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    data = buf.getvalue()
+    if out is not None:
+        write_atomic(out, data)
+    return data
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary sibling file and an atomic rename."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _label(row: Mapping[str, Any], keys: str | Sequence[str]) -> str:
+    """A series name from one key or several (joined by ' / ')."""
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    return " / ".join(str(row.get(k)) for k in keys)
+
+
+def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = max(1, min(n, max_cols))
+    return math.ceil(n / cols), cols
+
+
+# ---------------------------------------------------------------- score distributions (Fig. 2-3)
+def plot_score_distributions(
+    summary: Mapping[str, Any], out: str | os.PathLike | None = None, title: str | None = None
+) -> bytes:
+    """One panel per model (original first, then the reference, then the methods): density of
+    the raw scores ŷ of the forgotten, retained-positive and negative edges, from
+    :func:`~unlearnrec.experiments.studies.summarize_distributions`. The reference's (retrain's)
+    forgotten-edge density is drawn dashed in every other panel: the shape to match.
+    """
+    models = list(summary.get("models", {}))
+    if not models:
+        raise UnlearnRecError("score summary has no models to plot")
+    ref = summary.get("reference")
+    order = [m for m in ("original", ref) if m in models] + [m for m in models if m not in ("original", ref)]
+    bins = summary["bins"]
+    rows, cols = _grid(len(order))
+    fig = _figure(3.3 * cols, 2.6 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=False)
+    for k, name in enumerate(order):
+        ax = axes[k // cols][k % cols]
+        for s, st in summary["models"][name].items():
+            if not st.get("n"):
+                continue
+            edges = bins[s]
+            ax.stairs(
+                st["hist"],
+                edges,
+                color=SET_COLORS.get(s, "gray"),
+                label=SET_LABELS.get(s, s),
+                fill=True,
+                alpha=0.25,
+            )
+            ax.stairs(st["hist"], edges, color=SET_COLORS.get(s, "gray"), linewidth=1.2)
+        if ref and name != ref and "forgotten" in summary["models"][ref]:
+            r = summary["models"][ref]["forgotten"]
+            if r.get("n"):
+                ax.stairs(
+                    r["hist"],
+                    bins["forgotten"],
+                    color="black",
+                    linestyle="--",
+                    linewidth=1.0,
+                    label=f"{ref}: forgotten",
+                )
+        f = summary["models"][name].get("forgotten", {})
+        sub = ""
+        if f.get("w1_to_ref") is not None and name != ref:
+            sub = f"\nW1 to {ref} (forgotten) = {f['w1_to_ref']:.3f}"
+        ax.set_title(f"{name}{sub}", fontsize=9)
+        ax.set_xlabel("score ŷ", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for k in range(len(order), rows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles, strict=True))
+    for k in range(1, len(order)):
+        h, lab = axes[k // cols][k % cols].get_legend_handles_labels()
+        for hh, ll in zip(h, lab, strict=True):
+            seen.setdefault(ll, hh)
+    fig.legend(
+        list(seen.values()),
+        list(seen.keys()),
+        loc="lower center",
+        ncol=min(4, len(seen)),
+        fontsize=8,
+        bbox_to_anchor=(0.5, -0.02),
+        frameon=False,
+    )
+    fig.suptitle(title or "Score distributions before and after unlearning", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    return _finish(fig, out)
+
+
+# ---------------------------------------------------------------- pre-training curve (Fig. 5)
+NOT_LOSS_TERMS = frozenset({"epoch", "request_edges", "steps", "seconds", "lr"})
+
+
+def loss_terms(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The numeric loss terms of a pre-training history, ``total`` then ``model`` first, then in
+    order of appearance; bookkeeping keys (:data:`NOT_LOSS_TERMS`) are left out."""
+    terms: list[str] = []
+    for h in history:
+        for key, v in h.items():
+            if key not in NOT_LOSS_TERMS and key not in terms and _num(v):
+                terms.append(key)
+    return sorted(terms, key=lambda t: (t != "total", t != "model"))  # stable: the rest keep their order
+
+
+def plot_pretrain_curve(
+    history: Sequence[Mapping[str, Any]],
+    out: str | os.PathLike | None = None,
+    title: str | None = None,
+    terms: Sequence[str] | None = None,
+) -> bytes:
+    """Pre-training loss terms per epoch (Fig. 5). ``history``: one dict per epoch (as returned
+    by UnlearnRec's ``pretrain``) with an optional ``epoch`` and numeric loss terms (``total``,
+    ``model``, ``unlearn``, ``preserve``, ``contrast``, ...); bookkeeping keys (request size,
+    steps, seconds) are skipped unless named in ``terms``. Each term gets its own panel, as their
+    scales differ by orders of magnitude."""
+    if not history:
+        raise UnlearnRecError("empty pre-training history: nothing to plot")
+    epochs = [int(h.get("epoch", k + 1)) for k, h in enumerate(history)]
+    if terms is None:
+        terms = loss_terms(history)
+    terms = list(terms)
+    if not terms:
+        raise UnlearnRecError("pre-training history has no numeric terms")
+    from matplotlib.ticker import MaxNLocator
+
+    rows, cols = _grid(len(terms), 3)
+    fig = _figure(3.2 * cols, 2.4 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, term in enumerate(terms):
+        ax = axes[k // cols][k % cols]
+        pts = [(e, float(h[term])) for e, h in zip(epochs, history, strict=True) if _num(h.get(term))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, linewidth=1.2)
+        ax.set_title(term, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for k in range(len(terms), rows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+    fig.suptitle(title or "Influence Encoder pre-training", fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, out)
+
+
+# ---------------------------------------------------------------- case study (Fig. 6)
+def plot_case_study(
+    case: Mapping[str, Any],
+    out: str | os.PathLike | None = None,
+    title: str | None = None,
+    item_names: Mapping[int, str] | None = None,
+) -> bytes:
+    """Grouped bars of the user's score for the forgotten item and its k most similar items under
+    each model (original, unlearned, retrained), from :func:`~unlearnrec.experiments.studies.case_study`."""
+    scores = case.get("scores", {})
+    if not scores:
+        raise UnlearnRecError("case study has no scores to plot")
+    names = list(scores)
+    ids = [case["item"], *case["similar"]]
+
+    def label(j: int, k: int) -> str:
+        base = (item_names or {}).get(j, f"item {j}")
+        return f"{base}\n(forgotten)" if k == 0 else f"{base}\ncos {case['similarity'][k - 1]:.2f}"
+
+    fig = _figure(max(6.0, 0.3 * len(ids) * max(1, len(names)) + 1.5), 3.4)
+    ax = fig.subplots()
+    width = 0.8 / len(names)
+    for m, name in enumerate(names):
+        vals = [scores[name]["forgotten"], *scores[name]["similar"]]
+        xs = [x + (m - (len(names) - 1) / 2) * width for x in range(len(ids))]
+        ax.bar(xs, vals, width=width, label=name)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.axvline(0.5, color="gray", linewidth=0.6, linestyle=":")
+    ax.set_xticks(range(len(ids)))
+    ax.set_xticklabels([label(j, k) for k, j in enumerate(ids)], fontsize=6.5, rotation=45, ha="right")
+    ax.set_ylabel(f"score ŷ for user {case['user']}", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, ncol=len(names))
+    ax.set_title(
+        title or f"User {case['user']} forgets item {case['item']}: its {case['k']} most similar items",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return _finish(fig, out)
+
+
+# ---------------------------------------------------------------- efficiency (Table 4, Fig. 4)
+def plot_efficiency(
+    rows: Sequence[Mapping[str, Any]],
+    out: str | os.PathLike | None = None,
+    size_key: str = "train_edges",
+    series_key: str | Sequence[str] = "method",
+    title: str | None = None,
+) -> bytes:
+    """Forgetting time and peak memory against dataset size, one line per method (log-log), from
+    :func:`~unlearnrec.experiments.studies.efficiency_rows`. Rows without a size are skipped."""
+    pts = [r for r in rows if isinstance(r.get(size_key), (int, float)) and r.get("seconds") is not None]
+    if not pts:
+        raise UnlearnRecError(f"no efficiency rows with '{size_key}' and 'seconds' to plot")
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for r in pts:
+        series.setdefault(_label(r, series_key), []).append(r)
+    fig = _figure(9.0, 3.4)
+    ax_t, ax_m = fig.subplots(1, 2)
+    for name, rs in sorted(series.items()):
+        rs = sorted(rs, key=lambda r: r[size_key])
+        xs = [r[size_key] for r in rs]
+        ax_t.plot(xs, [max(r["seconds"], 1e-4) for r in rs], marker="o", label=name)
+        mem = [(r[size_key], r["peak_memory_mb"]) for r in rs if r.get("peak_memory_mb") is not None]
+        if mem:
+            ax_m.plot([p[0] for p in mem], [max(p[1], 1e-2) for p in mem], marker="o", label=name)
+    for ax, ylab in ((ax_t, "forgetting time (s)"), (ax_m, "peak memory (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training edges", fontsize=8)
+        ax.set_ylabel(ylab, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, which="both")
+    ax_t.legend(fontsize=7)
+    fig.suptitle(title or "Cost of forgetting against dataset size", fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, out)
+
+
+# ---------------------------------------------------------------- unlearning ratio (Table 5)
+def plot_ratio(
+    rows: Sequence[Mapping[str, Any]],
+    out: str | os.PathLike | None = None,
+    metrics: Sequence[str] = ("recall@20", "ndcg@20", "mi_bf", "mi_ng"),
+    series_key: str | Sequence[str] = "method",
+    title: str | None = None,
+) -> bytes:
+    """Each metric against the request ratio (fraction of edges forgotten), one line per method.
+    ``rows``: dicts with ``ratio``, ``series_key`` and the metrics (mean over seeds)."""
+    pts = [r for r in rows if isinstance(r.get("ratio"), (int, float))]
+    if not pts:
+        raise UnlearnRecError("no rows with a request 'ratio' to plot")
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for r in pts:
+        series.setdefault(_label(r, series_key), []).append(r)
+    fig = _figure(3.0 * len(metrics), 2.8)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for name, rs in sorted(series.items()):
+            rs = sorted((r for r in rs if isinstance(r.get(metric), (int, float))), key=lambda r: r["ratio"])
+            if rs:
+                ax.plot([100 * r["ratio"] for r in rs], [r[metric] for r in rs], marker="o", label=name)
+        if metric.startswith("mi_"):
+            ax.axhline(1.0, color="gray", linewidth=0.6, linestyle=":")
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("edges forgotten (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title or "Unlearning ratio", fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, out)

@@ -1,0 +1,232 @@
+"""Reports from ``results.jsonl`` only (no training): the paper's Table 2 layout, with its numbers.
+
+Rows are dataset x backbone (x attack ratio when the grid has several), columns are methods, each
+with Recall@20 / NDCG@20 / MI-BF / MI-NG averaged over seeds. Where the paper reports the same
+cell (METHOD.md §8: Retrain and UnlearnRec only) its value and our relative difference are shown
+beside ours. A second table gives what the paper does not: membership AUC, the distance to the
+retrained model's forgotten-edge score distribution, time and peak memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unlearnrec.experiments.runner import read_results
+
+# METHOD.md §8, Table 2 of the paper: (Recall@20, NDCG@20, MI-BF, MI-NG)
+PAPER_TABLE2: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
+    ("ml-1m", "lightgcn", "retrain"): (0.2287, 0.3209, 9.79, 6.23),
+    ("ml-1m", "lightgcn", "unlearnrec"): (0.2282, 0.3206, 6.51, 4.28),
+    ("ml-1m", "simgcl", "retrain"): (0.2336, 0.3325, 6.23, 3.98),
+    ("ml-1m", "simgcl", "unlearnrec"): (0.2336, 0.3323, 3.20, 2.36),
+    ("ml-1m", "sgl", "retrain"): (0.2339, 0.3328, 20.98, 11.34),
+    ("ml-1m", "sgl", "unlearnrec"): (0.2330, 0.3296, 14.03, 9.37),
+    ("gowalla", "lightgcn", "retrain"): (0.2407, 0.1584, 7.67, 3.93),
+    ("gowalla", "lightgcn", "unlearnrec"): (0.2398, 0.1545, 5.37, 2.81),
+    ("gowalla", "simgcl", "retrain"): (0.2605, 0.1703, 15.43, 7.72),
+    ("gowalla", "simgcl", "unlearnrec"): (0.2540, 0.1670, 4.35, 1.81),
+    ("gowalla", "sgl", "retrain"): (0.2502, 0.1618, 8.75, 4.43),
+    ("gowalla", "sgl", "unlearnrec"): (0.2477, 0.1611, 2.63, 1.34),
+    ("yelp2018", "lightgcn", "retrain"): (0.0625, 0.0511, 6.26, 3.32),
+    ("yelp2018", "lightgcn", "unlearnrec"): (0.0617, 0.0501, 5.64, 3.00),
+    ("yelp2018", "simgcl", "retrain"): (0.0648, 0.0531, 11.11, 5.89),
+    ("yelp2018", "simgcl", "unlearnrec"): (0.0640, 0.0519, 6.02, 2.50),
+    ("yelp2018", "sgl", "retrain"): (0.0635, 0.0512, 9.99, 4.43),
+    ("yelp2018", "sgl", "unlearnrec"): (0.0633, 0.0513, 4.09, 2.05),
+}
+MAIN = ("recall@20", "ndcg@20", "mi_bf", "mi_ng")
+SHORT = {"recall@20": "Recall", "ndcg@20": "NDCG", "mi_bf": "MI-BF", "mi_ng": "MI-NG"}
+EXTRA = ("auc", "auc_before", "w1_to_ref", "ks_to_ref", "seconds", "prepare_seconds", "peak_memory_mb")
+NOTE = "our Gowalla is not the paper's (METHOD.md §8): compare its rows in shape, not in value"
+
+
+@dataclass
+class Cell:
+    """One (dataset, backbone, ratio, method label) cell averaged over its seeds."""
+
+    dataset: str
+    backbone: str
+    ratio: float
+    label: str
+    method: str
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def mean(self, key: str) -> float:
+        v = [x for x in self.values.get(key, []) if x is not None and not math.isnan(x)]
+        return sum(v) / len(v) if v else float("nan")
+
+    def std(self, key: str) -> float:
+        v = [x for x in self.values.get(key, []) if x is not None and not math.isnan(x)]
+        if len(v) < 2:
+            return float("nan")
+        m = sum(v) / len(v)
+        return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+    @property
+    def seeds(self) -> int:
+        return len(self.values.get("recall@20", []))
+
+    def paper(self, key: str) -> float | None:
+        p = PAPER_TABLE2.get((self.dataset, self.backbone, self.method))
+        return p[MAIN.index(key)] if p is not None and key in MAIN else None
+
+
+def latest_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(ok records, errors still unresolved): the last line of each cell wins."""
+    last: dict[str, dict] = {}
+    for r in records:
+        if r.get("kind") == "cell" and "cell" in r:
+            last[r["cell"]] = r
+    ok = [r for r in last.values() if r.get("status") == "ok"]
+    err = [r for r in last.values() if r.get("status") != "ok"]
+    return ok, err
+
+
+def aggregate(records: list[dict]) -> list[Cell]:
+    """Average the ok cells over seeds, in grid order (first appearance)."""
+    ok, _ = latest_records(records)
+    cells: dict[tuple, Cell] = {}
+    for r in ok:
+        key = (r["dataset"], r["backbone"], float(r.get("ratio", 1.0)), r.get("label") or r["method"])
+        c = cells.setdefault(key, Cell(*key, method=r["method"]))
+        m = r.get("metrics", {})
+        for k in (*MAIN, "auc", "auc_before", "w1_to_ref", "ks_to_ref"):
+            if m.get(k) is not None:
+                c.values[k].append(float(m[k]))
+        for k in ("seconds", "prepare_seconds", "peak_memory_mb"):
+            if r.get(k) is not None:
+                c.values[k].append(float(r[k]))
+    return list(cells.values())
+
+
+def _fmt(v: float | None, key: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if key in ("recall@20", "ndcg@20", "auc", "auc_before", "w1_to_ref", "ks_to_ref"):
+        return f"{v:.4f}"
+    if key in ("seconds", "prepare_seconds"):
+        return f"{v:.2f}"
+    if key == "peak_memory_mb":
+        return f"{v:.0f}"
+    return f"{v:.2f}"
+
+
+def _diff_pct(ours: float, paper: float | None) -> float | None:
+    if paper is None or math.isnan(ours) or paper == 0:
+        return None
+    return 100.0 * (ours - paper) / paper
+
+
+def _rows(cells: list[Cell]) -> tuple[list[tuple], list[str], dict]:
+    multi_ratio = len({c.ratio for c in cells}) > 1
+    rows: list[tuple] = []
+    labels: list[str] = []
+    by: dict[tuple, Cell] = {}
+    for c in cells:
+        row = (c.dataset, c.backbone, c.ratio) if multi_ratio else (c.dataset, c.backbone)
+        if row not in rows:
+            rows.append(row)
+        if c.label not in labels:
+            labels.append(c.label)
+        by[(row, c.label)] = c
+    return rows, labels, by
+
+
+def to_markdown(records: list[dict]) -> str:
+    """The Table 2 layout (ours, and the paper's value with our relative difference where it has
+    one), then the cost / beyond-the-paper table and any failed cells."""
+    cells = aggregate(records)
+    _, errors = latest_records(records)
+    if not cells and not errors:
+        return "_no results yet_\n"
+    rows, labels, by = _rows(cells)
+    head = ["dataset", "backbone"] + (["ratio"] if rows and len(rows[0]) == 3 else [])
+    cols = [f"{lab} {SHORT[k]}" for lab in labels for k in MAIN]
+    out = ["| " + " | ".join(head + cols) + " |", "|" + "---|" * (len(head) + len(cols))]
+    for row in rows:
+        vals = [str(x) for x in row]
+        for lab in labels:
+            c = by.get((row, lab))
+            for k in MAIN:
+                if c is None:
+                    vals.append("")
+                    continue
+                ours = c.mean(k)
+                s = _fmt(ours, k)
+                if c.seeds > 1 and not math.isnan(c.std(k)):
+                    s += f" ± {_fmt(c.std(k), k)}"
+                p = c.paper(k)
+                d = _diff_pct(ours, p)
+                if p is not None:
+                    s += f" (paper {_fmt(p, k)}, {d:+.1f}%)" if d is not None else f" (paper {_fmt(p, k)})"
+                vals.append(s)
+        out.append("| " + " | ".join(vals) + " |")
+    out.append("")
+    out.append(
+        'Metrics averaged over seeds; "(paper X, ±d%)" is the paper\'s Table 2 value and our relative '
+        "difference. Recall/NDCG @20 on the test split; MI-BF / MI-NG on the adversarial edges."
+    )
+    if any(c.dataset == "gowalla" for c in cells):
+        out.append(f"Note: {NOTE}.")
+    out += [
+        "",
+        "| dataset | backbone | method | seeds | AUC | AUC before | W1 to retrain | KS to retrain "
+        "| forget s | prepare s | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        out.append(
+            "| "
+            + " | ".join([c.dataset, c.backbone, c.label, str(c.seeds)] + [_fmt(c.mean(k), k) for k in EXTRA])
+            + " |"
+        )
+    out.append("")
+    out.append(
+        "AUC: forgotten edges vs never-seen non-edges by score (0.5 = indistinguishable); W1/KS: distance "
+        "between the σ-scores of the forgotten edges under this model and under the retrained one."
+    )
+    if errors:
+        out += ["", "Failed cells (retried on the next run):", ""]
+        out += [
+            f"- {e['dataset']} / {e['backbone']} / {e.get('label') or e['method']} (seed {e.get('seed')}): "
+            f"{e.get('error', '?')}"
+            for e in errors
+        ]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(records: list[dict]) -> str:
+    """One row per (dataset, backbone, ratio, method): ours (mean, std over seeds), the paper's
+    value and the relative difference for the four Table 2 metrics, then the extra columns."""
+    cells = aggregate(records)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    header = ["dataset", "backbone", "ratio", "method", "label", "seeds"]
+    for k in MAIN:
+        header += [k, f"{k}_std", f"paper_{k}", f"diff_pct_{k}"]
+    header += list(EXTRA)
+    w.writerow(header)
+
+    def num(v):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+
+    for c in cells:
+        row = [c.dataset, c.backbone, c.ratio, c.method, c.label, c.seeds]
+        for k in MAIN:
+            ours, p = c.mean(k), c.paper(k)
+            row += [num(ours), num(c.std(k)), num(p), num(_diff_pct(ours, p))]
+        row += [num(c.mean(k)) for k in EXTRA]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def report(out_dir: str | os.PathLike, fmt: str = "markdown") -> str:
+    """The report of an experiment directory as ``markdown`` or ``csv`` text."""
+    records = read_results(Path(out_dir))
+    return to_csv(records) if fmt == "csv" else to_markdown(records)

@@ -1,0 +1,302 @@
+"""UnlearnRec as an :class:`~unlearnrec.unlearn.base.Unlearner` (METHOD.md §2-5).
+
+``prepare(model, train)`` pre-trains the Influence Encoder on simulated requests against the
+trained model (or reuses one loaded with ``load_prepared``). ``forget(model, train, request)``
+is Ours(0) — build the IDM Â_Δ from the request alone and the residual graph Â_r, run the IE
+forward once, and return a new model (Ẽ⁰, Â_r) — followed by ``finetune_epochs`` epochs of
+fine-tuning (Ours(k)) when the config asks for it. The input model is never modified.
+
+A second request after a first
+------------------------------
+Two ways, both supported (see ``docs/forgetting.md``):
+
+1. **Cumulative (recommended)**: keep the original trained model privately and serve every new
+   request as the union of all requests so far against it, with :meth:`UnlearnRec.forget_cumulative`
+   (CLI: ``unlearnrec forget --model CURRENT --original ORIGINAL ...``). Each answer is one IE
+   step from the model the encoder was pre-trained on, so errors never compound and the result
+   does not depend on the order of requests. The price: the original still encodes every
+   forgotten edge, and the difference between its training set and the current one *is* the
+   list of forgotten edges, so it must be access-controlled as strictly as the raw data, and
+   deleted once no further request can come (after which only option 2 remains).
+2. **Sequential**: ``forget(current, current.train, request)`` on an already-unlearned model. The
+   encoder's H⁰ and η are reused on the new IDM and Ē is recomputed from the current model. No
+   copy of the forgotten data needs to be kept, but the approximation errors of successive
+   steps add up, and the encoder was pre-trained against the original model, not this one.
+
+Lineage (method, sizes, request fingerprints — never the edges) is recorded in ``meta``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unlearnrec.config import from_dict, to_dict
+from unlearnrec.data.interactions import Interactions
+from unlearnrec.errors import UnlearnRecError
+from unlearnrec.io.checkpoint import META, TENSORS, load_checkpoint, save_checkpoint
+from unlearnrec.model import TrainedModel
+from unlearnrec.unlearn.base import Request, Result, Unlearner
+from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
+from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, build_idm
+from unlearnrec.unlearn.unlearnrec.finetune import finetune
+from unlearnrec.unlearn.unlearnrec.pretrain import StepCallback, final_embeddings, pretrain
+
+log = logging.getLogger(__name__)
+
+ENCODER_KIND = "unlearnrec-encoder"
+# config fields that shape the encoder or its pre-training (fine-tuning fields do not)
+_PRETRAIN_FIELDS = tuple(f for f in UnlearnRecConfig.__dataclass_fields__ if not f.startswith("finetune_"))
+
+
+class UnlearnRec(Unlearner):
+    """Pre-trained Influence Encoder + sub-second forgetting (Ours(0)) + optional fine-tuning (Ours(k)).
+
+    Attributes after ``prepare``/``load_prepared``: ``encoder`` (:class:`InfluenceEncoder`),
+    ``history`` (the pre-training loss curve, one dict per epoch). ``on_step`` may be set to a
+    ``(epoch, step, steps, terms)`` callback to follow pre-training (the CLI's progress bar).
+    """
+
+    name = "unlearnrec"
+
+    def __init__(self, config: UnlearnRecConfig = UnlearnRecConfig(), seed: int = 0):
+        self.config = config
+        self.seed = int(seed)
+        self.encoder: InfluenceEncoder | None = None
+        self.history: list[dict[str, float]] = []
+        self.prepared_for: dict[str, Any] = {}
+        self.on_step: StepCallback | None = None
+        self._ebar: tuple[Any, Any, int, torch.Tensor] | None = None
+
+    # ---------------------------------------------------------------------------- preparation
+    def new_encoder(self, model: TrainedModel) -> InfluenceEncoder:
+        c = self.config
+        return InfluenceEncoder(
+            model.graph.num_nodes,
+            model.backbone.dim,
+            c.ie_layers,
+            c.alpha,
+            c.eta_init,
+            c.readout,
+            c.readout_layer0,
+        ).to(model.graph.device)
+
+    def prepare(self, model: TrainedModel, train: Interactions | None = None) -> None:
+        """Pre-train the encoder on ``model`` (§4), unless a compatible one is already loaded."""
+        if self.encoder is not None and self._fits(model):
+            log.info("reusing the loaded Influence Encoder")
+            return
+        enc = self.new_encoder(model)
+        self.history = pretrain(
+            enc, model.backbone, model.graph, self.config, self.seed, on_step=self.on_step
+        )
+        self.encoder = enc
+        self.prepared_for = _model_identity(model)
+
+    def _fits(self, model: TrainedModel) -> bool:
+        enc = self.encoder
+        return enc is not None and enc.num_nodes == model.graph.num_nodes and enc.dim == model.backbone.dim
+
+    def _require_encoder(self, model: TrainedModel) -> InfluenceEncoder:
+        if self.encoder is None:
+            raise UnlearnRecError(
+                "UnlearnRec has no Influence Encoder: call prepare() or load_prepared() first"
+            )
+        if not self._fits(model):
+            raise UnlearnRecError(
+                f"the Influence Encoder ({self.encoder.num_nodes} nodes, dim {self.encoder.dim}) does not "
+                f"fit this model ({model.graph.num_nodes} nodes, dim {model.backbone.dim})"
+            )
+        return self.encoder.to(model.graph.device)
+
+    def final_embeddings(self, model: TrainedModel) -> torch.Tensor:
+        """Ē (N, d) of ``model`` on its own graph, cached while the model's E⁰ is unchanged."""
+        bb, g = model.backbone, model.graph
+        c = self._ebar
+        if c is not None and c[0] is bb and c[1] is g and c[2] == bb.e0._version:
+            return c[3]
+        e_bar = final_embeddings(bb, g)
+        self._ebar = (bb, g, bb.e0._version, e_bar)
+        return e_bar
+
+    # ---------------------------------------------------------------------------- forgetting
+    def _forget(
+        self, model: TrainedModel, train: Interactions, request: Request
+    ) -> tuple[TrainedModel, dict]:
+        enc = self._require_encoder(model)
+        k = self.config.finetune_epochs
+        info: dict[str, Any] = {"finetune_epochs": k, "request_edges": len(request.edges)}
+        backbone = copy.deepcopy(model.backbone)
+        if len(request.edges) == 0:
+            # nothing to forget: E_r = E and the IDM is empty; return an equal copy rather than
+            # apply H⁰ (which, with a layer-0 readout, would shift every node)
+            return self._new_model(model, backbone, model.graph), {**info, "noop": True}
+        device = model.graph.device
+        idm = build_idm(request.edges, device)  # §2
+        residual = model.graph.residual(request.edges)  # Â_r in O(nnz)
+        e_bar = self.final_embeddings(model)
+        with torch.no_grad():
+            delta = enc.delta(idm, e_bar)  # Eq. 15-17
+            if k == 0:
+                backbone.e0.copy_(model.backbone.e0 + enc.mlp(delta))  # Eq. 18: Ours(0)
+        if k > 0:
+            res = finetune(backbone, residual, enc.mlp, delta, e_bar, request.edges, self.config, self.seed)
+            info["finetune_seconds"] = res.seconds
+            info["finetune_history"] = res.history
+        return self._new_model(model, backbone, residual), info
+
+    @staticmethod
+    def _new_model(model: TrainedModel, backbone, graph) -> TrainedModel:
+        return TrainedModel(
+            backbone=backbone,
+            graph=graph,
+            backbone_name=model.backbone_name,
+            dataset=model.dataset,
+            split=dict(model.split),
+            forgotten_users=np.asarray(model.forgotten_users, np.int64).copy(),
+            forgotten_items=np.asarray(model.forgotten_items, np.int64).copy(),
+            meta={"unlearned_from": model.train.fingerprint()},
+        )
+
+    def forget_cumulative(self, original: TrainedModel, current: TrainedModel, request: Request) -> Result:
+        """Serve ``request`` against the stored ``original``, together with everything ``current``
+        (derived from ``original``) has already forgotten. The request must be valid for
+        ``current`` (its edges still in ``current.train``). Lineage continues ``current``'s."""
+        prior = prior_request(original, current)
+        merged = prior.merge(request)
+        res = self.forget(original, original.train, merged)
+        entry = dict(res.model.meta["lineage"][-1])
+        entry.update(
+            {
+                "edges": len(request.edges),
+                "users": len(request.users),
+                "items": len(request.items),
+                "cumulative": True,
+                "edges_total": len(merged.edges),
+            }
+        )
+        res.model.meta["lineage"] = [*current.meta.get("lineage", []), entry]
+        res.info["cumulative_edges"] = len(merged.edges)
+        return res
+
+    # ---------------------------------------------------------------------------- persistence
+    def save_prepared(self, directory: str | os.PathLike) -> bool:
+        """Write the encoder (H⁰, η, MLP) as safetensors + a JSON sidecar; False if none."""
+        if self.encoder is None:
+            return False
+        tensors = {k: v.detach() for k, v in self.encoder.state_dict().items()}
+        meta = {
+            "kind": ENCODER_KIND,
+            "config": to_dict(self.config),
+            "seed": self.seed,
+            "num_nodes": self.encoder.num_nodes,
+            "dim": self.encoder.dim,
+            "history": self.history,
+            **self.prepared_for,
+        }
+        save_checkpoint(directory, tensors, meta)
+        return True
+
+    def load_prepared(self, directory: str | os.PathLike, model: TrainedModel) -> bool:
+        """Restore an encoder written by ``save_prepared`` if it was pre-trained for ``model`` (or
+        the original it derives from) with the same pre-training config; False otherwise."""
+        d = Path(directory)
+        if not ((d / META).is_file() and (d / TENSORS).is_file()):
+            return False
+        try:
+            tensors, meta = _read_encoder(d)
+        except UnlearnRecError as e:
+            log.warning("%s", e)
+            return False
+        saved = from_dict(UnlearnRecConfig, meta["config"], "encoder config")
+        if any(getattr(saved, f) != getattr(self.config, f) for f in _PRETRAIN_FIELDS):
+            log.warning("%s: pre-trained with another config; not reused", d)
+            return False
+        if not _same_lineage(meta, model):
+            log.warning("%s: pre-trained for another model; not reused", d)
+            return False
+        self._install(tensors, meta, model)
+        return True
+
+    @classmethod
+    def from_encoder(cls, directory: str | os.PathLike, model: TrainedModel, **overrides: Any) -> UnlearnRec:
+        """An UnlearnRec with the encoder saved at ``directory`` and its pre-training config;
+        ``overrides`` change serving fields (``finetune_epochs``, ``finetune_lr``, ...).
+        A clear :class:`UnlearnRecError` if the encoder does not belong to ``model``."""
+        tensors, meta = _read_encoder(Path(directory))
+        if not _same_lineage(meta, model):
+            raise UnlearnRecError(
+                f"{directory}: this encoder was pre-trained for another model or dataset "
+                "(training-set fingerprints differ)"
+            )
+        config = from_dict(UnlearnRecConfig, {**meta["config"], **overrides}, "unlearnrec")
+        self = cls(config, seed=int(meta.get("seed", 0)))
+        self._install(tensors, meta, model)
+        return self
+
+    def _install(self, tensors: dict[str, torch.Tensor], meta: dict, model: TrainedModel) -> None:
+        n, d = int(meta["num_nodes"]), int(meta["dim"])
+        if n != model.graph.num_nodes or d != model.backbone.dim:
+            raise UnlearnRecError(
+                f"encoder has {n} nodes and dim {d}; "
+                f"the model has {model.graph.num_nodes} and {model.backbone.dim}"
+            )
+        c = from_dict(UnlearnRecConfig, meta["config"], "encoder config")
+        enc = InfluenceEncoder(n, d, c.ie_layers, c.alpha, c.eta_init, c.readout, c.readout_layer0)
+        enc.load_state_dict(tensors)
+        enc.requires_grad_(False)
+        self.encoder = enc.to(model.graph.device)
+        self.history = list(meta.get("history", []))
+        self.prepared_for = {
+            k: meta[k] for k in ("train_fingerprint", "original_train_fingerprint") if k in meta
+        }
+
+
+def _model_identity(model: TrainedModel) -> dict[str, Any]:
+    fp = model.train.fingerprint()
+    return {
+        "train_fingerprint": fp,
+        "original_train_fingerprint": model.meta.get("original_train_fingerprint", fp),
+        "backbone": model.backbone_name,
+        "dataset": model.dataset,
+    }
+
+
+def _same_lineage(meta: dict, model: TrainedModel) -> bool:
+    """The encoder was pre-trained for ``model`` itself or for the original it was unlearned from."""
+    fp = model.meta.get("train_fingerprint")
+    if meta.get("train_fingerprint") in (fp, model.meta.get("unlearned_from")):
+        return True
+    orig = model.meta.get("original_train_fingerprint")
+    if orig is not None and orig == meta.get("original_train_fingerprint"):
+        return True
+    return meta.get("train_fingerprint") == model.train.fingerprint()
+
+
+def _read_encoder(d: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = load_checkpoint(d)
+    if meta.get("kind") != ENCODER_KIND:
+        raise UnlearnRecError(f"{d}: not an UnlearnRec encoder (kind={meta.get('kind')!r})")
+    return tensors, meta
+
+
+def prior_request(original: TrainedModel, current: TrainedModel) -> Request:
+    """What ``current`` has already forgotten relative to ``original``: the edges of
+    ``original.train`` missing from ``current.train`` and the forgotten users/items."""
+    if not original.train.same_space(current.train):
+        raise UnlearnRecError("the current model's id space differs from the original's")
+    try:
+        gone = original.train.drop(current.train)
+    except UnlearnRecError:
+        raise UnlearnRecError(
+            "the current model was not derived from this original (it has training edges the original lacks)"
+        ) from None
+    users = np.setdiff1d(current.forgotten_users, original.forgotten_users)
+    items = np.setdiff1d(current.forgotten_items, original.forgotten_items)
+    return Request(gone, users.astype(np.int64), items.astype(np.int64))

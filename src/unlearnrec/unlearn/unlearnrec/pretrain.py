@@ -1,0 +1,186 @@
+"""Pre-training the Influence Encoder on simulated requests (METHOD.md §4, Eq. 19-25)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from unlearnrec.backbones.base import Backbone, Batch
+from unlearnrec.data.graph import Graph
+from unlearnrec.data.interactions import Interactions
+from unlearnrec.data.requests import sample_edges
+from unlearnrec.data.sampling import bpr_batches
+from unlearnrec.errors import TrainingError
+from unlearnrec.train.losses import info_nce, preserving_loss, unlearning_loss
+from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
+from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, build_idm, dropped_idm
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int, int, dict[str, float]], None]
+
+
+@torch.no_grad()
+def final_embeddings(backbone: Backbone, graph: Graph) -> torch.Tensor:
+    """Ē (N, d) of the trained model on its own graph, detached (the fixed target of Eq. 16 and L_p)."""
+    was = backbone.training
+    backbone.eval()
+    out = backbone.propagate(graph, backbone.e0).detach()
+    backbone.train(was)
+    return out
+
+
+def forgotten_chunks(forgotten: Interactions, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split a shuffled E_Δ into ``steps`` chunks (indices), so one pass over the batches of E_r
+    also visits every forgotten edge once in L_u."""
+    if len(forgotten) == 0:
+        return [np.zeros(0, np.int64)] * max(steps, 1)
+    return np.array_split(rng.permutation(len(forgotten)), max(min(steps, len(forgotten)), 1))
+
+
+def auxiliary_terms(
+    out: torch.Tensor,
+    num_users: int,
+    batch: Batch,
+    forgotten: Interactions,
+    chunk: np.ndarray,
+    e_bar: torch.Tensor,
+    config: UnlearnRecConfig,
+) -> dict[str, torch.Tensor]:
+    """L_u (Eq. 20) over a chunk of E_Δ and L_p (Eq. 21-22) over the batch's positive pairs.
+
+    ``out``: the unlearned model's final embeddings Ē' (N, d) (Ẽ⁰ propagated on Â_r); ``e_bar``:
+    the original model's fixed Ē (N, d). p_ui is the softmax of ŷ_ui / τ_p over the batch's
+    positive pairs (one distribution per batch), target from Ē, prediction from Ē'.
+    """
+    terms: dict[str, torch.Tensor] = {}
+    dev = out.device
+    if config.use_lu and len(chunk):
+        fu = torch.as_tensor(forgotten.users[chunk], device=dev)
+        fi = torch.as_tensor(forgotten.items[chunk] + num_users, device=dev)
+        terms["unlearn"] = unlearning_loss((out[fu] * out[fi]).sum(-1))  # Eq. 20
+    if config.use_lp:
+        u, i = batch.users, batch.pos + num_users
+        target = (e_bar[u] * e_bar[i]).sum(-1)
+        scores = (out[u] * out[i]).sum(-1)
+        terms["preserve"] = preserving_loss(target, scores, config.tau_p)  # Eq. 21-22
+    return terms
+
+
+def contrast_term(
+    encoder: InfluenceEncoder,
+    layers: list[torch.Tensor],
+    view_idm: torch.Tensor,
+    nodes: torch.Tensor,
+    tau: float,
+) -> torch.Tensor | None:
+    """L_c (Eq. 23-24): InfoNCE between the IE layers over Â_Δ and over an edge-dropped view,
+    on the given nodes, the dropped view stop-gradient, summed over layers 1..L_IE.
+
+    Layer 0 is H⁰ in both views (nothing to contrast). None when fewer than two nodes remain.
+    """
+    if nodes.numel() < 2:
+        return None
+    with torch.no_grad():
+        other = encoder.h_layers(view_idm, encoder.h0.detach())
+    return sum(info_nce(a[nodes], b[nodes], tau) for a, b in zip(layers[1:], other[1:], strict=True))
+
+
+def pretrain(
+    encoder: InfluenceEncoder,
+    backbone: Backbone,
+    graph: Graph,
+    config: UnlearnRecConfig,
+    seed: int = 0,
+    on_step: StepCallback | None = None,
+) -> list[dict[str, float]]:
+    """Pre-train H⁰ and η (everything of f and the MLP frozen) with Eq. 25:
+    L = L_model + λ_u L_u + λ_p L_p + λ_c L_c.
+
+    Each of ``config.epochs`` rounds draws a simulated request (a fraction ρ of ``graph``'s
+    edges), builds Â_Δ and Â_r, and makes one pass over BPR batches of E_r. L_model is the
+    backbone's own ``loss(Â_r, batch, e0=Ẽ⁰)`` total (its SSL term included). Neither
+    ``backbone`` nor ``graph`` is modified. Returns the loss curve: one dict per epoch with the
+    mean of every term, the request size and the elapsed seconds. ``on_step(epoch, step,
+    steps, terms)`` is called after every step (progress bars).
+    """
+    device = graph.device
+    frozen = copy.deepcopy(backbone).to(device)
+    frozen.requires_grad_(False)
+    e0 = frozen.e0.detach()
+    e_bar = final_embeddings(frozen, graph)
+    nu = graph.num_users
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    encoder.mlp.requires_grad_(False)  # Eq. 18's MLP stays the identity during pre-training
+    params = [encoder.h0, encoder.eta]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=config.lr)
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        forgotten = sample_edges(graph.interactions, config.ratio, rng)
+        idm = build_idm(forgotten, device)
+        residual = graph.residual(forgotten)
+        in_idm = torch.zeros(graph.num_nodes, dtype=torch.bool, device=device)
+        in_idm[torch.as_tensor(np.concatenate([forgotten.users, forgotten.items + nu]), device=device)] = True
+        n_batches = math.ceil(len(residual.interactions) / config.batch_size)
+        steps = min(n_batches, config.steps_per_epoch) if config.steps_per_epoch else n_batches
+        chunks = forgotten_chunks(forgotten, steps, rng)
+        sums: dict[str, float] = {}
+        frozen.train()
+        for step, batch in enumerate(bpr_batches(residual.interactions, config.batch_size, rng, device)):
+            if step >= steps:
+                break
+            layers = encoder.h_layers(idm)
+            e0_tilde = encoder(idm, e0, e_bar, layers)  # Eq. 15-18
+            terms = frozen.loss(residual, batch, e0=e0_tilde, generator=gen)  # Eq. 19
+            total = terms["total"]
+            terms = {f"model_{k}" if k != "total" else "model": v for k, v in terms.items()}
+            if config.use_lu or config.use_lp:
+                out = frozen.propagate(residual, e0_tilde)
+                aux = auxiliary_terms(out, nu, batch, forgotten, chunks[step % len(chunks)], e_bar, config)
+                if "unlearn" in aux:
+                    total = total + config.lambda_u * aux["unlearn"]
+                if "preserve" in aux:
+                    total = total + config.lambda_p * aux["preserve"]
+                terms.update(aux)
+            if config.use_lc and config.lambda_c > 0:
+                nodes = torch.unique(torch.cat([batch.users, batch.pos + nu]))
+                nodes = nodes[in_idm[nodes]]
+                view = dropped_idm(forgotten, config.contrast_keep, gen, device)
+                lc = contrast_term(encoder, layers, view, nodes, config.tau_c)
+                if lc is not None:
+                    total = total + config.lambda_c * lc
+                    terms["contrast"] = lc
+            if not torch.isfinite(total):
+                raise TrainingError(
+                    f"pre-training loss became {float(total)} at epoch {epoch}; lower lr ({config.lr})"
+                )
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            terms["total"] = total
+            vals = {k: float(v.detach()) for k, v in terms.items()}
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if on_step is not None:
+                on_step(epoch, step + 1, steps, vals)
+        row = {
+            "epoch": epoch,
+            "request_edges": len(forgotten),
+            "steps": steps,
+            "seconds": time.perf_counter() - t0,
+        }
+        row.update({k: v / max(steps, 1) for k, v in sums.items()})
+        history.append(row)
+        log.info("pre-training epoch %d %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
+    encoder.requires_grad_(False)
+    return history

@@ -1,0 +1,199 @@
+"""The experiment runner end to end on a tiny dataset folder: cells, caching, resume, report, CLI."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+
+import pytest
+
+from unlearnrec.cli import main
+from unlearnrec.data.graph import Graph
+from unlearnrec.errors import ConfigError
+from unlearnrec.experiments import runner as runner_mod
+from unlearnrec.experiments.report import to_csv, to_markdown
+from unlearnrec.experiments.runner import load_config, read_results, run_experiment
+from unlearnrec.model import TrainedModel
+from unlearnrec.unlearn.base import Unlearner
+from unlearnrec.unlearn.registry import build_method
+
+
+class Fake(Unlearner):
+    """Keeps the embeddings, drops the edges from the graph: forgets nothing but the graph."""
+
+    name = "fake"
+    calls = 0
+
+    def __init__(self, config=None, seed: int = 0):
+        self.seed = seed
+
+    def _forget(self, model, train, request):
+        Fake.calls += 1
+        residual = train.drop(request.edges)
+        new = TrainedModel(
+            copy.deepcopy(model.backbone),
+            Graph.from_interactions(residual),
+            model.backbone_name,
+            model.dataset,
+            dict(model.split),
+        )
+        return new, {"note": "fake", "obj": object()}
+
+
+def builder(interrupt: bool = False):
+    def build(name, cfg, seed):
+        if name == "fake":
+            if interrupt:
+                raise KeyboardInterrupt
+            return Fake(cfg, seed)
+        if name == "broken":
+            raise ModuleNotFoundError("No module named 'unlearnrec.unlearn.broken'")
+        return build_method(name, cfg, seed)
+
+    return build
+
+
+def grid(tiny_dir, methods=None) -> dict:
+    return {
+        "name": "tiny",
+        "datasets": [str(tiny_dir)],
+        "backbones": ["lightgcn"],
+        "ratios": [0.5],
+        "methods": methods
+        or ["retrain", {"name": "fake", "label": "Fake"}, {"name": "broken", "label": "Broken"}],
+        "train": {"epochs": 3, "batch_size": 256, "lr": 0.01, "eval_every": 1, "patience": 0},
+        "model": {"lightgcn": {"dim": 8, "layers": 2}},
+        "clean": {"train": {"epochs": 2}},
+    }
+
+
+@pytest.fixture
+def counted_fit(monkeypatch):
+    calls = []
+    real = runner_mod.fit
+
+    def fit(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner_mod, "fit", fit)
+    return calls
+
+
+def test_run_resume_and_report(tiny_dir, tmp_path, counted_fit):
+    out = tmp_path / "out"
+    Fake.calls = 0
+    recs = run_experiment(grid(tiny_dir), out, build=builder())
+    by = {r["label"]: r for r in recs}
+    assert [r["label"] for r in recs] == ["retrain", "Fake", "Broken"]
+    assert by["retrain"]["status"] == "ok" and by["Fake"]["status"] == "ok"
+    assert by["Broken"]["status"] == "error" and "ModuleNotFoundError" in by["Broken"]["error"]
+    assert len(counted_fit) == 2  # the clean LightGCN and the attacked model (retrain calls loop.fit itself)
+    m = by["Fake"]["metrics"]
+    for k in ("recall@20", "ndcg@20", "mi_bf", "mi_ng", "auc", "w1_to_ref", "ks_to_ref", "before_recall@20"):
+        assert k in m
+    # the fake method keeps E⁰: only the graph changed, so the forgotten edges barely move
+    assert m["mi_bf"] == pytest.approx(1.0, abs=0.1)
+    assert 0.0 <= m["auc"] <= 1.0 and 0.0 <= m["auc_before"] <= 1.0
+    assert by["Fake"]["reference"]["mi_bf"] == by["retrain"]["metrics"]["mi_bf"]
+    assert by["Fake"]["info"] == {"note": "fake"}
+    assert by["Fake"]["attack"]["edges"] == 30  # half of 60 users
+    assert set(by["retrain"]["versions"]) >= {"unlearnrec", "torch", "numpy", "python"}
+    assert by["retrain"]["seconds"] > 0 and "peak_memory_mb" in by["retrain"]
+    assert len(list((out / "models").iterdir())) == 3  # clean, attacked, retrained
+    assert len(list((out / "attacks").iterdir())) == 1
+    assert len(read_results(out)) == 3
+
+    # resume: finished cells are skipped, nothing is trained again, the failed cell is retried
+    counted_fit.clear()
+    Fake.calls = 0
+    again = run_experiment(grid(tiny_dir), out, build=builder())
+    assert [r["label"] for r in again] == ["Broken"]
+    assert counted_fit == [] and Fake.calls == 0
+    assert len(read_results(out)) == 4
+
+    md = to_markdown(read_results(out))
+    assert "retrain Recall" in md and "Fake MI-NG" in md and "Broken" in md and "Failed cells" in md
+    rows = list(csv.DictReader(io.StringIO(to_csv(read_results(out)))))
+    assert [r["label"] for r in rows] == ["retrain", "Fake"]
+    assert float(rows[0]["recall@20"]) == pytest.approx(by["retrain"]["metrics"]["recall@20"], rel=1e-5)
+
+
+def test_interrupted_run_resumes(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    methods = ["retrain", "fake"]
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(grid(tiny_dir, methods), out, build=builder(interrupt=True))
+    assert [r["method"] for r in read_results(out)] == ["retrain"]
+    Fake.calls = 0
+    recs = run_experiment(grid(tiny_dir, methods), out, build=builder())
+    assert [r["method"] for r in recs] == ["fake"] and Fake.calls == 1
+
+
+def test_unknown_backbone_fails_its_cells_only(tiny_dir, tmp_path):
+    cfg = grid(tiny_dir, ["fake"])
+    cfg["backbones"] = ["lightgcn", "nosuchnet"]
+    recs = run_experiment(cfg, tmp_path / "out", build=builder())
+    assert [(r["backbone"], r["status"]) for r in recs] == [("lightgcn", "ok"), ("nosuchnet", "error")]
+    assert "unknown backbone" in recs[1]["error"]
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config({"datasets": ["x"], "methods": ["retrain"], "epochs": 3})
+    with pytest.raises(ConfigError, match="share the label"):
+        load_config({"datasets": ["x"], "methods": ["retrain", "retrain"]})
+
+
+def test_report_against_paper():
+    base = {
+        "kind": "cell",
+        "status": "ok",
+        "dataset": "ml-1m",
+        "backbone": "lightgcn",
+        "ratio": 1.0,
+        "seed": 0,
+    }
+    recs = [
+        {
+            **base,
+            "cell": "a",
+            "method": "retrain",
+            "label": "Retrain",
+            "metrics": {"recall@20": 0.2287 * 1.01, "ndcg@20": 0.3209, "mi_bf": 9.79, "mi_ng": 6.23},
+        },
+        {
+            **base,
+            "cell": "b",
+            "method": "unlearnrec",
+            "label": "UnlearnRec(3)",
+            "metrics": {"recall@20": 0.2282, "ndcg@20": 0.3206, "mi_bf": 6.51 / 2, "mi_ng": 4.28},
+        },
+    ]
+    md = to_markdown(recs)
+    assert "(paper 0.2287, +1.0%)" in md
+    assert "3.25 (paper 6.51, -50.0%)" in md
+    rows = list(csv.DictReader(io.StringIO(to_csv(recs))))
+    assert float(rows[1]["paper_mi_bf"]) == 6.51 and float(rows[1]["diff_pct_mi_bf"]) == pytest.approx(-50.0)
+
+
+def test_cli_experiment_and_report(tiny_dir, tmp_path, capsys):
+    toml = tmp_path / "grid.toml"
+    toml.write_text(
+        f'name = "cli"\ndatasets = ["{tiny_dir}"]\nratios = [0.25]\nmethods = ["retrain"]\n'
+        "[train]\nepochs = 2\nbatch_size = 256\n[model.lightgcn]\ndim = 8\n"
+    )
+    out = tmp_path / "out"
+    assert main(["experiment", str(toml), "--out", str(out), "-q"]) == 0
+    assert "1 ran" in capsys.readouterr().out
+    assert (out / "experiment.toml").is_file()
+    assert main(["report", str(out), "--csv", "--markdown", "--save"]) == 0
+    printed = capsys.readouterr().out
+    assert "| dataset | backbone |" in printed and "dataset,backbone,ratio,method" in printed
+    assert (out / "table2.md").is_file() and (out / "table2.csv").is_file()
+    assert main(["report", str(out), "--json"]) == 0
+    cells = json.loads(capsys.readouterr().out)
+    assert cells[0]["method"] == "retrain" and 0 <= cells[0]["recall@20"] <= 1
+    assert main(["report", str(tmp_path / "nowhere")]) == 2

@@ -1,0 +1,482 @@
+"""UnlearnRec at the level of its equations (METHOD.md §2-5), its contract, persistence and CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import three_edge
+from tests.contracts import UnlearnerContract, tiny_trained_model
+from unlearnrec.backbones import BACKBONES
+from unlearnrec.cli import main
+from unlearnrec.config import from_dict
+from unlearnrec.data.interactions import Interactions
+from unlearnrec.errors import ConfigError, RequestError, UnlearnRecError
+from unlearnrec.model import TrainedModel
+from unlearnrec.train.losses import unlearning_loss
+from unlearnrec.unlearn.base import Request
+from unlearnrec.unlearn.registry import build_method
+from unlearnrec.unlearn.unlearnrec import (
+    IdentityMLP,
+    InfluenceEncoder,
+    UnlearnRec,
+    UnlearnRecConfig,
+    build_idm,
+    dropped_idm,
+    prior_request,
+)
+from unlearnrec.unlearn.unlearnrec.pretrain import final_embeddings
+
+FAST = dict(epochs=2, batch_size=256, steps_per_epoch=3, lr=1e-2)
+
+
+def fast(**kw) -> UnlearnRecConfig:
+    return UnlearnRecConfig(**{**FAST, **kw})
+
+
+def dense(adj: torch.Tensor) -> np.ndarray:
+    return adj.to_dense().numpy().astype(np.float64)
+
+
+def request_of(model: TrainedModel, size: int, seed: int) -> Request:
+    train = model.train
+    idx = np.sort(np.random.default_rng(seed).choice(len(train), size=size, replace=False))
+    return Request.of_edges(train, train.users[idx], train.items[idx])
+
+
+def randomised(enc: InfluenceEncoder, seed: int = 0) -> InfluenceEncoder:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        enc.h0.copy_(torch.randn(enc.h0.shape, generator=g) * 0.1)
+        enc.eta.copy_(torch.rand(enc.eta.shape, generator=g))
+    return enc
+
+
+@pytest.fixture(scope="module")
+def model() -> TrainedModel:
+    return tiny_trained_model(epochs=8)
+
+
+@pytest.fixture(scope="module")
+def prepared(model) -> UnlearnRec:
+    m = UnlearnRec(fast(), seed=0)
+    m.prepare(model, model.train)
+    return m
+
+
+# ============================================================================ §2 the IDM
+def test_idm_three_edge_hand_computed():
+    # edges (0,0), (0,1), (1,1); nodes u0=0, u1=1, i0=2, i1=3; degrees u0 2, u1 1, i0 1, i1 2
+    a = dense(build_idm(three_edge()))
+    r2, h = 1 / math.sqrt(2), 0.5
+    expected = np.array([[0, 0, r2, h], [0, 0, 0, r2], [r2, 0, 0, 0], [h, r2, 0, 0]])
+    np.testing.assert_allclose(a, expected, atol=1e-6)
+
+
+def test_idm_counts_degrees_inside_the_request_only():
+    train = three_edge()
+    req = Request.of_edges(train, [0, 0], [0, 1])  # u0 has degree 2 in the IDM, u1 is isolated
+    a = dense(build_idm(req.edges))
+    r2 = 1 / math.sqrt(2)
+    expected = np.array([[0, 0, r2, r2], [0, 0, 0, 0], [r2, 0, 0, 0], [r2, 0, 0, 0]])
+    np.testing.assert_allclose(a, expected, atol=1e-6)
+    assert np.isfinite(a).all()
+
+
+def test_dropped_view_keeps_full_normalisation_scaled():
+    edges = tiny_trained_model(epochs=0).train
+    full = dense(build_idm(edges))
+    np.testing.assert_allclose(
+        dense(dropped_idm(edges, 1.0, torch.Generator().manual_seed(0))), full, atol=1e-6
+    )
+    view = dense(dropped_idm(edges, 0.5, torch.Generator().manual_seed(0)))
+    kept = view != 0
+    assert 0.3 < kept.sum() / (full != 0).sum() < 0.7
+    np.testing.assert_allclose(view[kept], full[kept] / 0.5, rtol=1e-5)
+    np.testing.assert_array_equal(view, view.T)  # whole edges dropped: still symmetric
+
+
+# ============================================================================ §3 the encoder
+def test_mlp_is_identity_on_positive_inputs():
+    mlp = IdentityMLP(8)
+    x = torch.rand(50, 8) + 0.01
+    torch.testing.assert_close(mlp(x), x)
+    neg = -torch.rand(5, 8) - 0.01
+    torch.testing.assert_close(mlp(neg), neg * 0.99**2)
+
+
+def test_zero_h0_and_eta_change_nothing(model):
+    enc = InfluenceEncoder(model.graph.num_nodes, model.backbone.dim, eta_init=0.0)
+    req = request_of(model, 10, 0)
+    e0 = model.backbone.e0.detach()
+    out = enc(build_idm(req.edges), e0, final_embeddings(model.backbone, model.graph))
+    assert torch.equal(out, e0)
+
+
+def test_delta_matches_equations_15_to_17_densely(model):
+    enc = randomised(InfluenceEncoder(model.graph.num_nodes, model.backbone.dim, layers=3, alpha=0.1))
+    req = request_of(model, 15, 1)
+    idm = build_idm(req.edges)
+    a = torch.from_numpy(dense(idm)).float()
+    e_bar = final_embeddings(model.backbone, model.graph)
+    h = [enc.h0.detach()]
+    for _ in range(3):
+        h.append(a @ h[-1])  # Eq. 15
+    w = enc.eta.detach() * e_bar
+    for _ in range(3):
+        w = a @ w  # Eq. 16
+    with torch.no_grad():
+        torch.testing.assert_close(enc.delta(idm, e_bar), sum(h) - 0.1 * w, atol=1e-5, rtol=1e-4)  # Eq. 17
+        enc.readout = "last"
+        torch.testing.assert_close(enc.delta(idm, e_bar), h[-1] - 0.1 * w, atol=1e-5, rtol=1e-4)
+        enc.readout, enc.readout_layer0 = "sum", False
+        torch.testing.assert_close(enc.delta(idm, e_bar), sum(h[1:]) - 0.1 * w, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layer0, untouched", [(False, True), (True, False)])
+def test_nodes_outside_request_untouched_without_layer0(model, layer0, untouched):
+    method = UnlearnRec(UnlearnRecConfig(readout_layer0=layer0))
+    method.encoder = randomised(method.new_encoder(model))
+    req = request_of(model, 10, 2)
+    new = method.forget(model, model.train, req).model
+    nu = model.train.num_users
+    inside = np.zeros(model.graph.num_nodes, bool)
+    inside[np.concatenate([req.edges.users, req.edges.items + nu])] = True
+    e0, e1 = model.backbone.e0.detach(), new.backbone.e0.detach()
+    assert torch.equal(e1[~inside], e0[~inside]) == untouched
+    assert not torch.allclose(e1[inside], e0[inside])  # the request's nodes did move
+
+
+# ============================================================================ §4 losses
+def test_unlearning_loss_step_lowers_forgotten_scores(model):
+    enc = InfluenceEncoder(model.graph.num_nodes, model.backbone.dim)
+    req = request_of(model, 12, 3)
+    idm, residual = build_idm(req.edges), model.graph.residual(req.edges)
+    e0, e_bar = model.backbone.e0.detach(), final_embeddings(model.backbone, model.graph)
+    nu = model.train.num_users
+    u, i = torch.tensor(req.edges.users), torch.tensor(req.edges.items + nu)
+
+    def scores():
+        out = model.backbone.propagate(residual, enc(idm, e0, e_bar))
+        return (out[u] * out[i]).sum(-1)
+
+    opt = torch.optim.SGD([enc.h0, enc.eta], lr=0.5)
+    before = scores()
+    loss = unlearning_loss(before)  # Eq. 20
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        after = scores()
+    assert after.mean() < before.detach().mean() - 1e-3
+    assert unlearning_loss(after) < loss
+
+
+def test_pretraining_curve_and_ablation_switches(model):
+    m = UnlearnRec(fast(epochs=3), seed=0)
+    m.prepare(model, model.train)
+    assert [h["epoch"] for h in m.history] == [1, 2, 3]
+    assert {"model", "model_bpr", "unlearn", "preserve", "contrast", "total"} <= set(m.history[0])
+    assert all(math.isfinite(h["total"]) for h in m.history)
+    assert m.encoder.h0.abs().sum() > 0  # H⁰ was trained
+    torch.testing.assert_close(m.encoder.mlp(torch.ones(3, 16)), torch.ones(3, 16))  # MLP frozen
+    ab = UnlearnRec(fast(epochs=1, use_lu=False, use_lp=False, use_lc=False), seed=0)
+    ab.prepare(model, model.train)
+    assert not {"unlearn", "preserve", "contrast"} & set(ab.history[0])
+    assert ab.history[0]["total"] == pytest.approx(ab.history[0]["model"])
+
+
+def test_pretraining_lowers_forgotten_scores(model):
+    # a longer pre-training with only L_model + L_u must make the IE push requests down
+    m = UnlearnRec(
+        fast(epochs=6, steps_per_epoch=0, use_lp=False, use_lc=False, lambda_u=1.0, lr=3e-2), seed=0
+    )
+    m.prepare(model, model.train)
+    req = request_of(model, 20, 4)
+    base = UnlearnRec(fast())
+    base.encoder = base.new_encoder(model)  # untrained encoder: ~ the residual graph alone
+
+    def mean_score(method):
+        ue, ie = method.forget(model, model.train, req).model.embeddings()
+        u, i = np.array(req.edges.users), np.array(req.edges.items)
+        return float((ue[u] * ie[i]).sum(-1).mean())
+
+    assert mean_score(m) < mean_score(base) - 0.005
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="readout"):
+        from_dict(UnlearnRecConfig, {"readout": "mean"}, "unlearnrec")
+    with pytest.raises(ConfigError, match="unknown config key"):
+        from_dict(UnlearnRecConfig, {"lambda_x": 1.0}, "unlearnrec")
+    assert isinstance(build_method("unlearnrec", {"finetune_epochs": 2}), UnlearnRec)
+
+
+# ============================================================================ §5 forgetting
+class TestUnlearnRecContract(UnlearnerContract):
+    def make_method(self, seed: int = 0):
+        return UnlearnRec(fast(), seed=seed)
+
+
+class TestUnlearnRecFinetuneContract(UnlearnerContract):
+    def make_method(self, seed: int = 0):
+        return UnlearnRec(fast(finetune_epochs=1), seed=seed)
+
+
+def test_empty_request_raises_at_construction_but_forget_is_noop(model, prepared):
+    with pytest.raises(RequestError, match="empty request"):
+        Request.of_edges(model.train, [], [])
+    res = prepared.forget(
+        model, model.train, Request(Interactions.empty(model.train.num_users, model.train.num_items))
+    )
+    assert res.model is not model and res.model.backbone is not model.backbone
+    assert torch.equal(res.model.backbone.e0, model.backbone.e0)
+    assert res.model.train.fingerprint() == model.train.fingerprint()
+
+
+def test_ours0_is_backbone_with_new_e0_on_residual_graph(model, prepared):
+    req = request_of(model, 10, 5)
+    new = prepared.forget(model, model.train, req).model
+    enc = prepared.encoder
+    with torch.no_grad():
+        expected = enc(build_idm(req.edges), model.backbone.e0, final_embeddings(model.backbone, model.graph))
+    torch.testing.assert_close(new.backbone.e0.detach(), expected)
+    assert new.train.fingerprint() == model.train.drop(req.edges).fingerprint()
+    np.testing.assert_allclose(dense(new.graph.adj), dense(model.graph.residual(req.edges).adj), atol=1e-6)
+    assert new.meta["lineage"][-1]["method"] == "unlearnrec"
+
+
+def test_finetuning_changes_model_and_keeps_encoder(model, prepared):
+    req = request_of(model, 10, 6)
+    h0 = prepared.encoder.h0.clone()
+    w = [p.clone() for p in prepared.encoder.mlp.parameters()]
+    a = prepared.forget(model, model.train, req).model
+    prepared.config = fast(finetune_epochs=2)
+    try:
+        res = prepared.forget(model, model.train, req)
+    finally:
+        prepared.config = fast()
+    assert not torch.allclose(res.model.backbone.e0, a.backbone.e0)
+    assert len(res.info["finetune_history"]) == 2
+    assert torch.equal(prepared.encoder.h0, h0)  # H⁰ fixed during fine-tuning
+    # the MLP is copied for fine-tuning, never trained in place
+    assert all(torch.equal(p, q) for p, q in zip(prepared.encoder.mlp.parameters(), w, strict=True))
+
+
+def test_fixed_seed_pretraining_is_identical(model):
+    a, b = UnlearnRec(fast(), seed=5), UnlearnRec(fast(), seed=5)
+    a.prepare(model, model.train)
+    b.prepare(model, model.train)
+    assert torch.equal(a.encoder.h0, b.encoder.h0) and torch.equal(a.encoder.eta, b.encoder.eta)
+    c = UnlearnRec(fast(), seed=6)
+    c.prepare(model, model.train)
+    assert not torch.equal(a.encoder.h0, c.encoder.h0)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone(name):
+    m = tiny_trained_model(name, epochs=2)
+    method = UnlearnRec(fast(epochs=1, steps_per_epoch=2, finetune_epochs=1), seed=0)
+    method.prepare(m, m.train)
+    req = request_of(m, 8, 0)
+    new = method.forget(m, m.train, req).model
+    assert new.backbone_name == name and type(new.backbone) is type(m.backbone)
+    assert torch.isfinite(new.backbone.e0).all()
+    assert not new.train.contains(req.edges.users, req.edges.items).any()
+
+
+def test_whole_users_and_items_through_saved_model(model, prepared, tmp_path):
+    users = np.array([3, 7])
+    res = prepared.forget(model, model.train, Request.of_users(model.train, users))
+    res.model.save(tmp_path / "u")
+    m = TrainedModel.load(tmp_path / "u")
+    assert torch.equal(m.backbone.e0[torch.as_tensor(users)], torch.zeros(2, model.backbone.dim))
+    assert len(m.train.of_users(users)) == 0
+    with pytest.raises(UnlearnRecError, match="forgotten"):
+        m.recommend([3])
+    items = np.array([1, 5])
+    res = prepared.forget(model, model.train, Request.of_items(model.train, items))
+    res.model.save(tmp_path / "i")
+    m = TrainedModel.load(tmp_path / "i")
+    top, _ = m.recommend(np.arange(model.train.num_users), k=model.train.num_items)
+    scores = m.recommend(np.arange(model.train.num_users), k=model.train.num_items)[1]
+    assert not np.isin(top[np.isfinite(scores)], items).any()
+
+
+# ============================================================================ persistence
+def test_save_load_prepared_round_trip(model, prepared, tmp_path):
+    assert UnlearnRec(fast()).save_prepared(tmp_path / "none") is False
+    assert prepared.save_prepared(tmp_path / "ie")
+    other = UnlearnRec(fast())
+    assert other.load_prepared(tmp_path / "missing", model) is False
+    assert other.load_prepared(tmp_path / "ie", model)
+    req = request_of(model, 10, 7)
+    a = prepared.forget(model, model.train, req).model.backbone.e0
+    b = other.forget(model, model.train, req).model.backbone.e0
+    assert torch.equal(a, b)
+    assert other.history == prepared.history
+    # another pre-training config: not reusable (the runner's cache must re-prepare)
+    assert UnlearnRec(fast(lambda_u=0.123)).load_prepared(tmp_path / "ie", model) is False
+    # but a serving field may differ
+    assert UnlearnRec(fast(finetune_epochs=3)).load_prepared(tmp_path / "ie", model)
+    stranger = tiny_trained_model(seed=1)
+    with pytest.raises(UnlearnRecError, match="another model"):
+        UnlearnRec.from_encoder(tmp_path / "ie", stranger)
+    assert UnlearnRec(fast()).load_prepared(tmp_path / "ie", stranger) is False
+
+
+def test_forget_without_encoder_is_a_clear_error(model):
+    with pytest.raises(UnlearnRecError, match="prepare"):
+        UnlearnRec(fast()).forget(model, model.train, request_of(model, 5, 0))
+
+
+# ============================================================================ second request
+def test_cumulative_equals_one_merged_request(model, prepared):
+    first, train = request_of(model, 10, 8), model.train
+    current = prepared.forget(model, train, first).model
+    rest = current.train
+    idx = np.arange(0, len(rest), 17)[:6]
+    second = Request.of_edges(rest, rest.users[idx], rest.items[idx])
+    prior = prior_request(model, current)
+    assert prior.edges.fingerprint() == first.edges.fingerprint()
+    cum = prepared.forget_cumulative(model, current, second)
+    merged = prepared.forget(model, train, first.merge(second))
+    assert torch.equal(cum.model.backbone.e0, merged.model.backbone.e0)
+    assert cum.model.train.fingerprint() == train.drop(first.edges.union(second.edges)).fingerprint()
+    lineage = cum.model.meta["lineage"]
+    assert len(lineage) == 2 and lineage[-1]["cumulative"] and lineage[-1]["edges_total"] == 16
+    # sequential: from the unlearned model directly
+    seq = prepared.forget(current, current.train, second).model
+    assert len(seq.train) == len(train) - 16 and len(seq.meta["lineage"]) == 2
+    with pytest.raises(UnlearnRecError, match="not derived"):
+        prior_request(current, model)
+
+
+# ============================================================================ CLI
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cli_model(tmp_path, tiny_dir, capsys):
+    m, ie = tmp_path / "m0", tmp_path / "ie"
+    code, _, err = run(
+        capsys, "train", "--dataset", tiny_dir, "--epochs", 8, "--dim", 8, "--lr", 0.05, "--out", m, "-q"
+    )
+    assert code == 0, err
+    cfg = tmp_path / "ie.toml"
+    cfg.write_text("[unlearnrec]\nbatch_size = 128\nsteps_per_epoch = 2\nlr = 0.01\n")
+    code, out, err = run(
+        capsys, "pretrain", "--model", m, "--epochs", 2, "--config", cfg, "--out", ie, "--json"
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    assert len(res["history"]) == 2 and (ie / "loss_curve.json").is_file()
+    return m, ie
+
+
+def test_cli_forget_edges_users_items_and_second_request(cli_model, tmp_path, capsys):
+    m0, ie = cli_model
+    model = TrainedModel.load(m0)
+    tr = model.train
+    f1 = tmp_path / "e1.csv"
+    f1.write_text(f"user,item\n{tr.users[0]},{tr.items[0]}\n{tr.users[5]},{tr.items[5]}\n")
+    code, out, err = run(
+        capsys,
+        "forget",
+        "--model",
+        m0,
+        "--method",
+        "unlearnrec",
+        "--encoder",
+        ie,
+        "--edges",
+        f1,
+        "--out",
+        tmp_path / "m1",
+        "--json",
+    )
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["edges"] == 2 and r["seconds"] > 0 and 0 <= r["test"]["recall@20"] <= 1
+    assert r["mi_bf"] > 0 and r["mi_ng"] > 0
+    # second request: cumulative against the original, with fine-tuning
+    f2 = tmp_path / "e2.txt"
+    f2.write_text(f"{tr.users[9]} {tr.items[9]}\n")
+    code, out, err = run(
+        capsys,
+        "forget",
+        "--model",
+        tmp_path / "m1",
+        "--encoder",
+        ie,
+        "--edges",
+        f2,
+        "--original",
+        m0,
+        "--finetune-epochs",
+        1,
+        "--out",
+        tmp_path / "m2",
+        "--json",
+    )
+    assert code == 0, err
+    m2 = TrainedModel.load(tmp_path / "m2")
+    assert len(m2.train) == len(tr) - 3 and m2.meta["lineage"][-1]["cumulative"]
+    # whole users: no recommendations; whole items: never recommended
+    code, out, err = run(
+        capsys, "forget", "--model", m0, "--encoder", ie, "--user", 2, 4, "--out", tmp_path / "mu"
+    )
+    assert code == 0 and "MI-BF" in out, err
+    code, _, err = run(capsys, "recommend", "--model", tmp_path / "mu", "--user", 2)
+    assert code == 2 and "forgotten" in err
+    code, _, err = run(
+        capsys, "forget", "--model", m0, "--encoder", ie, "--item", 3, "--out", tmp_path / "mi"
+    )
+    assert code == 0, err
+    for u in range(0, tr.num_users, 7):
+        code, out, _ = run(capsys, "recommend", "--model", tmp_path / "mi", "--user", u, "-k", 40, "--json")
+        assert code == 0 and 3 not in json.loads(out)["items"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "empty request file"),
+        ("0 0\n0 0\n", "duplicate edge"),
+        ("99999 0\n", "unknown user id 99999"),
+        ("0 99999\n", "unknown item id 99999"),
+        ("FIRST_NON_EDGE", "not in the training set"),
+        ("0 x\n", "ids must be integers"),
+    ],
+)
+def test_cli_bad_requests_one_line(cli_model, tmp_path, capsys, content, message):
+    m0, ie = cli_model
+    if content == "FIRST_NON_EDGE":
+        tr = TrainedModel.load(m0).train
+        u, i = next(
+            (u, i) for u in range(tr.num_users) for i in range(tr.num_items) if not tr.contains([u], [i])[0]
+        )
+        content = f"{u} {i}\n"
+    elif content == "0 0\n0 0\n":
+        tr = TrainedModel.load(m0).train
+        content = f"{tr.users[0]} {tr.items[0]}\n" * 2
+    f = tmp_path / "req.txt"
+    f.write_text(content)
+    code, _, err = run(
+        capsys, "forget", "--model", m0, "--encoder", ie, "--edges", f, "--out", tmp_path / "x"
+    )
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_forget_needs_encoder(cli_model, tmp_path, capsys):
+    m0, _ = cli_model
+    code, _, err = run(capsys, "forget", "--model", m0, "--user", 1, "--out", tmp_path / "x")
+    assert code == 2 and "--encoder" in err
