@@ -56,6 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr-decay", type=float, default=None, help="per-epoch multiplicative lr decay")
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--patience", type=int, default=None)
     p.add_argument("--dim", type=int, default=None)
@@ -78,7 +79,7 @@ def recipe(args) -> tuple[dict, TrainConfig]:
     if args.dim is not None:
         model_raw["dim"] = args.dim
     train_raw = dict(raw.get("train", {}))
-    for key in ("epochs", "batch_size", "lr", "eval_every", "patience", "seed"):
+    for key in ("epochs", "batch_size", "lr", "lr_decay", "eval_every", "patience", "seed"):
         v = getattr(args, key)
         if v is not None:
             train_raw[key] = v
@@ -89,8 +90,13 @@ def recipe(args) -> tuple[dict, TrainConfig]:
 def run_ours(args, data, model_raw: dict, tcfg: TrainConfig) -> dict:
     mcfg = backbone_config(args.backbone, model_raw)
     graph = Graph.from_interactions(data.train)
-    model = build_backbone(args.backbone, data.num_users, data.num_items, mcfg,
-                           generator=torch.Generator().manual_seed(tcfg.seed))
+    model = build_backbone(
+        args.backbone,
+        data.num_users,
+        data.num_items,
+        mcfg,
+        generator=torch.Generator().manual_seed(tcfg.seed),
+    )
     print(f"ours: {args.backbone} {mcfg} {tcfg}", flush=True)
     excluded = 0.0  # seconds spent on the test evaluation of this curve, not counted as training
     t0 = time.perf_counter()
@@ -105,9 +111,14 @@ def run_ours(args, data, model_raw: dict, tcfg: TrainConfig) -> dict:
             with torch.no_grad():
                 ue, ie = model.embed(graph)
             test = evaluate_embeddings(ue, ie, data.test, exclude=[data.train, data.val], ks=(20,))
-            point = {"wall_s": round(wall, 2), "epoch": row["epoch"], "loss": round(row["total"], 5),
-                     "val_recall@20": round(row["val_recall@20"], 4),
-                     "test_recall@20": round(test["recall@20"], 4), "test_ndcg@20": round(test["ndcg@20"], 4)}
+            point = {
+                "wall_s": round(wall, 2),
+                "epoch": row["epoch"],
+                "loss": round(row["total"], 5),
+                "val_recall@20": round(row["val_recall@20"], 4),
+                "test_recall@20": round(test["recall@20"], 4),
+                "test_ndcg@20": round(test["ndcg@20"], 4),
+            }
             curve.append(point)
             if reached is None and test["recall@20"] >= args.target:
                 reached = point
@@ -126,8 +137,14 @@ def run_ours(args, data, model_raw: dict, tcfg: TrainConfig) -> dict:
         best_epoch = best["epoch"] if best else None
     total = time.perf_counter() - t0 - excluded
     best = next((r for r in curve if r["epoch"] == best_epoch), None)
-    return {"curve": curve, "reached": reached, "train_wall_s": round(total, 1), "stopped": stopped,
-            "best_by_val": best, "config": {"model": model_raw, "train": str(tcfg)}}
+    return {
+        "curve": curve,
+        "reached": reached,
+        "train_wall_s": round(total, 1),
+        "stopped": stopped,
+        "best_by_val": best,
+        "config": {"model": model_raw, "train": str(tcfg)},
+    }
 
 
 def run_pyg(args, data, tcfg: TrainConfig) -> dict | None:
@@ -137,13 +154,36 @@ def run_pyg(args, data, tcfg: TrainConfig) -> dict | None:
         return None
     with tempfile.TemporaryDirectory() as d:
         npz = Path(d) / "data.npz"
-        np.savez(npz, num_users=data.num_users, num_items=data.num_items,
-                 train_u=data.train.users, train_i=data.train.items, val_u=data.val.users,
-                 val_i=data.val.items, test_u=data.test.users, test_i=data.test.items)
-        cmd = [str(py), str(HERE / "pyg_reference.py"), "train", "--data", str(npz),
-               "--mode", args.reference_mode, "--batch-size", str(args.reference_batch),
-               "--lr", str(args.reference_lr), "--minutes", str(args.reference_minutes),
-               "--target", str(args.target), "--seed", str(tcfg.seed)]
+        np.savez(
+            npz,
+            num_users=data.num_users,
+            num_items=data.num_items,
+            train_u=data.train.users,
+            train_i=data.train.items,
+            val_u=data.val.users,
+            val_i=data.val.items,
+            test_u=data.test.users,
+            test_i=data.test.items,
+        )
+        cmd = [
+            str(py),
+            str(HERE / "pyg_reference.py"),
+            "train",
+            "--data",
+            str(npz),
+            "--mode",
+            args.reference_mode,
+            "--batch-size",
+            str(args.reference_batch),
+            "--lr",
+            str(args.reference_lr),
+            "--minutes",
+            str(args.reference_minutes),
+            "--target",
+            str(args.target),
+            "--seed",
+            str(tcfg.seed),
+        ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         print("reference: " + " ".join(cmd[1:]), flush=True)
@@ -164,8 +204,11 @@ def run_pyg(args, data, tcfg: TrainConfig) -> dict | None:
             else:
                 print("  pyg " + line, flush=True)
         proc.wait()
-    return {"curve": curve, "result": result,
-            "reached": next((r for r in curve if r["test_recall@20"] >= args.target), None)}
+    return {
+        "curve": curve,
+        "result": result,
+        "reached": next((r for r in curve if r["test_recall@20"] >= args.target), None),
+    }
 
 
 def main(argv=None) -> int:
@@ -174,17 +217,25 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     model_raw, tcfg = recipe(args)
     data = load_dataset(args.dataset, args.data_dir)
-    print(f"{args.dataset}: train {len(data.train)} val {len(data.val)} test {len(data.test)}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{args.dataset}: train {len(data.train)} val {len(data.val)} test {len(data.test)}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     ours = run_ours(args, data, model_raw, tcfg)
     r = ours["reached"]
     print(f"ours: stopped by {ours['stopped']} after {ours['train_wall_s']} s of training")
     if ours["best_by_val"]:
         b = ours["best_by_val"]
-        print(f"ours: state kept (best val, epoch {b['epoch']}): test recall@20 {b['test_recall@20']} "
-              f"ndcg@20 {b['test_ndcg@20']}")
-    print(f"ours: test recall@20 >= {args.target} first at "
-          + (f"{r['wall_s']} s (epoch {r['epoch']})" if r else "never (see the curve)"), flush=True)
+        print(
+            f"ours: state kept (best val, epoch {b['epoch']}): test recall@20 {b['test_recall@20']} "
+            f"ndcg@20 {b['test_ndcg@20']}"
+        )
+    print(
+        f"ours: test recall@20 >= {args.target} first at "
+        + (f"{r['wall_s']} s (epoch {r['epoch']})" if r else "never (see the curve)"),
+        flush=True,
+    )
     out = {"dataset": args.dataset, "backbone": args.backbone, "target": args.target, "ours": ours}
     if args.reference == "pyg":
         ref = run_pyg(args, data, tcfg)
@@ -192,17 +243,23 @@ def main(argv=None) -> int:
         if ref and ref["curve"]:
             rr = ref["reached"]
             if rr and r:
-                print(f"time to test recall@20 {args.target}: ours {r['wall_s']} s, PyG {rr['wall_s']} s, "
-                      f"ratio {rr['wall_s'] / r['wall_s']:.1f}x")
+                print(
+                    f"time to test recall@20 {args.target}: ours {r['wall_s']} s, PyG {rr['wall_s']} s, "
+                    f"ratio {rr['wall_s'] / r['wall_s']:.1f}x"
+                )
             else:
                 best = max(ref["curve"], key=lambda x: x["test_recall@20"])
                 mine = next((c for c in ours["curve"] if c["test_recall@20"] >= best["test_recall@20"]), None)
-                print(f"PyG never reached {args.target} in {args.reference_minutes} min; its best test "
-                      f"recall@20 {best['test_recall@20']} at {best['wall_s']} s")
+                print(
+                    f"PyG never reached {args.target} in {args.reference_minutes} min; its best test "
+                    f"recall@20 {best['test_recall@20']} at {best['wall_s']} s"
+                )
                 if mine:
-                    print(f"time to PyG's best ({best['test_recall@20']}): ours {mine['wall_s']} s, PyG "
-                          f"{best['wall_s']} s, ratio >= {best['wall_s'] / mine['wall_s']:.1f}x"
-                          + (f"; to {args.target}: ours {r['wall_s']} s, PyG > {best['wall_s']} s" if r else ""))
+                    print(
+                        f"time to PyG's best ({best['test_recall@20']}): ours {mine['wall_s']} s, PyG "
+                        f"{best['wall_s']} s, ratio >= {best['wall_s'] / mine['wall_s']:.1f}x"
+                        + (f"; to {args.target}: ours {r['wall_s']} s, PyG > {best['wall_s']} s" if r else "")
+                    )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

@@ -61,7 +61,7 @@ class BackboneContract:
         parts = sum(v for k, v in terms.items() if k != "total")
         assert torch.allclose(terms["total"], parts)
         if self.has_ssl:
-            assert float(terms["ssl"]) > 0
+            assert terms["ssl"].item() > 0
 
     def test_gradients_reach_layer0(self, graph, batch):
         m = self.model()
@@ -97,7 +97,7 @@ class BackboneContract:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         assert np.isfinite(losses).all()
         assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
@@ -114,7 +114,7 @@ class BackboneContract:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                out.append(float(loss))
+                out.append(loss.item())
             return out
 
         assert run() == run()
@@ -139,12 +139,14 @@ def tiny_trained_model(name: str = "lightgcn", epochs: int = 5, seed: int = 0, d
 
     train = planted_clusters(60, 40, clusters=4, seed=seed)
     graph = Graph.from_interactions(train)
-    backbone = build_backbone(name, train.num_users, train.num_items, {"dim": dim},
-                              generator=torch.Generator().manual_seed(seed))
+    backbone = build_backbone(
+        name, train.num_users, train.num_items, {"dim": dim}, generator=torch.Generator().manual_seed(seed)
+    )
     tcfg = TrainConfig(epochs=epochs, batch_size=256, lr=1e-2, eval_every=1, patience=0, seed=seed)
     res = fit(backbone, graph, tcfg)
-    return TrainedModel(backbone, graph, name, meta={"train_config": to_dict(tcfg),
-                                                         "best_epoch": res.best_epoch})
+    return TrainedModel(
+        backbone, graph, name, meta={"train_config": to_dict(tcfg), "best_epoch": res.best_epoch}
+    )
 
 
 class UnlearnerContract:
@@ -163,7 +165,8 @@ class UnlearnerContract:
         raise NotImplementedError
 
     @pytest.fixture(scope="class")
-    def trained_model(self):
+    @classmethod
+    def trained_model(cls):
         return tiny_trained_model()
 
     # -------------------------------------------------------------------- helpers
@@ -248,7 +251,7 @@ class UnlearnerContract:
         n = adj.shape[0]
         present = set((rows * n + cols).tolist())
         nu = new.train.num_users
-        for u, i in zip(e.users.tolist(), e.items.tolist()):
+        for u, i in zip(e.users.tolist(), e.items.tolist(), strict=True):
             assert u * n + (i + nu) not in present and (i + nu) * n + u not in present
 
     def test_fixed_seed_is_deterministic(self, trained_model):

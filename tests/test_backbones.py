@@ -46,7 +46,9 @@ class TestSimGCL(BackboneContract):
     has_ssl = True
 
     def make(self, num_users, num_items, generator):
-        return SimGCL(num_users, num_items, SimGCLConfig(dim=8, layers=2, ssl_weight=0.1), generator=generator)
+        return SimGCL(
+            num_users, num_items, SimGCLConfig(dim=8, layers=2, ssl_weight=0.1), generator=generator
+        )
 
 
 class TestMF(BackboneContract):
@@ -100,6 +102,17 @@ def test_sgl_epoch_views_are_used_only_on_their_graph(graph, monkeypatch):
     r2 = m.loss(residual, batch, generator=torch.Generator().manual_seed(3))["ssl"]
     assert seen[1:] == [residual, residual]  # another graph: fresh views of *that* graph each call
     assert not torch.equal(r1, r2)
+
+
+def test_sgl_copies_do_not_carry_the_epoch_views(graph):
+    import copy
+
+    m = SGL(NU, NI, SGLConfig(dim=8))
+    m.on_epoch_start(graph, torch.Generator().manual_seed(0))
+    assert m._views is not None
+    c = copy.deepcopy(m)
+    assert c._views is None and m._views is not None
+    assert torch.equal(c.e0, m.e0)
 
 
 def test_sgl_fit_redraws_views_every_epoch(graph, monkeypatch):
@@ -177,8 +190,14 @@ def test_registry_builds_every_backbone():
 
 @pytest.mark.parametrize(
     "name,values",
-    [("sgl", {"keep": 0.0}), ("sgl", {"temperature": 0.0}), ("simgcl", {"layers": 0}),
-     ("simgcl", {"eps": -1.0}), ("mf", {"layers": 2}), ("sgl", {"eps": 0.1})],
+    [
+        ("sgl", {"keep": 0.0}),
+        ("sgl", {"temperature": 0.0}),
+        ("simgcl", {"layers": 0}),
+        ("simgcl", {"eps": -1.0}),
+        ("mf", {"layers": 2}),
+        ("sgl", {"eps": 0.1}),
+    ],
 )
 def test_bad_backbone_config_is_a_config_error(name, values):
     with pytest.raises(ConfigError):
@@ -210,3 +229,31 @@ def test_save_load_roundtrip(tmp_path, graph, name):
     assert type(back.backbone) is type(net) and back.backbone.config == net.config
     a, b = model.embeddings(), back.embeddings()
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_cli_trains_each_backbone(tmp_path, tiny_dir, capsys, how):
+    from unlearnrec.cli import main
+
+    for name in ("sgl", "simgcl", "mf"):
+        pick = ["--backbone", name] if how == "flag" else ["--config", CONFIGS / f"{name}-ml-100k.toml"]
+        out = tmp_path / f"{name}-{how}"
+        argv = [
+            "train",
+            "--dataset",
+            tiny_dir,
+            *pick,
+            "--epochs",
+            1,
+            "--dim",
+            8,
+            "--out",
+            out,
+            "-q",
+            "--json",
+        ]
+        code = main([str(a) for a in argv])
+        _, err = capsys.readouterr()
+        assert code == 0, err
+        back = TrainedModel.load(out)
+        assert back.backbone_name == name and type(back.backbone) is type(build_backbone(name, 2, 2))

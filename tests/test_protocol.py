@@ -93,3 +93,25 @@ def test_build_attack_caches_on_disk(tmp_path, tiny_split):
     )
     assert len(list(tmp_path.iterdir())) == 3
     assert not any(p.name.startswith(".") for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.realdata
+def test_attack_on_ml100k(realdata):
+    from unlearnrec.data.datasets import load_dataset
+
+    data = load_dataset("ml-100k", realdata)
+    g = torch.Generator().manual_seed(0)
+    ue = torch.randn(data.num_users, 16, generator=g)
+    ie = torch.randn(data.num_items, 16, generator=g)
+    cfg = AttackConfig(user_ratio=1.0, item_ratio=0.1, batch_size=256)
+    att = build_attack(ue, ie, data.train, [data.val, data.test], cfg, 0, dataset="ml-100k")
+    assert data.num_users <= len(att.edges) <= data.num_users + int(round(0.1 * data.num_items))
+    for split in (data.train, data.val, data.test):
+        assert not split.contains(att.edges.users, att.edges.items).any()
+    assert len(att.train) == len(data.train) + len(att.edges)
+    # every user's adversarial item is its lowest-scoring free item
+    u = int(att.edges.users[0])
+    s = (ue[u] @ ie.T).clone()
+    for split in (data.train, data.val, data.test):
+        s[torch.from_numpy(split.of_users([u]).items.copy())] = float("inf")
+    assert int(s.argmin()) in att.edges.of_users([u]).items

@@ -8,6 +8,7 @@ import io
 import json
 
 import pytest
+import torch
 
 from unlearnrec.cli import main
 from unlearnrec.data.graph import Graph
@@ -42,8 +43,21 @@ class Fake(Unlearner):
         return new, {"note": "fake", "obj": object()}
 
 
+class Mutator(Fake):
+    """Breaks the contract: zeroes the input model's layer-0 table."""
+
+    name = "mutator"
+
+    def _forget(self, model, train, request):
+        with torch.no_grad():
+            model.backbone.e0.zero_()
+        return super()._forget(model, train, request)
+
+
 def builder(interrupt: bool = False):
     def build(name, cfg, seed):
+        if name == "mutator":
+            return Mutator(cfg, seed)
         if name == "fake":
             if interrupt:
                 raise KeyboardInterrupt
@@ -132,6 +146,13 @@ def test_interrupted_run_resumes(tiny_dir, tmp_path):
     assert [r["method"] for r in recs] == ["fake"] and Fake.calls == 1
 
 
+def test_a_method_mutating_its_input_is_caught(tiny_dir, tmp_path):
+    recs = run_experiment(grid(tiny_dir, ["mutator", "fake"]), tmp_path / "out", build=builder())
+    assert [r["input_mutated"] for r in recs] == [True, False]
+    # the next cell saw the model as trained (reloaded), not the zeroed one
+    assert recs[1]["metrics"]["auc_before"] == recs[0]["metrics"]["auc_before"] != 0.5
+
+
 def test_unknown_backbone_fails_its_cells_only(tiny_dir, tmp_path):
     cfg = grid(tiny_dir, ["fake"])
     cfg["backbones"] = ["lightgcn", "nosuchnet"]
@@ -188,7 +209,7 @@ def test_cli_experiment_and_report(tiny_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["experiment", str(toml), "--out", str(out), "-q"]) == 0
     assert "1 ran" in capsys.readouterr().out
-    assert (out / "experiment.toml").is_file()
+    assert (out / "experiment-cli.toml").is_file()
     assert main(["report", str(out), "--csv", "--markdown", "--save"]) == 0
     printed = capsys.readouterr().out
     assert "| dataset | backbone |" in printed and "dataset,backbone,ratio,method" in printed

@@ -27,6 +27,7 @@ from unlearnrec.unlearn.unlearnrec import (
     UnlearnRecConfig,
     build_idm,
     dropped_idm,
+    local_idm,
     prior_request,
 )
 from unlearnrec.unlearn.unlearnrec.pretrain import final_embeddings
@@ -135,6 +136,20 @@ def test_delta_matches_equations_15_to_17_densely(model):
         torch.testing.assert_close(enc.delta(idm, e_bar), h[-1] - 0.1 * w, atol=1e-5, rtol=1e-4)
         enc.readout, enc.readout_layer0 = "sum", False
         torch.testing.assert_close(enc.delta(idm, e_bar), sum(h[1:]) - 0.1 * w, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("readout, layer0", [("sum", True), ("sum", False), ("last", True)])
+def test_local_serving_equals_full_forward(model, readout, layer0):
+    # Ours(0) propagates only the request's rows (local_idm); it must equal Eq. 15-18 on all N rows
+    enc = randomised(InfluenceEncoder(model.graph.num_nodes, 16, readout=readout, readout_layer0=layer0))
+    req = request_of(model, 12, 9)
+    e0, e_bar = model.backbone.e0.detach(), final_embeddings(model.backbone, model.graph)
+    nodes, sub = local_idm(req.edges)
+    assert len(nodes) == len(np.unique(req.edges.users)) + len(np.unique(req.edges.items))
+    with torch.no_grad():
+        full = enc.delta(build_idm(req.edges), e_bar)
+        torch.testing.assert_close(enc.delta_full(nodes, sub, e_bar), full, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(enc.serve(nodes, sub, e0, e_bar), enc(build_idm(req.edges), e0, e_bar))
 
 
 @pytest.mark.parametrize("layer0, untouched", [(False, True), (True, False)])

@@ -80,15 +80,14 @@ class Backbone(nn.Module):
         """Named loss terms on one batch: BPR on Ē, L2 on the batch's layer-0 rows, SSL if any."""
         e0 = self.e0 if e0 is None else e0
         out = self.propagate(graph, e0)
-        u = out[batch.users]
-        i = out[self.num_users + batch.pos]
-        j = out[self.num_users + batch.neg]
+        # one gather of the batch's (user, positive, negative) rows instead of three: each gather's
+        # backward scatters into a dense (N, d) gradient, the dominant cost after the propagation
+        b = len(batch)
+        idx = torch.cat([batch.users, self.num_users + batch.pos, self.num_users + batch.neg])
+        u, i, j = out[idx].split(b)
         terms = {
             "bpr": bpr_loss((u * i).sum(-1), (u * j).sum(-1)),
-            "reg": self.reg * l2_reg(
-                e0[batch.users], e0[self.num_users + batch.pos], e0[self.num_users + batch.neg],
-                batch_size=len(batch),
-            ),
+            "reg": self.reg * l2_reg(e0[idx], batch_size=b),
         }
         ssl = self.ssl_loss(graph, batch, e0, generator)
         if ssl is not None:

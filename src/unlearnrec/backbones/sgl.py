@@ -68,6 +68,13 @@ class SGL(LightGCN):
         """Two independent edge-dropped normalised adjacencies (N x N sparse) of ``graph``."""
         return graph.dropped(self.config.keep, generator), graph.dropped(self.config.keep, generator)
 
+    def __getstate__(self):
+        # a copy (deepcopy, pickle) never carries the epoch's views: they hold the training graph's edges,
+        # which a copy made to forget some of them must not keep
+        state = super().__getstate__()
+        state["_views"] = None
+        return state
+
     def on_epoch_start(self, graph: Graph, generator: torch.Generator | None = None) -> None:
         """Draw this epoch's two views of ``graph`` (SGL re-draws them every epoch)."""
         self._views = (graph, *self.draw_views(graph, generator))
@@ -77,7 +84,7 @@ class SGL(LightGCN):
     ) -> torch.Tensor:
         """λ (InfoNCE(z1_u, z2_u) + InfoNCE(z1_i, z2_i)) over the batch's unique users and positive items.
 
-        z1, z2 (N, d) are LightGCN readouts of ``e0`` over the two views (SGL Eq. 9-10).
+        z1, z2 (N, d) are LightGCN readouts of ``e0`` over the two views (SGL's L_ssl, user and item sides).
         """
         if self._views is not None and self._views[0] is graph:
             v1, v2 = self._views[1], self._views[2]

@@ -1,7 +1,7 @@
 """SimGCL (Yu et al., SIGIR 2022): LightGCN plus InfoNCE between two views made by uniform noise.
 
 At every layer l the perturbed propagation adds Δ = sign(E^l) ⊙ ε · normalize(U(0, 1)) to E^l before
-propagating further (SimGCL Eq. 7): each noisy row has norm ε and stays in the embedding's orthant.
+propagating further: each noise row has norm ε and lies in the embedding's orthant (the paper's noise).
 As in the paper (and SELFRec), the readout is the mean of layers 1..L, layer 0 left out, for the clean
 propagation (used by BPR and evaluation) and for the two noisy views (used by InfoNCE).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from unlearnrec.backbones.base import Batch
 from unlearnrec.backbones.lightgcn import LightGCN, LightGCNConfig
@@ -67,15 +66,21 @@ class SimGCL(LightGCN):
         for _ in range(self.layers):
             x = propagate(adj, x)
             if perturb:
-                x = x + self.noise(x, generator)  # Eq. 7, before the next layer propagates it
+                x = x + self.noise(x, generator)  # the noise enters the next layer's propagation
             acc = x if acc is None else acc + x
         return acc / self.layers
 
     def noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """sign(x) ⊙ ε · normalize(U(0, 1)) (N, d): rows of norm ε (where x has no zero), sign of x."""
+        """sign(x) ⊙ ε · normalize(U(0, 1)) (N, d): rows of norm ε (where x has no zero), sign of x.
+
+        Carries no gradient (that of sign is zero anyway), so it is built in place without autograd.
+        """
         dev = generator.device if generator is not None else x.device
-        u = torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
-        return torch.sign(x) * F.normalize(u, dim=-1) * self.config.eps
+        with torch.no_grad():
+            u = torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+            norm = torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp_min_(1e-12)
+            u.mul_(self.config.eps / norm).mul_(torch.sign(x))
+        return u
 
     def ssl_loss(
         self, graph: Graph, batch: Batch, e0: torch.Tensor, generator: torch.Generator | None

@@ -54,9 +54,12 @@ def normalized_adjacency(
 
 
 def _csr(indptr, cols, vals, n, device) -> torch.Tensor:
+    # int32 indices where they fit: MKL's sparse product (LP64) takes them as they are, while int64
+    # indices are converted to int32 on every product (two copies of the index arrays per call).
+    itype = np.int32 if max(n, len(cols)) < np.iinfo(np.int32).max else np.int64
     return torch.sparse_csr_tensor(
-        torch.from_numpy(np.ascontiguousarray(indptr, dtype=np.int64)),
-        torch.from_numpy(np.ascontiguousarray(cols, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(indptr, dtype=itype)),
+        torch.from_numpy(np.ascontiguousarray(cols, dtype=itype)),
         torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32)),
         size=(n, n),
         device=device,
@@ -91,6 +94,17 @@ def csr_residual(adj: torch.Tensor, num_users: int, users: np.ndarray, items: np
     return _csr(new_indptr, c, dinv[r] * dinv[c], n, adj.device)
 
 
+def _spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Â x (no autograd). On CPU a CSR Â goes through ``addmm`` with ``beta=0`` into a fresh
+    uninitialised output: ``torch.sparse.mm`` zero-fills its output and copies the product into
+    it, which costs as much again as the product itself on this machine."""
+    if (adj.layout == torch.sparse_csr and adj.device.type == "cpu" and x.dim() == 2
+            and x.dtype == adj.dtype and not adj.requires_grad):
+        out = torch.empty(adj.shape[0], x.shape[1], dtype=x.dtype)
+        return torch.addmm(out, adj, x, beta=0, out=out)
+    return torch.sparse.mm(adj, x)
+
+
 class _SymSpMM(torch.autograd.Function):
     """Y = Â X with the backward Â gradY, valid because Â is symmetric.
 
@@ -101,7 +115,7 @@ class _SymSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.adj = adj
-        return torch.sparse.mm(adj, x)
+        return _spmm(adj, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -114,7 +128,7 @@ def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """One propagation step Â x for a symmetric sparse Â; differentiable in ``x`` (twice too)."""
     if torch.is_grad_enabled() and x.requires_grad:
         return _SymSpMM.apply(adj, x)
-    return torch.sparse.mm(adj, x)
+    return _spmm(adj, x)
 
 
 def propagate_layers(adj: torch.Tensor, x: torch.Tensor, layers: int) -> list[torch.Tensor]:

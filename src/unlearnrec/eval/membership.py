@@ -64,9 +64,10 @@ def membership_auc(member_scores, non_member_scores) -> float:
     """ROC AUC of telling members from non-members by their score: P(s_m > s_n) + ½ P(s_m = s_n).
 
     ``member_scores`` (m,): the forgotten edges; ``non_member_scores`` (n,): never-seen
-    non-edges. 0.5 means the score carries no membership signal (what retraining should give);
-    1.0 means every forgotten edge still scores above every non-edge; < 0.5 means forgotten
-    edges now score *below* non-edges (over-forgetting is itself a signal). Computed from
+    non-edges. 0.5 means the score carries no membership signal (what retraining gives for
+    randomly chosen forgotten edges); 1.0 means every forgotten edge still scores above every
+    non-edge; < 0.5 means forgotten edges score *below* non-edges. Adversarial edges are chosen
+    implausible, so there the retrained model's AUC, well below 0.5, is the target. Computed from
     mid-ranks (Mann-Whitney U) in O((m + n) log(m + n)); NaN if either set is empty.
     """
     a, b = _np(member_scores), _np(non_member_scores)

@@ -41,6 +41,26 @@ def topk_metrics(hits: torch.Tensor, num_relevant: torch.Tensor, ks: list[int]) 
     return out
 
 
+class _UserBlocks:
+    """The edges of an :class:`Interactions` (sorted by user, then item) for a sorted batch of users.
+
+    A batch of sorted users covers a contiguous range of the sorted edge arrays, found by binary
+    search; only the edges of users in the batch are kept. No scipy slicing and no dense (B, I)
+    boolean matrix: masking and hit lookup work on the (row, item) pairs directly.
+    """
+
+    def __init__(self, inter: Interactions):
+        self.users = inter.users
+        self.items = inter.items
+
+    def rows(self, local: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(batch row, item) of the edges of users in [lo, hi) that ``local`` maps to a row (>= 0)."""
+        a, b = np.searchsorted(self.users, (lo, hi))
+        r = local[self.users[a:b]]
+        keep = r >= 0
+        return r[keep], self.items[a:b][keep]
+
+
 @torch.no_grad()
 def evaluate_embeddings(
     user_emb: torch.Tensor,
@@ -60,33 +80,45 @@ def evaluate_embeddings(
     Returns {"recall@K": float, "ndcg@K": float, ..., "users": int}.
     """
     ks = sorted(set(int(k) for k in ks))
-    kmax = min(max(ks), target.num_items)
-    tgt = target.to_csr()
-    ex = None
-    for e in exclude:
-        m = e.to_csr()
-        ex = m if ex is None else (ex + m)
-    if ex is not None:
-        ex = ex.tocsr()
-    n_rel = np.diff(tgt.indptr)
+    num_items = target.num_items
+    kmax = min(max(ks), num_items)
+    n_rel = np.bincount(target.users, minlength=target.num_users)
     cand = np.flatnonzero(n_rel > 0)
     if users is not None:
         cand = np.intersect1d(cand, np.asarray(users, dtype=np.int64))
+    tgt = _UserBlocks(target)
+    masks = [_UserBlocks(e) for e in exclude if len(e)]
+    banned = None
+    if banned_items is not None and len(banned_items):
+        banned = torch.as_tensor(np.asarray(banned_items, dtype=np.int64), device=user_emb.device)
+    local = np.full(target.num_users, -1, dtype=np.int64)
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}
     device = user_emb.device
+    buf = None
     for start in range(0, len(cand), batch_size):
         rows = cand[start : start + batch_size]
-        scores = user_emb[torch.from_numpy(rows).to(device)] @ item_emb.T
-        if ex is not None:
-            scores.masked_fill_(_rows_dense(ex, rows, device), float("-inf"))
-        if banned_items is not None and len(banned_items):
-            scores[:, torch.as_tensor(banned_items, device=device)] = float("-inf")
-        top = torch.topk(scores, kmax, dim=1).indices
-        rel = _rows_dense(tgt, rows, device)
-        hits = torch.gather(rel, 1, top)
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        local[rows] = np.arange(len(rows))
+        if buf is None:  # one score buffer for all batches: a fresh (B, I) tensor each time costs page faults
+            buf = torch.empty(min(batch_size, len(cand)), num_items, dtype=user_emb.dtype, device=device)
+        scores = buf[: len(rows)]
+        torch.mm(user_emb[torch.from_numpy(rows).to(device)], item_emb.T, out=scores)
+        for m in masks:
+            r, c = m.rows(local, lo, hi)
+            scores[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)] = float("-inf")
+        if banned is not None:
+            scores[:, banned] = float("-inf")
+        top = torch.topk(scores, kmax, dim=1, sorted=True).indices
+        # hits by key lookup: key = row * num_items + item, increasing over the target's edges
+        r, c = tgt.rows(local, lo, hi)
+        tkeys = torch.from_numpy(r * num_items + c).to(device)
+        qkeys = torch.arange(len(rows), device=device).unsqueeze(1) * num_items + top
+        pos = torch.searchsorted(tkeys, qkeys).clamp_(max=max(len(tkeys) - 1, 0))
+        hits = tkeys[pos] == qkeys
         per = topk_metrics(hits, torch.from_numpy(n_rel[rows]).to(device), ks)
         for key, v in per.items():
             sums[key] += float(v.sum())
+        local[rows] = -1
     n = max(len(cand), 1)
     res = {k: v / n for k, v in sums.items()}
     res["users"] = int(len(cand))

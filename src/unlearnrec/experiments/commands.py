@@ -80,6 +80,11 @@ def cmd_report(args) -> int:
     if args.save:
         Path(args.dir, "table2.md").write_text(to_markdown(records))
         Path(args.dir, "table2.csv").write_text(to_csv(records))
+    if args.html:
+        from unlearnrec.experiments.html import render_html
+
+        render_html(args.dir, args.html)
+        print(f"wrote {args.html}", file=sys.stderr)
     return 0
 
 
@@ -97,5 +102,8 @@ def register(sub, common) -> None:
     r.add_argument("--csv", action="store_true", help="print CSV (with --markdown: both)")
     r.add_argument("--markdown", action="store_true", help="print Markdown (the default)")
     r.add_argument("--save", action="store_true", help="also write table2.md and table2.csv into DIR")
+    r.add_argument(
+        "--html", default=None, metavar="PATH", help="also write every table and figure to one HTML page"
+    )
     common(r, data=False)
     r.set_defaults(func=cmd_report)

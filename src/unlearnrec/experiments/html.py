@@ -151,7 +151,6 @@ def write_study(
         json.dumps(
             {"kind": kind, "name": name, "title": title or name, "data": data},
             indent=1,
-            sort_keys=True,
             default=_json_default,
         ),
     )

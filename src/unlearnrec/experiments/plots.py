@@ -66,6 +66,19 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _model_order(names: list[str]) -> list[str]:
+    """The model before unlearning first, then retraining (the target), then the methods."""
+    return sorted(names, key=lambda n: (n != "original", n.lower() != "retrain"))
+
+
+def _model_color(name: str, k: int) -> str:
+    if name == "original":
+        return "#7f7f7f"
+    if name.lower() == "retrain":
+        return "#2ca02c"
+    return ("#1f77b4", "#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22")[k % 8]
+
+
 def _label(row: Mapping[str, Any], keys: str | Sequence[str]) -> str:
     """A series name from one key or several (joined by ' / ')."""
     keys = [keys] if isinstance(keys, str) else list(keys)
@@ -90,7 +103,9 @@ def plot_score_distributions(
     if not models:
         raise UnlearnRecError("score summary has no models to plot")
     ref = summary.get("reference")
-    order = [m for m in ("original", ref) if m in models] + [m for m in models if m not in ("original", ref)]
+    order = [m for m in ("original", ref) if m in models] + [
+        m for m in _model_order(models) if m not in ("original", ref)
+    ]
     bins = summary["bins"]
     rows, cols = _grid(len(order))
     fig = _figure(3.3 * cols, 2.6 * rows)
@@ -217,7 +232,7 @@ def plot_case_study(
     scores = case.get("scores", {})
     if not scores:
         raise UnlearnRecError("case study has no scores to plot")
-    names = list(scores)
+    names = _model_order(list(scores))
     ids = [case["item"], *case["similar"]]
 
     def label(j: int, k: int) -> str:
@@ -230,7 +245,7 @@ def plot_case_study(
     for m, name in enumerate(names):
         vals = [scores[name]["forgotten"], *scores[name]["similar"]]
         xs = [x + (m - (len(names) - 1) / 2) * width for x in range(len(ids))]
-        ax.bar(xs, vals, width=width, label=name)
+        ax.bar(xs, vals, width=width, label=name, color=_model_color(name, m))
     ax.axhline(0, color="black", linewidth=0.6)
     ax.axvline(0.5, color="gray", linewidth=0.6, linestyle=":")
     ax.set_xticks(range(len(ids)))

@@ -188,8 +188,10 @@ def to_markdown(records: list[dict]) -> str:
         )
     out.append("")
     out.append(
-        "AUC: forgotten edges vs never-seen non-edges by score (0.5 = indistinguishable); W1/KS: distance "
-        "between the σ-scores of the forgotten edges under this model and under the retrained one."
+        "AUC: forgotten edges vs never-seen non-edges by score (0.5 = indistinguishable). The adversarial "
+        "edges were chosen as implausible, so the retrained model's AUC (the target) is well below 0.5. "
+        "W1/KS: distance between the σ-scores of the forgotten edges under this model and under the "
+        "retrained one (0 = the retrain's distribution)."
     )
     if errors:
         out += ["", "Failed cells (retried on the next run):", ""]

@@ -193,6 +193,15 @@ def _jsonable(d: dict) -> dict:
     return out
 
 
+def _state_digest(model: TrainedModel) -> str:
+    """sha256 over the model's tensors and training edges: detects a method mutating its input."""
+    h = hashlib.sha256(model.train.fingerprint().encode())
+    for k, v in sorted(model.backbone.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 # ------------------------------------------------------------------------------- one group
 @dataclass
 class _Group:
@@ -478,6 +487,8 @@ class Runner:
         data = self.dataset(group.dataset)
         att = self.attack(group)
         model = self.attacked_model(group)
+        digest = _state_digest(model)
+        emb_before = model.embeddings()
         method = self.build(spec.name, dict(spec.config), group.seed)
         if hasattr(method, "set_validation"):
             method.set_validation(data.val)
@@ -485,11 +496,15 @@ class Runner:
         request = Request(att.edges)
         result = method.forget(model, att.train, request)
         new = result.model
+        mutated = _state_digest(model) != digest
+        if mutated:  # a contract breach: never let it leak into the next cell
+            log.error("%s modified the model it was given; reloading it for the next cell", spec.title)
+            self._models.pop(group.attacked_hash, None)
         ks = tuple(group.train_cfg.get("ks", (20,)))
         test = new.evaluate(data, "test", ks=ks)
         known = att.train.union(data.val).union(data.test)
         fm = forgetting_metrics(
-            model.embeddings(),
+            emb_before,
             new.embeddings(),
             att.edges,
             known,
@@ -512,6 +527,7 @@ class Runner:
                 "prepare_peak_memory_mb": prep_mb,
                 "prepare_cached": prep_cached,
                 "info": _jsonable(result.info),
+                "input_mutated": mutated,
                 "attack": {
                     "edges": len(att.edges),
                     "fraction_of_train": att.meta.get("fraction_of_train"),
@@ -627,9 +643,7 @@ def run_experiment(
     """
     cfg = load_config(config)
     if not isinstance(config, (dict, ExperimentConfig)):
-        # keep the grid next to its results, for the record
-        dest = Path(out_dir) / "experiment.toml"
+        # keep each grid run into this directory next to its results, for the record
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if not dest.exists():
-            shutil.copyfile(config, dest)
+        shutil.copyfile(config, Path(out_dir) / f"experiment-{cfg.name}.toml")
     return Runner(cfg, out_dir, data_dir=data_dir, device=device, build=build, on_cell=on_cell).run()

@@ -35,10 +35,18 @@ class TrainConfig:
     ks: tuple[int, ...] = (20,)
     eval_batch: int = 4096
     seed: int = 0
+    # torch intra-op threads while training (0: leave torch's setting). On a small machine shared
+    # with other work, 1 avoids OpenMP barrier stalls on every op (benchmarks/README.md)
+    threads: int = 0
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch (1: constant)
 
     def __post_init__(self):
         if self.epochs < 0 or self.batch_size <= 0 or self.lr <= 0 or self.eval_every <= 0:
             raise ValueError("epochs >= 0, batch_size > 0, lr > 0 and eval_every > 0 are required")
+        if self.threads < 0:
+            raise ValueError("threads >= 0 is required (0: torch's default)")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError("lr_decay must be in (0, 1]")
 
 
 @dataclass
@@ -70,8 +78,22 @@ def fit(
     the best state is kept and restored at the end; ``patience`` evaluations without
     improvement stop training. ``loss_fn(batch, generator)`` and ``params`` let a method train
     something else than the plain model loss (fine-tuning); ``embed_fn`` gives the embeddings
-    to evaluate. A NaN or infinite loss raises :class:`TrainingError`.
+    to evaluate. A NaN or infinite loss raises :class:`TrainingError`. ``config.threads`` (if
+    > 0) sets torch's intra-op threads for the duration of the call; the previous setting is
+    restored on return.
     """
+    previous = torch.get_num_threads()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    try:
+        return _fit(model, graph, config, val=val, loss_fn=loss_fn, params=params, embed_fn=embed_fn,
+                    on_epoch=on_epoch)
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch) -> FitResult:
     train = graph.interactions
     device = graph.device
     rng = np.random.default_rng(config.seed)
@@ -101,7 +123,8 @@ def fit(
             loss = terms["total"]
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"loss became {float(loss)} at epoch {epoch}; lower the learning rate ({config.lr})"
+                    f"loss became {float(loss.detach())} at epoch {epoch}; "
+                    f"lower the learning rate ({config.lr})"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -125,6 +148,9 @@ def fit(
             else:
                 bad += 1
         res.history.append(row)
+        if config.lr_decay != 1.0:
+            for group in opt.param_groups:
+                group["lr"] *= config.lr_decay
         res.epochs_run = epoch
         log.info("epoch %d %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
         if on_epoch is not None:

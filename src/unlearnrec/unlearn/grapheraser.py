@@ -59,6 +59,7 @@ class GraphEraserConfig:
     lr: float = 1e-2
     agg_lr: float = 1e-2
     batch_size: int = 2048
+    agg_batch_size: int = 4096
     workers: int = 1
     agg_sample: float = 0.1
     mask_unseen: bool = True
@@ -128,7 +129,7 @@ class GraphEraser(ShardedUnlearner):
 
         hist = (
             bpr_epochs(
-                loss_fn, [theta], train, sample, c.agg_epochs, c.agg_lr, c.batch_size, self.seed, device
+                loss_fn, [theta], train, sample, c.agg_epochs, c.agg_lr, c.agg_batch_size, self.seed, device
             )
             if n
             else []

@@ -68,6 +68,7 @@ class RecEraserConfig:
     lr: float = 1e-2
     agg_lr: float = 1e-3
     batch_size: int = 2048
+    agg_batch_size: int = 4096
     workers: int = 1
     attention_size: int = 0
     transfer: bool = True
@@ -82,7 +83,14 @@ class RecEraserConfig:
             raise ConfigError(
                 "num_shards >= 1, shard_epochs >= 0, agg_epochs >= 0 and workers >= 1 are required"
             )
-        if self.lr <= 0 or self.agg_lr <= 0 or self.batch_size < 1 or self.slack < 0 or self.kmeans_iters < 1:
+        if (
+            self.lr <= 0
+            or self.agg_lr <= 0
+            or self.batch_size < 1
+            or self.agg_batch_size < 1
+            or self.slack < 0
+            or self.kmeans_iters < 1
+        ):
             raise ConfigError(
                 "lr > 0, agg_lr > 0, batch_size >= 1, slack >= 0 and kmeans_iters >= 1 are required"
             )
@@ -150,9 +158,12 @@ class RecEraser(ShardedUnlearner):
         train = graph.interactions
 
         def loss_fn(users, pos, neg):
-            u, _ = agg(x[users], "user")
-            i, _ = agg(x[nu + pos], "item")
-            j, _ = agg(x[nu + neg], "item")
+            # aggregate each distinct node of the batch once (a batch repeats users and items)
+            uu, inv_u = torch.unique(users, return_inverse=True)
+            ii, inv_i = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+            u = agg(x[uu], "user")[0][inv_u]
+            items = agg(x[nu + ii], "item")[0][inv_i]
+            i, j = items[: len(pos)], items[len(pos) :]
             return bpr_loss((u * i).sum(-1), (u * j).sum(-1))
 
         hist = (
@@ -163,7 +174,7 @@ class RecEraser(ShardedUnlearner):
                 None,
                 c.agg_epochs,
                 c.agg_lr,
-                c.batch_size,
+                c.agg_batch_size,
                 self.seed,
                 device,
             )

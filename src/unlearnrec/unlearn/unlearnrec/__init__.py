@@ -2,7 +2,13 @@
 unlearning request into new layer-0 embeddings in one forward pass (METHOD.md §2-5)."""
 
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
-from unlearnrec.unlearn.unlearnrec.encoder import IdentityMLP, InfluenceEncoder, build_idm, dropped_idm
+from unlearnrec.unlearn.unlearnrec.encoder import (
+    IdentityMLP,
+    InfluenceEncoder,
+    build_idm,
+    dropped_idm,
+    local_idm,
+)
 from unlearnrec.unlearn.unlearnrec.method import UnlearnRec, prior_request
 
 __all__ = [
@@ -12,5 +18,6 @@ __all__ = [
     "UnlearnRecConfig",
     "build_idm",
     "dropped_idm",
+    "local_idm",
     "prior_request",
 ]

@@ -18,6 +18,20 @@ def build_idm(edges: Interactions, device: torch.device | str = "cpu") -> torch.
     return normalized_adjacency(edges.users, edges.items, edges.num_users, edges.num_items, device=device)
 
 
+def local_idm(edges: Interactions, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(nodes (S,), Â_Δ restricted to them (S x S)): the IDM on the S nodes the request touches.
+
+    Every other row and column of Â_Δ is zero, so H^l (l >= 1) and W^l vanish outside S and
+    only these rows need propagating (the cost of Ours(0) then scales with |E_Δ|, not N).
+    Node ids are global (users first, items offset by ``num_users``), sorted.
+    """
+    su, lu = np.unique(edges.users, return_inverse=True)
+    si, li = np.unique(edges.items, return_inverse=True)
+    sub = normalized_adjacency(lu.ravel(), li.ravel(), len(su), len(si), device=device)
+    nodes = torch.from_numpy(np.concatenate([su, si + edges.num_users])).to(device)
+    return nodes, sub
+
+
 def dropped_idm(
     edges: Interactions, keep: float, generator: torch.Generator, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
@@ -132,6 +146,54 @@ class InfluenceEncoder(nn.Module):
         """ΔE⁰ = H̄ - α W^(L) (Eq. 17), (N, d)."""
         layers = self.h_layers(idm) if layers is None else layers
         return self.h_readout(layers) - self.alpha * self.eta_term(idm, e_bar)
+
+    def outside_delta(self) -> torch.Tensor | None:
+        """ΔE⁰ of the nodes no request edge touches: H⁰ under a readout that includes layer 0,
+        else zero (None)."""
+        if self.readout == "sum" and self.readout_layer0:
+            return self.h0
+        return None
+
+    def delta_local(self, nodes: torch.Tensor, sub_idm: torch.Tensor, e_bar: torch.Tensor) -> torch.Tensor:
+        """ΔE⁰ (Eq. 15-17) on the request's nodes only (S, d), from :func:`local_idm`'s output;
+        equal to ``delta(idm, e_bar)[nodes]``."""
+        h0 = self.h0[nodes]
+        layers = [h0]
+        for _ in range(self.layers):
+            layers.append(propagate(sub_idm, layers[-1]))  # Eq. 15
+        w = self.eta[nodes] * e_bar[nodes].detach()  # Eq. 16
+        for _ in range(self.layers):
+            w = propagate(sub_idm, w)
+        return self.h_readout(layers) - self.alpha * w  # Eq. 17
+
+    def delta_full(self, nodes: torch.Tensor, sub_idm: torch.Tensor, e_bar: torch.Tensor) -> torch.Tensor:
+        """ΔE⁰ (N, d) assembled from :meth:`delta_local` and :meth:`outside_delta`."""
+        out = self.outside_delta()
+        out = torch.zeros_like(self.h0) if out is None else out.clone()
+        out[nodes] = self.delta_local(nodes, sub_idm, e_bar)
+        return out
+
+    def base(self, e0: torch.Tensor) -> torch.Tensor:
+        """Ẽ⁰ of the nodes outside any request, E⁰ + MLP(outside ΔE⁰) (N, d): request-independent,
+        so :meth:`serve` can reuse it (cache it per model)."""
+        out = self.outside_delta()
+        return e0 + (self.mlp(out) if out is not None else self.mlp(torch.zeros_like(e0[:1])))
+
+    def serve(
+        self,
+        nodes: torch.Tensor,
+        sub_idm: torch.Tensor,
+        e0: torch.Tensor,
+        e_bar: torch.Tensor,
+        base: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Ẽ⁰ (N, d) of Eq. 18 for one request, computing only the request's rows: Ours(0).
+
+        Equal to ``forward(build_idm(edges), e0, e_bar)``; ``base`` is :meth:`base` of ``e0``.
+        """
+        out = (self.base(e0) if base is None else base).clone()
+        out[nodes] = e0[nodes] + self.mlp(self.delta_local(nodes, sub_idm, e_bar))
+        return out
 
     def forward(
         self,

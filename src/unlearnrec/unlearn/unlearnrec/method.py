@@ -28,7 +28,6 @@ Lineage (method, sizes, request fingerprints — never the edges) is recorded in
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from pathlib import Path
@@ -44,9 +43,9 @@ from unlearnrec.io.checkpoint import META, TENSORS, load_checkpoint, save_checkp
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request, Result, Unlearner
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
-from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, build_idm
+from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, local_idm
 from unlearnrec.unlearn.unlearnrec.finetune import finetune
-from unlearnrec.unlearn.unlearnrec.pretrain import StepCallback, final_embeddings, pretrain
+from unlearnrec.unlearn.unlearnrec.pretrain import StepCallback, copy_backbone, final_embeddings, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,7 @@ class UnlearnRec(Unlearner):
         self.prepared_for: dict[str, Any] = {}
         self.on_step: StepCallback | None = None
         self._ebar: tuple[Any, Any, int, torch.Tensor] | None = None
+        self._base_cache: tuple[Any, Any, tuple, torch.Tensor] | None = None
 
     # ---------------------------------------------------------------------------- preparation
     def new_encoder(self, model: TrainedModel) -> InfluenceEncoder:
@@ -132,24 +132,43 @@ class UnlearnRec(Unlearner):
         enc = self._require_encoder(model)
         k = self.config.finetune_epochs
         info: dict[str, Any] = {"finetune_epochs": k, "request_edges": len(request.edges)}
-        backbone = copy.deepcopy(model.backbone)
         if len(request.edges) == 0:
             # nothing to forget: E_r = E and the IDM is empty; return an equal copy rather than
             # apply H⁰ (which, with a layer-0 readout, would shift every node)
-            return self._new_model(model, backbone, model.graph), {**info, "noop": True}
+            return self._new_model(model, copy_backbone(model.backbone), model.graph), {
+                **info,
+                "noop": True,
+            }
         device = model.graph.device
-        idm = build_idm(request.edges, device)  # §2
+        nodes, sub_idm = local_idm(request.edges, device)  # §2, on the touched nodes only
         residual = model.graph.residual(request.edges)  # Â_r in O(nnz)
         e_bar = self.final_embeddings(model)
+        e0 = model.backbone.e0.detach()
         with torch.no_grad():
-            delta = enc.delta(idm, e_bar)  # Eq. 15-17
             if k == 0:
-                backbone.e0.copy_(model.backbone.e0 + enc.mlp(delta))  # Eq. 18: Ours(0)
+                # Eq. 15-18: Ours(0); rows outside the request come from the cached base
+                e0_new = enc.serve(nodes, sub_idm, e0, e_bar, base=self._base(model, enc))
+            else:
+                delta = enc.delta_full(nodes, sub_idm, e_bar)  # Eq. 15-17, fixed while fine-tuning
+                e0_new = e0.clone()
+        backbone = copy_backbone(model.backbone, e0_new)
         if k > 0:
             res = finetune(backbone, residual, enc.mlp, delta, e_bar, request.edges, self.config, self.seed)
             info["finetune_seconds"] = res.seconds
             info["finetune_history"] = res.history
         return self._new_model(model, backbone, residual), info
+
+    def _base(self, model: TrainedModel, enc: InfluenceEncoder) -> torch.Tensor:
+        """E⁰ + MLP(H⁰) (or E⁰ + MLP(0)), the Ẽ⁰ rows of untouched nodes, cached per model and encoder."""
+        bb = model.backbone
+        key = (bb.e0._version, enc.h0._version, *(p._version for p in enc.mlp.parameters()))
+        c = self._base_cache
+        if c is not None and c[0] is bb and c[1] is enc and c[2] == key:
+            return c[3]
+        with torch.no_grad():
+            base = enc.base(bb.e0.detach())
+        self._base_cache = (bb, enc, key, base)
+        return base
 
     @staticmethod
     def _new_model(model: TrainedModel, backbone, graph) -> TrainedModel:
@@ -161,7 +180,12 @@ class UnlearnRec(Unlearner):
             split=dict(model.split),
             forgotten_users=np.asarray(model.forgotten_users, np.int64).copy(),
             forgotten_items=np.asarray(model.forgotten_items, np.int64).copy(),
-            meta={"unlearned_from": model.train.fingerprint()},
+            # the input's recorded fingerprint when it has one (hashing every edge costs ~20 ms on
+            # Gowalla); the new model's own is unknown until it is saved, so none is inherited
+            meta={
+                "unlearned_from": model.meta.get("train_fingerprint") or model.train.fingerprint(),
+                "train_fingerprint": None,
+            },
         )
 
     def forget_cumulative(self, original: TrainedModel, current: TrainedModel, request: Request) -> Result:

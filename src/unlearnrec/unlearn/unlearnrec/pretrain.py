@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 StepCallback = Callable[[int, int, int, dict[str, float]], None]
 
 
+def copy_backbone(backbone: Backbone, e0: torch.Tensor | None = None) -> Backbone:
+    """A deep copy of ``backbone``, with layer-0 table ``e0`` if given (the old one is then not
+    copied). Graphs and sparse tensors a backbone caches (SGL's views) are shared, not copied:
+    they are immutable here, and sparse CSR tensors cannot be deep-copied."""
+    memo: dict[int, object] = {}
+    for v in vars(backbone).values():
+        for x in v if isinstance(v, (tuple, list)) else (v,):
+            if isinstance(x, Graph) or (isinstance(x, torch.Tensor) and x.layout != torch.strided):
+                memo[id(x)] = x
+    if e0 is not None:
+        memo[id(backbone.e0)] = torch.nn.Parameter(e0, requires_grad=backbone.e0.requires_grad)
+    return copy.deepcopy(backbone, memo)
+
+
 @torch.no_grad()
 def final_embeddings(backbone: Backbone, graph: Graph) -> torch.Tensor:
     """Ē (N, d) of the trained model on its own graph, detached (the fixed target of Eq. 16 and L_p)."""
@@ -111,7 +125,7 @@ def pretrain(
     steps, terms)`` is called after every step (progress bars).
     """
     device = graph.device
-    frozen = copy.deepcopy(backbone).to(device)
+    frozen = copy_backbone(backbone).to(device)
     frozen.requires_grad_(False)
     e0 = frozen.e0.detach()
     e_bar = final_embeddings(frozen, graph)
