@@ -7,7 +7,9 @@ Each backbone is built from ``configs/<backbone>-<dataset>.toml`` when it exists
 runs ``--batches`` optimiser steps (forward, backward, Adam) on the same BPR batches; the first
 ``--warmup`` steps are not timed. SGL is timed twice: with its views drawn once per epoch (what ``fit``
 does; the two view builds are reported separately and amortised over an epoch's batches) and with
-fresh views every step (what a caller that never announces epochs gets). ``--epoch`` also runs one
+fresh views every step (what a caller that never announces epochs gets). ``--breakdown`` times SGL and SimGCL
+again with the InfoNCE replaced by a row-wise dot product (same propagations, no B x B similarity
+matrix) and SimGCL also without noise, to show where the extra time goes. ``--epoch`` also runs one
 whole epoch per backbone and reports the mean loss of its first and last 10 batches and whether any
 term was NaN.
 """
@@ -86,8 +88,44 @@ def time_backbone(name, data, graph, args, per_batch_views: bool = False) -> dic
     }
 
 
+class _Variant:
+    """Temporarily swap a module attribute (a breakdown variant: InfoNCE or noise switched off)."""
+
+    def __init__(self, obj, attr, value):
+        self.obj, self.attr, self.value = obj, attr, value
+
+    def __enter__(self):
+        self.old = getattr(self.obj, self.attr)
+        setattr(self.obj, self.attr, self.value)
+
+    def __exit__(self, *exc):
+        setattr(self.obj, self.attr, self.old)
+
+
+def breakdown(data, graph, args) -> dict:
+    """Step time of SGL / SimGCL with parts switched off, to see where the extra time goes."""
+    from unlearnrec.backbones import sgl as sgl_mod
+    from unlearnrec.backbones import simgcl as simgcl_mod
+
+    def cheap(a, b, t):  # same propagations and backward, no B x B similarity matrix
+        return (a * b).sum(-1).mean() / t
+
+    def zero_noise(self, x, generator=None):
+        return torch.zeros_like(x)
+
+    out = {}
+    with _Variant(sgl_mod, "info_nce", cheap):
+        out["sgl, views but no InfoNCE"] = time_backbone("sgl", data, graph, args)
+    with _Variant(simgcl_mod, "info_nce", cheap):
+        out["simgcl, no InfoNCE"] = time_backbone("simgcl", data, graph, args)
+        with _Variant(simgcl_mod.SimGCL, "noise", zero_noise):
+            out["simgcl, no InfoNCE/noise"] = time_backbone("simgcl", data, graph, args)
+    return out
+
+
 def one_epoch(name, data, graph, args) -> dict:
     cfg, batch_size = model_config(name, args.dataset, args.dim)
+    batch_size = args.batch_size or batch_size
     gen = torch.Generator().manual_seed(0)
     model = build_backbone(name, data.num_users, data.num_items, backbone_config(name, cfg), generator=gen)
     model = model.to(graph.device)
@@ -124,6 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--epoch", action="store_true", help="also run one full epoch per backbone")
+    p.add_argument("--breakdown", action="store_true", help="also time SGL/SimGCL with parts switched off")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -138,13 +177,15 @@ def main(argv=None) -> int:
         res[name] = time_backbone(name, data, graph, args)
         if name == "sgl":
             res["sgl/per-batch-views"] = time_backbone(name, data, graph, args, per_batch_views=True)
+    if args.breakdown:
+        res.update(breakdown(data, graph, args))
     base = res.get("lightgcn")
     print(
-        f"{'backbone':<22}{'median batch s':>15}{'views s/epoch':>15}{'epoch s (est.)':>16}{'x LightGCN':>12}"
+        f"{'backbone':<28}{'median batch s':>15}{'views s/epoch':>15}{'epoch s (est.)':>16}{'x LightGCN':>12}"
     )
     for name, r in res.items():
         ratio = r["epoch_s"] / base["epoch_s"] if base else float("nan")
-        print(f"{name:<22}{r['batch_s']:>15.4f}{r['hook_s']:>15.3f}{r['epoch_s']:>16.1f}{ratio:>12.2f}")
+        print(f"{name:<28}{r['batch_s']:>15.4f}{r['hook_s']:>15.3f}{r['epoch_s']:>16.1f}{ratio:>12.2f}")
     if args.epoch:
         print("\none full epoch each (lr 1e-3): mean of the first / last 10 batches")
         for name in args.backbones:

@@ -63,8 +63,10 @@ def step_profile(model, graph, batch_size: int, lr: float, batches: int, warmup:
     rng = np.random.default_rng(0)
     t = time.perf_counter()
     it = bpr_batches(graph.interactions, batch_size, rng)
-    batch_list = [next(it) for _ in range(warmup + batches)]
-    sample = (time.perf_counter() - t) / len(batch_list)  # the whole epoch's sampling is done up front
+    batch_list = [next(it)]  # the first batch draws the negatives of the whole epoch
+    steps = -(-len(graph.interactions) // batch_size)
+    sample = (time.perf_counter() - t) / steps  # amortised over the epoch's steps
+    batch_list += [next(it) for _ in range(warmup + batches - 1)]
     parts: dict[str, list[float]] = {"forward": [], "backward": [], "adam": [], "step": []}
     for k, b in enumerate(batch_list):
         t0 = time.perf_counter()

@@ -147,7 +147,8 @@ def run_ours(args, data, model_raw: dict, tcfg: TrainConfig) -> dict:
     }
 
 
-def run_pyg(args, data, tcfg: TrainConfig) -> dict | None:
+def run_pyg(args, data, tcfg: TrainConfig, mcfg) -> dict | None:
+    """PyG's LightGCN on the same split, with our model's dim and layers (its own lr and batch)."""
     py = Path(args.pyg_python)
     if not py.exists():
         print(f"reference: {py} not found (create the venv, see benchmarks/README.md)", flush=True)
@@ -183,6 +184,10 @@ def run_pyg(args, data, tcfg: TrainConfig) -> dict | None:
             str(args.target),
             "--seed",
             str(tcfg.seed),
+            "--dim",
+            str(getattr(mcfg, "dim", 64)),
+            "--layers",
+            str(getattr(mcfg, "layers", 3)),
         ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
@@ -238,7 +243,7 @@ def main(argv=None) -> int:
     )
     out = {"dataset": args.dataset, "backbone": args.backbone, "target": args.target, "ours": ours}
     if args.reference == "pyg":
-        ref = run_pyg(args, data, tcfg)
+        ref = run_pyg(args, data, tcfg, backbone_config(args.backbone, model_raw))
         out["pyg"] = ref
         if ref and ref["curve"]:
             rr = ref["reached"]

@@ -16,14 +16,14 @@ from .test_influence import UnlearnerChecks, some_request, tiny_trained
 class TestCEUContract(UnlearnerChecks):
     def make(self, seed: int = 0):
         return CEU(
-            CEUConfig(iterations=30, hessian_edges=200, batch_size=128, power_iterations=10), seed=seed
+            CEUConfig(iterations=30, hessian_edges=200, batch_size=128, lanczos_iterations=10), seed=seed
         )
 
 
 class TestCEUSharedContract(UnlearnerContract):
     def make_method(self, seed: int = 0):
         return CEU(
-            CEUConfig(iterations=30, hessian_edges=500, batch_size=256, power_iterations=10), seed=seed
+            CEUConfig(iterations=30, hessian_edges=500, batch_size=256, lanczos_iterations=10), seed=seed
         )
 
 
@@ -38,7 +38,7 @@ def test_registry_builds_ceu_and_rejects_bad_config():
 
 def test_ceu_cg_converges_and_reports():
     train, model = tiny_trained()
-    res = CEU(CEUConfig(iterations=100, tol=1e-4, power_iterations=10)).forget(
+    res = CEU(CEUConfig(iterations=100, tol=1e-4, lanczos_iterations=10)).forget(
         model, train, some_request(train)
     )
     info = res.info
@@ -51,9 +51,9 @@ def test_ceu_cg_converges_and_reports():
 def test_certification_noise():
     train, model = tiny_trained()
     req = some_request(train)
-    plain = CEU(CEUConfig(power_iterations=10)).forget(model, train, req).model.backbone.e0
+    plain = CEU(CEUConfig(lanczos_iterations=10)).forget(model, train, req).model.backbone.e0
     noisy = [
-        CEU(CEUConfig(power_iterations=10, noise_std=0.05), seed=4)
+        CEU(CEUConfig(lanczos_iterations=10, noise_std=0.05), seed=4)
         .forget(model, train, req)
         .model.backbone.e0
         for _ in range(2)

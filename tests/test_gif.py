@@ -15,14 +15,14 @@ from .test_influence import UnlearnerChecks, some_request, tiny_trained
 class TestGIFContract(UnlearnerChecks):
     def make(self, seed: int = 0):
         return GIF(
-            GIFConfig(iterations=30, hessian_edges=200, batch_size=128, power_iterations=10), seed=seed
+            GIFConfig(iterations=30, hessian_edges=200, batch_size=128, lanczos_iterations=10), seed=seed
         )
 
 
 class TestGIFSharedContract(UnlearnerContract):
     def make_method(self, seed: int = 0):
         return GIF(
-            GIFConfig(iterations=30, hessian_edges=500, batch_size=256, power_iterations=10), seed=seed
+            GIFConfig(iterations=30, hessian_edges=500, batch_size=256, lanczos_iterations=10), seed=seed
         )
 
 
@@ -39,7 +39,7 @@ def test_registry_builds_gif_and_rejects_bad_config():
 
 def test_gif_info_reports_the_solve():
     train, model = tiny_trained()
-    res = GIF(GIFConfig(iterations=20, power_iterations=10)).forget(model, train, some_request(train))
+    res = GIF(GIFConfig(iterations=20, lanczos_iterations=10)).forget(model, train, some_request(train))
     info = res.info
     assert info["solver"] == "neumann" and info["iterations"] == 20
     assert len(info["residual_norms"]) == 21 and info["final_residual"] < 1.0  # the series made progress
@@ -51,6 +51,6 @@ def test_gif_info_reports_the_solve():
 def test_gif_more_iterations_lower_residual():
     train, model = tiny_trained()
     req = some_request(train, seed=2)
-    short = GIF(GIFConfig(iterations=3, power_iterations=10)).forget(model, train, req).info
-    long = GIF(GIFConfig(iterations=60, power_iterations=10)).forget(model, train, req).info
+    short = GIF(GIFConfig(iterations=3, lanczos_iterations=10)).forget(model, train, req).info
+    long = GIF(GIFConfig(iterations=60, lanczos_iterations=10)).forget(model, train, req).info
     assert long["final_residual"] < short["final_residual"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.contracts import UnlearnerContract
 from tests.test_partition import ShardedUnlearnerChecks
 from unlearnrec.errors import ConfigError
 from unlearnrec.unlearn.grapheraser import GraphEraserConfig
@@ -14,7 +15,22 @@ from unlearnrec.unlearn.registry import build_method
 SMALL = {"num_shards": 4, "shard_epochs": 8, "agg_epochs": 4, "batch_size": 128, "agg_sample": 0.5}
 
 
-class TestGraphEraserBLPA(ShardedUnlearnerChecks):
+class _GraphEraserChecks(ShardedUnlearnerChecks, UnlearnerContract):
+    def test_id_space_kept(self, trained_model):
+        # Overrides the contract's check: the rows (ids) are kept, but the served embeddings are
+        # K·d wide by construction (concatenated √w-scaled shard embeddings, the exact form of
+        # GraphEraser's weighted sum of shard scores), not d wide like the input model's.
+        res = self.run_method(trained_model, self.make_request(trained_model))
+        new = res.model
+        assert new.train.same_space(trained_model.train)
+        ue, ie = new.embeddings()
+        ue0, ie0 = trained_model.embeddings()
+        k = self.make(0).config.num_shards
+        assert ue.shape == (ue0.shape[0], k * ue0.shape[1]) and ie.shape == (ie0.shape[0], k * ie0.shape[1])
+        assert new.graph.adj.shape == trained_model.graph.adj.shape
+
+
+class TestGraphEraserBLPA(_GraphEraserChecks):
     def make(self, seed: int = 0):
         return build_method("grapheraser", SMALL, seed=seed)
 
@@ -39,7 +55,7 @@ class TestGraphEraserBLPA(ShardedUnlearnerChecks):
         assert torch.allclose(u @ i.T, ref, atol=1e-3)
 
 
-class TestGraphEraserBEKM(ShardedUnlearnerChecks):
+class TestGraphEraserBEKM(_GraphEraserChecks):
     def make(self, seed: int = 0):
         return build_method("grapheraser", {**SMALL, "partition": "bekm"}, seed=seed)
 

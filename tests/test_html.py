@@ -199,6 +199,7 @@ class _Refs(HTMLParser):
 def test_page_is_self_contained(rendered):
     out, page = rendered
     assert out.read_text() == page and "<title>test report</title>" in page
+    assert out.stat().st_mode & 0o644 == 0o644  # readable by others, like any shared report
     parser = _Refs()
     parser.feed(page)
     assert "script" not in parser.tags and "link" not in parser.tags and "iframe" not in parser.tags

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.contracts import UnlearnerContract
 from tests.test_partition import ShardedUnlearnerChecks
 from unlearnrec.errors import ConfigError
 from unlearnrec.unlearn.receraser import AttentionAggregator, RecEraser, RecEraserConfig
@@ -13,7 +14,7 @@ from unlearnrec.unlearn.registry import build_method
 SMALL = {"num_shards": 4, "shard_epochs": 8, "agg_epochs": 4, "batch_size": 128, "agg_lr": 1e-2}
 
 
-class TestRecEraser(ShardedUnlearnerChecks):
+class TestRecEraser(ShardedUnlearnerChecks, UnlearnerContract):
     def make(self, seed: int = 0):
         return build_method("receraser", SMALL, seed=seed)
 

@@ -129,3 +129,20 @@ def test_lr_decay_multiplies_the_rate_every_epoch(tiny_split, monkeypatch):
     assert rates == pytest.approx([0.1, 0.05, 0.025])
     with pytest.raises(ValueError, match="lr_decay"):
         TrainConfig(lr_decay=0.0)
+
+
+def test_propagate_equals_the_dense_product_with_empty_rows():
+    """The product writes into an uninitialised output: rows without entries must still be 0."""
+    from unlearnrec.data.graph import normalized_adjacency
+
+    adj = normalized_adjacency([0, 0, 2], [1, 2, 2], num_users=4, num_items=3)  # user 1, 3, item 0 isolated
+    x = torch.randn(7, 5)
+    dense = adj.to_dense() @ x
+    with torch.no_grad():
+        assert torch.allclose(propagate(adj, x), dense, atol=1e-6)
+    xg = x.clone().requires_grad_(True)
+    y = propagate(adj, xg)
+    assert torch.allclose(y, dense, atol=1e-6)
+    y.sum().backward()
+    assert torch.allclose(xg.grad, adj.to_dense() @ torch.ones(7, 5), atol=1e-6)
+    assert not torch.isnan(y).any() and (y[1] == 0).all() and (y[4] == 0).all()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearnrec.backbones import Backbone, backbone_config, build_backbone
+from unlearnrec.backbones import LOADABLE, Backbone, backbone_config, build_backbone
 from unlearnrec.config import to_dict
 from unlearnrec.data.datasets import Dataset, load_dataset
 from unlearnrec.data.graph import Graph
@@ -113,8 +113,8 @@ class TrainedModel:
         train = Interactions(tensors["train_users"].numpy(), tensors["train_items"].numpy(), nu, ni)
         if train.fingerprint() != meta.get("train_fingerprint"):
             raise UnlearnRecError(f"{directory}: training interactions do not match their fingerprint")
-        cfg = backbone_config(meta["backbone"], meta["backbone_config"])
-        backbone = build_backbone(meta["backbone"], nu, ni, cfg)
+        cfg = backbone_config(meta["backbone"], meta["backbone_config"], LOADABLE)
+        backbone = build_backbone(meta["backbone"], nu, ni, cfg, registry=LOADABLE)
         state = {"e0": tensors["e0"]}
         state.update({k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")})
         backbone.load_state_dict(state)

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from unlearnrec.backbones.base import Backbone, Batch
+from unlearnrec.backbones.fixed import FixedEmbedding, FixedEmbeddingConfig
 from unlearnrec.backbones.lightgcn import LightGCN, LightGCNConfig
 from unlearnrec.backbones.mf import MF, MFConfig
 from unlearnrec.backbones.sgl import SGL, SGLConfig
@@ -21,26 +22,28 @@ BACKBONES: dict[str, tuple[type[Backbone], type]] = {
     "mf": (MF, MFConfig),
 }
 
+# what a checkpoint may name: the trainable backbones plus served ensembles (RecEraser, GraphEraser)
+LOADABLE: dict[str, tuple[type[Backbone], type]] = {**BACKBONES, "fixed": (FixedEmbedding, FixedEmbeddingConfig)}
 
-def backbone_config(name: str, values: dict[str, Any] | None = None):
+
+def backbone_config(name: str, values: dict[str, Any] | None = None, registry=BACKBONES):
     """The frozen config dataclass of backbone ``name`` from a dict (unknown keys rejected)."""
-    if name not in BACKBONES:
-        raise ConfigError(f"unknown backbone '{name}' (valid: {', '.join(sorted(BACKBONES))})")
-    return from_dict(BACKBONES[name][1], dict(values or {}), "model")
+    if name not in registry:
+        raise ConfigError(f"unknown backbone '{name}' (valid: {', '.join(sorted(registry))})")
+    return from_dict(registry[name][1], dict(values or {}), "model")
 
 
 def build_backbone(name: str, num_users: int, num_items: int, config=None,
-                   generator: torch.Generator | None = None) -> Backbone:
+                   generator: torch.Generator | None = None, registry=BACKBONES) -> Backbone:
     """Instantiate backbone ``name``; ``config`` is its dataclass or a dict of its fields."""
     if config is None or isinstance(config, dict):
-        config = backbone_config(name, config)
-    cls = BACKBONES[name][0] if name in BACKBONES else None
-    if cls is None:
-        raise ConfigError(f"unknown backbone '{name}' (valid: {', '.join(sorted(BACKBONES))})")
-    return cls(num_users, num_items, config, generator=generator)
+        config = backbone_config(name, config, registry)
+    if name not in registry:
+        raise ConfigError(f"unknown backbone '{name}' (valid: {', '.join(sorted(registry))})")
+    return registry[name][0](num_users, num_items, config, generator=generator)
 
 
 __all__ = [
-    "BACKBONES", "MF", "SGL", "Backbone", "Batch", "LightGCN", "LightGCNConfig", "MFConfig", "SGLConfig",
+    "BACKBONES", "LOADABLE", "FixedEmbedding", "MF", "SGL", "Backbone", "Batch", "LightGCN", "LightGCNConfig", "MFConfig", "SGLConfig",
     "SimGCL", "SimGCLConfig", "backbone_config", "build_backbone",
 ]

@@ -51,6 +51,13 @@ def cmd_report(args) -> int:
     from unlearnrec.experiments.report import aggregate, to_csv, to_markdown
     from unlearnrec.experiments.runner import RESULTS, read_results
 
+    if args.html and not (Path(args.dir) / RESULTS).is_file():
+        # a parent folder of several experiment folders: the HTML page gathers them all
+        from unlearnrec.experiments.html import render_html
+
+        render_html(args.dir, args.html)
+        print(f"wrote {args.html}", file=sys.stderr)
+        return 0
     if not (Path(args.dir) / RESULTS).is_file():
         raise UnlearnRecError(
             f"no {RESULTS} in {args.dir} (run 'unlearnrec experiment CONFIG --out {args.dir}')"
@@ -88,6 +95,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from unlearnrec.experiments.studies import run_studies
+
+    paths = run_studies(
+        args.config, args.out, data_dir=args.data_dir, device=args.device, labels=args.labels, k=args.k
+    )
+    if args.json:
+        print(json.dumps({"written": [str(p) for p in paths]}))
+    else:
+        print(f"{len(paths)} study files written under {Path(args.out) / 'studies'}")
+    return 0
+
+
 def register(sub, common) -> None:
     """Add ``experiment`` and ``report`` to the ``unlearnrec`` parser."""
     e = sub.add_parser("experiment", help="run (or resume) a TOML grid of datasets x backbones x methods")
@@ -107,3 +127,12 @@ def register(sub, common) -> None:
     )
     common(r, data=False)
     r.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("study", help="score distributions and case study (Fig. 2-3, 6) of a finished grid")
+    s.add_argument("config", help="the experiment TOML that produced --out")
+    s.add_argument("--out", required=True, help="the experiment output directory")
+    s.add_argument("--labels", nargs="+", default=None, help="only these method labels")
+    s.add_argument("--k", type=int, default=10, help="similar items in the case study")
+    s.add_argument("--device", default=None)
+    common(s)
+    s.set_defaults(func=cmd_study)

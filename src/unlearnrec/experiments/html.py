@@ -63,6 +63,7 @@ DISPLAY = {
     "simgcl": "SimGCL",
 }
 MAIN_METRICS = ("recall@20", "ndcg@20", "mi_bf", "mi_ng")
+DIGITS = {"recall@20": 4, "ndcg@20": 4, "mi_bf": 2, "mi_ng": 2}
 METRIC_TITLES = {
     "recall@20": "Recall@20",
     "ndcg@20": "NDCG@20",
@@ -111,7 +112,8 @@ def load_records(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def normalize_record(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten one runner record: the keys of its ``metrics`` table are lifted to the top level
-    (top-level keys win), ``label`` defaults to ``method``, and from the ``attack`` table come
+    (top-level keys win), ``label`` defaults to ``method``, and from the ``request`` (else
+    ``attack``) table (``edges``, ``fraction_of_train``) come
     ``request_edges`` (|E_Δ|), ``request_fraction`` (|E_Δ| / training edges) and ``train_edges``
     (the size of the training set that was forgotten from, the x-axis of Fig. 4)."""
     rec: dict[str, Any] = dict(raw)
@@ -120,7 +122,9 @@ def normalize_record(raw: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in metrics.items():
             rec.setdefault(k, v)
     rec["label"] = rec.get("label") or rec.get("method")
-    att = raw.get("attack")
+    # ``attack``: the adversarial protocol's table; ``request``: the same fields for other
+    # request kinds (e.g. random requests of a ratio sweep), whichever the runner writes
+    att = raw.get("request") if isinstance(raw.get("request"), Mapping) else raw.get("attack")
     if isinstance(att, Mapping):
         edges, frac = att.get("edges"), att.get("fraction_of_train")
         if _num(edges):
@@ -331,7 +335,7 @@ def _section_main(records: list[dict[str, Any]]) -> str:
         ]
         for k, m in enumerate(MAIN_METRICS):
             p = paper[k] if paper else None
-            cells += [(_fmt(r[m]), ""), (_fmt(p), "paper"), _diff_cell(r[m], p)]
+            cells += [(_fmt(r[m], DIGITS[m]), ""), (_fmt(p), "paper"), _diff_cell(r[m], p)]
         cells += [(_fmt(r["auc"], 3), ""), (_fmt(r["seconds"], 2), "")]
         out_rows.append(cells)
     notes = [
@@ -363,7 +367,7 @@ def _section_ablation(records: list[dict[str, Any]]) -> str:
             (_e(r["label"]), "l"),
             (str(r["n"]), ""),
         ]
-        + [(_fmt(r[m]), "") for m in MAIN_METRICS]
+        + [(_fmt(r[m], DIGITS[m]), "") for m in MAIN_METRICS]
         + [(_fmt(r["seconds"], 2), "")]
         for r in rows
     ]
@@ -412,7 +416,7 @@ def _section_ratio(records: list[dict[str, Any]], figures: bool) -> tuple[str, l
             (f"{100 * r['request_fraction']:.2f}%" if _num(r["request_fraction"]) else "—", ""),
             (str(r["n"]), ""),
         ]
-        + [(_fmt(r[m]), "") for m in MAIN_METRICS]
+        + [(_fmt(r[m], DIGITS[m]), "") for m in MAIN_METRICS]
         + [(_fmt(r["seconds"], 2), "")]
         for r in rows
     ]
@@ -481,7 +485,7 @@ def _section_efficiency(records: list[dict[str, Any]], figures: bool) -> tuple[s
                 (str(r["n"]), ""),
                 (_fmt(r["train_edges"]), ""),
                 (_fmt(r["seconds"], 3), ""),
-                (_fmt(r["seconds_std"], 3), ""),
+                (_fmt(r["seconds_std"], 3) if r["n"] > 1 else "—", ""),
                 (_fmt(paper, 2), "paper"),
                 (f"{r['speedup']:.1f}×" if _num(r["speedup"]) else "—", ""),
                 (_fmt(r["peak_memory_mb"], 1), ""),
@@ -587,7 +591,9 @@ def _study_scores(d: dict[str, Any], figures: bool) -> str:
 def _study_pretrain(d: Any, figures: bool) -> str:
     hist = d["history"] if isinstance(d, dict) else d
     last = hist[-1] if hist else {}
-    keys = [k for k, v in last.items() if _num(v) and k != "epoch"]
+    from unlearnrec.experiments.plots import loss_terms  # matplotlib is imported only to draw
+
+    keys = [k for k in loss_terms(hist) if _num(last.get(k))]
     out = _table(
         ["epochs", *keys],
         [[(str(len(hist)), "l")] + [(_fmt(last[k]), "") for k in keys]],
@@ -742,8 +748,9 @@ def render_html(
         [] if figures else ["all figures: matplotlib is not installed (pip install 'unlearnrec[plots]')"]
     )
     ratio_html, m1 = _section_ratio(by_study["ratio"], figures)
-    # the ratio sweep forgets requests of other sizes: its timings would blur Table 4's
-    eff_html, m2 = _section_efficiency([r for r in records if study_of(r) != "ratio"], figures)
+    # Table 4 times the main grids; the ratio sweep forgets requests of other sizes and the
+    # ablation's variants would crowd the table
+    eff_html, m2 = _section_efficiency(by_study["main"] + by_study["efficiency"], figures)
     studies_html, m3 = _section_studies(items, figures)
     missing += m1 + m2 + m3
     heading = title or f"unlearnrec report — {root.resolve().name}"
@@ -769,4 +776,5 @@ def render_html(
     )
     if out_path is not None:
         atomic_write_text(out_path, page)
+        os.chmod(out_path, 0o644)  # a page to share; the temporary file was private
     return page

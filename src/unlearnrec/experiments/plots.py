@@ -51,6 +51,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes the file private; a figure is meant to be read
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -239,7 +240,7 @@ def plot_case_study(
         base = (item_names or {}).get(j, f"item {j}")
         return f"{base}\n(forgotten)" if k == 0 else f"{base}\ncos {case['similarity'][k - 1]:.2f}"
 
-    fig = _figure(max(6.0, 0.3 * len(ids) * max(1, len(names)) + 1.5), 3.4)
+    fig = _figure(min(12.0, max(6.0, 0.3 * len(ids) * max(1, len(names)) + 1.5)), 3.6)
     ax = fig.subplots()
     width = 0.8 / len(names)
     for m, name in enumerate(names):

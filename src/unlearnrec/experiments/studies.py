@@ -16,6 +16,7 @@ per finished runner cell); outputs are JSON-friendly dicts that
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -410,11 +411,12 @@ def run_studies(
     adversarial edges again (cheap for UnlearnRec; a baseline without a cache re-prepares).
     Then the score distributions (reference: the retrained model), the case study of one
     forgotten edge (``case_rule``, see :func:`pick_case`) and the similar-item shift over all
-    forgotten edges are written. Groups whose attacked model is not cached are skipped unless
-    ``train_missing``. Returns the written paths.
+    forgotten edges are written. A group is looked up under the hashes its finished cells recorded
+    (``hashes`` in ``results.jsonl``), else under today's. Groups whose attacked model is not
+    cached are skipped unless ``train_missing``. Returns the written paths.
     """
     from unlearnrec.experiments.html import write_study
-    from unlearnrec.experiments.runner import Runner, load_config
+    from unlearnrec.experiments.runner import Runner, load_config, read_results
     from unlearnrec.model import TrainedModel
     from unlearnrec.unlearn.base import Request
 
@@ -423,7 +425,16 @@ def run_studies(
     retrain = next((m for m in cfg.methods if m.name == "retrain"), None)
     specs = [m for m in cfg.methods if m.name != "retrain" and (labels is None or m.title in labels)]
     written: list[Path] = []
+    # the hashes the cells were run under: recomputing them from today's config dataclasses
+    # would miss the caches as soon as a config class gains a field
+    recorded: dict[tuple, dict] = {}
+    for r in read_results(out_dir):
+        if r.get("status") == "ok" and isinstance(r.get("hashes"), dict):
+            recorded[(r.get("dataset"), r.get("backbone"), r.get("seed"), r.get("ratio"))] = r["hashes"]
     for group in runner.groups():
+        h = recorded.get((group.dataset, group.backbone, group.seed, group.ratio))
+        if h and h.get("attacked") and h.get("clean"):
+            group = dataclasses.replace(group, attacked_hash=h["attacked"], clean_hash=h["clean"])
         tag = f"{Path(group.dataset).name}-{group.backbone}-s{group.seed}-r{group.ratio:g}"
         if group.error is not None:
             log.warning("study %s skipped: %s", tag, group.error)

@@ -166,15 +166,16 @@ def erase_nodes(model: TrainedModel, request: Request) -> TrainedModel:
 
 
 class MemoryMeter:
-    """Peak memory of a block: CUDA peak allocation on a GPU, else the growth of peak RSS (MiB).
+    """Peak memory of a block in MiB: CUDA peak allocation on a GPU, else the peak RSS growth.
 
-    On CPU the process's peak RSS (``ru_maxrss``) only grows, so a block that stays under an
-    earlier peak reports 0; ``tracemalloc`` would miss torch's allocations. We sample the
-    current RSS on entry and the high-water mark on exit, and report their difference.
+    On Linux the kernel's RSS high-water mark is reset on entry (``/proc/self/clear_refs``) and
+    read on exit (``VmHWM``), so the figure is this block's own peak above the RSS at entry,
+    whatever ran before it. Where that is not possible, RSS is sampled every 2 ms by a thread.
     """
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.002):
         self.device = torch.device(device)
+        self.interval = interval
         self.peak_mb = 0.0
 
     def __enter__(self) -> MemoryMeter:
@@ -182,29 +183,58 @@ class MemoryMeter:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            self._base = _rss_mb()
+            return self
+        self._base = _rss_mb()
+        self._hwm = _reset_hwm()
+        if not self._hwm:
+            import threading
+
+            self._stop = threading.Event()
+            self._seen = self._base
+
+            def sample() -> None:
+                while not self._stop.wait(self.interval):
+                    self._seen = max(self._seen, _rss_mb())
+
+            self._thread = threading.Thread(target=sample, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+            return
+        if self._hwm:
+            peak = max(_status_mb("VmHWM"), _rss_mb())
         else:
-            self.peak_mb = max(_maxrss_mb() - self._base, 0.0)
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._seen, _rss_mb())
+        self.peak_mb = max(peak - self._base, 0.0)
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS counter of this process; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_mb("VmHWM") > 0
+    except OSError:
+        return False
+
+
+def _status_mb(key: str) -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _rss_mb() -> float:
-    try:
-        with open(f"/proc/{os.getpid()}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:  # non-Linux
-        return _maxrss_mb()
-
-
-def _maxrss_mb() -> float:
-    import resource
-    import sys
-
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2**20 if sys.platform == "darwin" else r / 1024
+    """Current resident set size in MiB (0 where /proc is missing)."""
+    return _status_mb("VmRSS")

@@ -30,20 +30,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CEUConfig:
-    """CEU's knobs. ``damping`` is relative to |λ_max(H_r)| (power iteration): λ = damping·|λ_max|."""
+    """CEU's knobs. ``damping`` is relative to |λ_max(H_r)| (Lanczos): λ = damping·|λ_max|."""
 
     iterations: int = 100  # CG iterations at most (one HVP each)
     damping: float = 0.01
     tol: float = 1e-3  # stop when |r|/|v| <= tol
     hessian_edges: int = 65536  # fixed residual triples sampled for H_r (0: all)
-    batch_size: int = 16384  # triples per loss evaluation (the SSL in-batch size too)
+    batch_size: int = 16384  # triples per loss evaluation of an SSL backbone (its in-batch size)
     noise_std: float = 0.0  # certification noise σ added to every entry of θ'
-    power_iterations: int = 20  # HVPs per eigenvalue estimate
+    lanczos_iterations: int = 30  # HVPs for the extreme eigenvalues of H (damping, scale)
     psd_shift: bool = True  # add max(0, -λ_min) to the damping: H + λI positive definite
 
     def __post_init__(self):
-        if self.iterations < 0 or self.power_iterations < 1:
-            raise ConfigError("ceu: iterations must be >= 0 and power_iterations >= 1")
+        if self.iterations < 0 or self.lanczos_iterations < 1:
+            raise ConfigError("ceu: iterations must be >= 0 and lanczos_iterations >= 1")
         if self.damping < 0 or self.tol < 0 or self.hessian_edges < 0 or self.batch_size <= 0:
             raise ConfigError("ceu: damping, tol, hessian_edges must be >= 0 and batch_size > 0")
         if self.noise_std < 0:
@@ -86,12 +86,12 @@ class CEU(Unlearner):
         sample = inf.sample_triples(kept, cfg.hessian_edges, self.seed)
         hvp = inf.hessian_hvp(backbone, residual, sample, theta, seed=self.seed, batch_size=cfg.batch_size)
         damping, lam_max, lam_min = inf.damping_for(
-            hvp, theta, cfg.damping, cfg.power_iterations, self.seed, cfg.psd_shift
+            hvp, theta, cfg.damping, cfg.lanczos_iterations, self.seed, cfg.psd_shift
         )
         x, solve = inf.conjugate_gradient(hvp, v, cfg.iterations, damping, cfg.tol)
         restarts = 0
         while solve.curvature is not None and restarts < 3:
-            # power iteration underestimated |λ_min|: shift past the curvature CG found, and restart
+            # Lanczos underestimated |λ_min|: shift past the curvature CG found, and restart
             damping = 1.5 * (damping - solve.curvature)
             x, solve = inf.conjugate_gradient(hvp, v, cfg.iterations, damping, cfg.tol)
             restarts += 1

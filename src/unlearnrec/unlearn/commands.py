@@ -143,6 +143,27 @@ def cmd_forget(args) -> int:
         "test": test,
     }
     new.save(args.out)
+    entry = None
+    if args.ledger:
+        from unlearnrec.unlearn.ledger import Ledger
+
+        # recorded after the new model is durably saved, before the request is acknowledged
+        entry = Ledger(args.ledger).append(
+            {
+                "method": args.method,
+                "request_fingerprint": request.edges.fingerprint(),
+                "edges": len(request.edges),
+                "users": request.users.tolist(),
+                "items": request.items.tolist(),
+                "model_in": str(args.model),
+                "model_in_fingerprint": model.train.fingerprint(),
+                "model_out": str(args.out),
+                "model_out_fingerprint": new.train.fingerprint(),
+                "seconds": result.seconds,
+                "mi_bf": fm["mi_bf"],
+                "mi_ng": fm["mi_ng"],
+            }
+        )
     info = {k: v for k, v in result.info.items() if k != "finetune_history"}
     out = {
         "out": str(args.out),
@@ -157,6 +178,7 @@ def cmd_forget(args) -> int:
         "mi_bf": fm["mi_bf"],
         "mi_ng": fm["mi_ng"],
         "info": info,
+        "ledger_entry": entry["seq"] if entry else None,
     }
     _emit(
         args,
@@ -212,5 +234,6 @@ def register(sub, common) -> None:
     f.add_argument("--seed", type=int, default=0, help="seed of the method and of MI-NG's negatives")
     f.add_argument("--device", default="cpu")
     f.add_argument("--out", required=True, help="directory for the new model")
+    f.add_argument("--ledger", default=None, help="append a record of this request to this JSONL ledger")
     common(f)
     f.set_defaults(func=cmd_forget)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GIFConfig:
-    """GIF's knobs. ``damping`` and ``scale`` are relative to |λ_max(H)| (found by power iteration),
+    """GIF's knobs. ``damping`` and ``scale`` are relative to |λ_max(H)| (found by Lanczos),
     so one setting suits any dataset size: λ = damping·|λ_max|, s = scale·(|λ_max| + λ)."""
 
     iterations: int = 100  # Neumann terms (one HVP each)
@@ -38,15 +38,15 @@ class GIFConfig:
     damping: float = 0.01
     tol: float = 0.0  # stop when |r|/|v| <= tol (0: run all iterations)
     hessian_edges: int = 65536  # fixed triples sampled for H (0: all training edges)
-    batch_size: int = 16384  # triples per loss evaluation (the SSL in-batch size too)
+    batch_size: int = 16384  # triples per loss evaluation of an SSL backbone (its in-batch size)
     hops: int = -1  # neighbourhood of the request whose terms change (-1: the backbone's layers)
     hessian: str = "original"  # H of the original loss on Â (GIF); "residual": of L_r on Â_r (a Newton step)
-    power_iterations: int = 20  # HVPs per eigenvalue estimate
+    lanczos_iterations: int = 30  # HVPs for the extreme eigenvalues of H (damping, scale)
     psd_shift: bool = True  # add max(0, -λ_min) to the damping: H + λI positive definite
 
     def __post_init__(self):
-        if self.iterations < 0 or self.power_iterations < 1:
-            raise ConfigError("gif: iterations must be >= 0 and power_iterations >= 1")
+        if self.iterations < 0 or self.lanczos_iterations < 1:
+            raise ConfigError("gif: iterations must be >= 0 and lanczos_iterations >= 1")
         if self.scale <= 1.0:
             raise ConfigError(
                 f"gif: scale must be > 1 (got {self.scale}); the Neumann series diverges otherwise"
@@ -116,9 +116,9 @@ class GIF(Unlearner):
                 return ratio * hvp_r(p)
 
         damping, lam_max, lam_min = inf.damping_for(
-            hvp, theta, cfg.damping, cfg.power_iterations, self.seed, cfg.psd_shift
+            hvp, theta, cfg.damping, cfg.lanczos_iterations, self.seed, cfg.psd_shift
         )
-        scale = cfg.scale * (lam_max + damping)
+        scale = cfg.scale * (max(lam_max, 0.0) + damping)
         if scale <= 0:
             raise ConfigError("gif: the Hessian is zero on the sample; nothing to invert")
         x, solve = inf.neumann_solve(hvp, v, cfg.iterations, scale, damping, cfg.tol)
@@ -144,7 +144,7 @@ class GIF(Unlearner):
             "gif: %d edges, %d affected triples, %d HVPs, residual %.3g",
             len(request),
             info["affected_edges"],
-            solve.iterations + cfg.power_iterations,
+            solve.iterations + cfg.lanczos_iterations,
             solve.final_residual,
         )
         return new, info

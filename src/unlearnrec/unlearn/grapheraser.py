@@ -48,6 +48,8 @@ class GraphEraserConfig:
 
     partition: "blpa" or "bekm". slack: balance cap ceil(n/K)·(1+slack) on users and on items.
     partition_iters: BLPA / BEKM rounds. agg_sample: fraction of training edges for learning θ.
+    shard_epochs, lr, batch_size: training of each sub-model; agg_epochs, agg_lr, agg_batch_size: of θ.
+    workers: processes training shards in parallel (torch threads are split between them).
     """
 
     num_shards: int = 10

@@ -109,6 +109,17 @@ def affected_triples(triples: Triples, num_users: int, affected: np.ndarray) -> 
 
 
 # ------------------------------------------------------------------------------- loss, grads
+PLAIN_CHUNK = 131072  # triples per gradient chunk of a batch-independent backbone (memory bound)
+
+
+def batch_dependent(backbone: Backbone) -> bool:
+    """True if the backbone's loss is not a plain mean of per-triple terms (an SSL term with
+    in-batch negatives): it must then be evaluated in training-sized batches. A plain backbone is
+    evaluated in as few pieces as memory allows, each piece costing one full propagation."""
+    cls = type(backbone)
+    return cls.ssl_loss is not Backbone.ssl_loss or cls.loss is not Backbone.loss
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
@@ -131,10 +142,15 @@ def loss_gradient(
     seed: int,
     chunk_size: int = 65536,
 ) -> torch.Tensor:
-    """∇_θ of ``weight`` x Σ_triples l_t(θ; graph) -> (N, d), in chunks of triples (bounded memory)."""
+    """∇_θ of ``weight`` x Σ_triples l_t(θ; graph) -> (N, d), in chunks of triples (bounded memory).
+
+    ``chunk_size`` is the batch of a batch-dependent (SSL) backbone; plain ones use larger chunks.
+    """
     grad = torch.zeros_like(theta)
     if len(triples) == 0:
         return grad
+    if not batch_dependent(backbone):
+        chunk_size = max(chunk_size, PLAIN_CHUNK)
     for s in range(0, len(triples), chunk_size):
         part = triples.subset(slice(s, s + chunk_size))
         x = theta.detach().requires_grad_(True)
@@ -297,6 +313,60 @@ def largest_eigenvalue(hvp: HVP, like: torch.Tensor, iterations: int = 20, seed:
     return lam
 
 
+def smallest_eigenvalue(
+    hvp: HVP, like: torch.Tensor, lam_max: float, iterations: int = 20, seed: int = 0
+) -> float:
+    """λ_min of H by power iteration on |λ_max| I - H (whose top eigenvalue is |λ_max| - λ_min)."""
+    mu = largest_eigenvalue(lambda x: lam_max * x - hvp(x), like, iterations, seed + 1)
+    return lam_max - mu
+
+
+def lanczos_extremes(
+    hvp: HVP, like: torch.Tensor, iterations: int = 30, seed: int = 0
+) -> tuple[float, float]:
+    """(λ_min, λ_max) of a symmetric H by ``iterations`` Lanczos steps (full reorthogonalisation).
+
+    Far better than power iteration at the smallest eigenvalue of an indefinite Hessian whose
+    spectrum crowds near 0; keeps ``iterations`` vectors of θ's shape. Ritz values lie inside
+    the spectrum, so |λ_min| is (slightly) underestimated.
+    """
+    g = _generator(seed)
+    q = torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
+    q = q / max(norm(q), 1e-30)
+    basis, alphas, betas = [q], [], []
+    q_prev, beta = torch.zeros_like(q), 0.0
+    for k in range(max(iterations, 1)):
+        w = hvp(q) - beta * q_prev
+        alpha = dot(w, q)
+        alphas.append(alpha)
+        for b in basis:  # full reorthogonalisation: a few vectors, keeps the Ritz values honest
+            w = w - dot(w, b) * b
+        beta = norm(w)
+        if k == iterations - 1 or beta <= 1e-10 * max(abs(alpha), 1e-30):
+            break
+        betas.append(beta)
+        q_prev, q = q, w / beta
+        basis.append(q)
+    t = np.diag(alphas) + np.diag(betas[: len(alphas) - 1], 1) + np.diag(betas[: len(alphas) - 1], -1)
+    ev = np.linalg.eigvalsh(t)
+    return float(ev[0]), float(ev[-1])
+
+
+def damping_for(
+    hvp: HVP, like: torch.Tensor, relative: float, iterations: int, seed: int, psd_shift: bool
+) -> tuple[float, float, float]:
+    """(λ, λ_max, λ_min): the absolute damping λ = relative·|λ_max| (+ 1.5·max(0, -λ_min) if ``psd_shift``).
+
+    Both extremes come from one Lanczos run. The BPR Hessian of a bilinear model is indefinite;
+    the shift makes H + λI positive definite, which CG needs and along whose negative directions
+    the Neumann series would diverge (the 1.5 margin covers Lanczos' underestimate of |λ_min|).
+    """
+    lam_min, lam_max = lanczos_extremes(hvp, like, iterations, seed)
+    scale = max(abs(lam_max), abs(lam_min))
+    damping = relative * scale + (1.5 * max(0.0, -lam_min) if psd_shift else 0.0)
+    return damping, lam_max, lam_min
+
+
 # ------------------------------------------------------------------------ shared by GIF / CEU
 def hessian_hvp(
     backbone: Backbone, graph: Graph, sample: Triples, theta: torch.Tensor, *, seed: int, batch_size: int
@@ -306,9 +376,12 @@ def hessian_hvp(
     The sample is cut into training-sized batches whose batch-mean losses are averaged (the
     training objective of a mini-batch SSL backbone, whose in-batch negatives depend on the
     batch); every batch draws its views from the same fixed seed. All batches' gradient graphs
-    are kept for the whole solve: this is the memory cost of influence methods.
+    are kept for the whole solve: this is the memory cost of influence methods. A plain
+    (batch-independent) backbone takes the sample as one batch: one propagation per HVP.
     """
     n = len(sample)
+    if not batch_dependent(backbone):
+        batch_size = max(n, 1)
 
     def loss_fn(x: torch.Tensor) -> torch.Tensor:
         total = x.new_zeros(())
@@ -344,26 +417,3 @@ def with_embeddings(model, theta: torch.Tensor, graph: Graph):
 def request_endpoints(edges: Interactions) -> np.ndarray:
     """Node ids (users, then items offset by |U|) touched by the request edges."""
     return np.unique(np.concatenate([edges.users, edges.items + edges.num_users]))
-
-
-def smallest_eigenvalue(
-    hvp: HVP, like: torch.Tensor, lam_max: float, iterations: int = 20, seed: int = 0
-) -> float:
-    """λ_min of H by power iteration on |λ_max| I - H (whose top eigenvalue is |λ_max| - λ_min)."""
-    mu = largest_eigenvalue(lambda x: lam_max * x - hvp(x), like, iterations, seed + 1)
-    return lam_max - mu
-
-
-def damping_for(
-    hvp: HVP, like: torch.Tensor, relative: float, iterations: int, seed: int, psd_shift: bool
-) -> tuple[float, float, float]:
-    """(λ, |λ_max|, λ_min): the absolute damping λ = relative·|λ_max| (+ 1.5·max(0, -λ_min) if ``psd_shift``).
-
-    The BPR Hessian of a bilinear model is indefinite; the shift makes H + λI positive definite,
-    which CG needs and along whose negative directions the Neumann series would diverge.
-    """
-    lam_max = largest_eigenvalue(hvp, like, iterations, seed)
-    lam_min = smallest_eigenvalue(hvp, like, lam_max, iterations, seed) if psd_shift else float("nan")
-    # power iteration underestimates |λ_min|: a 1.5x margin on the shift
-    damping = relative * lam_max + (1.5 * max(0.0, -lam_min) if psd_shift else 0.0)
-    return damping, lam_max, lam_min

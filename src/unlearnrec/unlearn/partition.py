@@ -42,6 +42,7 @@ import scipy.sparse as sp
 import torch
 
 from unlearnrec.backbones.base import Backbone
+from unlearnrec.backbones.fixed import FixedEmbedding, FixedEmbeddingConfig  # noqa: F401 (re-export)
 from unlearnrec.config import to_dict
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
@@ -376,35 +377,6 @@ def train_shards(jobs: list[ShardJob], workers: int = 1) -> list[np.ndarray]:
 
 
 # ------------------------------------------------------------------------------- serving
-class FixedEmbedding(Backbone):
-    """A backbone whose final embeddings are stored as they are: Ē = E⁰, ``propagate`` is the identity.
-
-    Used to expose an ensemble (RecEraser's aggregated embeddings, GraphEraser's weighted shard
-    scores) as a :class:`~unlearnrec.model.TrainedModel`, so evaluation, recommendation, the
-    membership metrics and node erasure work unchanged. (choice) It is *not* in the global
-    ``BACKBONES`` registry: a saved ensemble names backbone "fixed" and ``TrainedModel.load``
-    refuses it with a clear error rather than silently loading it as something else.
-    """
-
-    name = "fixed"
-
-    def __init__(self, user_emb: torch.Tensor, item_emb: torch.Tensor):
-        nu, d = user_emb.shape
-        super().__init__(nu, item_emb.shape[0], d, reg=0.0)
-        with torch.no_grad():
-            self.e0.copy_(torch.cat([user_emb, item_emb]).to(self.e0.dtype))
-        self.e0.requires_grad_(False)
-        self.config = FixedEmbeddingConfig(dim=d)
-
-    def propagate(self, graph: Graph, e0: torch.Tensor) -> torch.Tensor:
-        return e0
-
-
-@dataclass(frozen=True)
-class FixedEmbeddingConfig:
-    dim: int = 64
-
-
 # ------------------------------------------------------------------------------- the SISA skeleton
 class ShardedUnlearner(Unlearner):
     """prepare = partition + one sub-model per shard + aggregator; forget = retrain the touched shards.
@@ -552,8 +524,11 @@ class ShardedUnlearner(Unlearner):
         np.add.at(deg, (es, train.users[keep]), 1)
         np.add.at(deg, (es, train.items[keep] + train.num_users), 1)
         ue, ie, info = self._aggregate(np.stack(emb), graph, deg)
-        backbone = FixedEmbedding(ue.detach().cpu(), ie.detach().cpu()).to(graph.device)
-        new = TrainedModel(
+        backbone = FixedEmbedding.from_embeddings(ue.detach().cpu(), ie.detach().cpu()).to(graph.device)
+        return self._wrap(model, graph, backbone), info
+
+    def _wrap(self, model: TrainedModel, graph: Graph, backbone: FixedEmbedding) -> TrainedModel:
+        return TrainedModel(
             backbone,
             graph,
             "fixed",
@@ -563,7 +538,6 @@ class ShardedUnlearner(Unlearner):
             forgotten_items=np.asarray(model.forgotten_items).copy(),
             meta={"ensemble": self.name, "ensemble_of": model.backbone_name},
         )
-        return new, info
 
     # -- the runner's cache -----------------------------------------------------------------------
     def save_prepared(self, directory: str | os.PathLike) -> bool:
@@ -574,6 +548,7 @@ class ShardedUnlearner(Unlearner):
             "edge_shard": torch.from_numpy(p.edge_shard.copy()),
             "unit_shard": torch.from_numpy(p.unit_shard.copy()),
             "shard_emb": torch.from_numpy(np.stack(self._shard_emb)),
+            "served_e0": self.prepared_model.backbone.e0.detach().cpu(),
         }
         if p.item_shard is not None:
             tensors["item_shard"] = torch.from_numpy(p.item_shard.copy())
@@ -625,8 +600,9 @@ class ShardedUnlearner(Unlearner):
         )
         self._backbone = (meta["backbone"], meta["backbone_config"])
         self._shard_emb = list(tensors["shard_emb"].numpy())
-        keep = np.ones(len(self._train), dtype=bool)
-        self.prepared_model, _ = self._serve(model, model.graph, self._shard_emb, keep)
+        nu = model.train.num_users
+        served = FixedEmbedding.from_embeddings(tensors["served_e0"][:nu], tensors["served_e0"][nu:]).to(model.graph.device)
+        self.prepared_model = self._wrap(model, model.graph, served)
         self.prepare_info = meta.get("prepare_info", {})
         return True
 

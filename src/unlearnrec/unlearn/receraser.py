@@ -52,7 +52,8 @@ class RecEraserConfig:
 
     partition: "interaction" (InBP), "user" (UBP), "item" (IBP) or "random".
     shard_epochs / agg_epochs: epochs of each sub-model / of the aggregator.
-    lr, batch_size: Adam learning rate and batch size of both stages.
+    lr, batch_size: Adam learning rate and batch size of the shard sub-models;
+    agg_lr, agg_batch_size: the same for the aggregator.
     workers: processes training shards in parallel (torch threads are split between them).
     attention_size: width of the attention MLP (the authors use d / 2; 0 means d / 2).
     transfer: use the per-shard transfer W_t^k, b_t^k before attention.
