@@ -16,9 +16,27 @@ def run(capsys, *argv):
 @pytest.fixture
 def pipeline(tmp_path, tiny_dir, capsys):
     model, enc = tmp_path / "model", tmp_path / "enc"
-    assert run(capsys, "train", "--dataset", tiny_dir, "--epochs", 6, "--dim", 8, "--lr", 0.05, "--out", model,
-               "-q")[0] == 0
-    code, _, err = run(capsys, "pretrain", "--model", model, "--epochs", 2, "--batch-size", 64, "--out", enc, "-q")
+    assert (
+        run(
+            capsys,
+            "train",
+            "--dataset",
+            tiny_dir,
+            "--epochs",
+            6,
+            "--dim",
+            8,
+            "--lr",
+            0.05,
+            "--out",
+            model,
+            "-q",
+        )[0]
+        == 0
+    )
+    code, _, err = run(
+        capsys, "pretrain", "--model", model, "--epochs", 2, "--batch-size", 64, "--out", enc, "-q"
+    )
     assert code == 0, err
     return tmp_path, model, enc
 
@@ -26,12 +44,26 @@ def pipeline(tmp_path, tiny_dir, capsys):
 def test_forget_user_ledger_verify(pipeline, capsys):
     d, model, enc = pipeline
     ledger = d / "ledger.jsonl"
-    code, out, err = run(capsys, "forget", "--model", model, "--encoder", enc, "--user", 3, "--out", d / "f",
-                         "--ledger", ledger, "--json")
+    code, out, err = run(
+        capsys,
+        "forget",
+        "--model",
+        model,
+        "--encoder",
+        enc,
+        "--user",
+        3,
+        "--out",
+        d / "f",
+        "--ledger",
+        ledger,
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["ledger_entry"] == 1
-    code, out, _ = run(capsys, "verify", "--model", d / "f", "--original", model, "--user", 3, "--ledger", ledger,
-                       "--json")
+    code, out, _ = run(
+        capsys, "verify", "--model", d / "f", "--original", model, "--user", 3, "--ledger", ledger, "--json"
+    )
     res = json.loads(out)
     assert code == 0 and res["passed"]
     names = {c["name"]: c["passed"] for c in res["checks"]}
@@ -54,8 +86,20 @@ def test_forget_edges_file_and_bad_requests(pipeline, capsys):
     d, model, enc = pipeline
     req = d / "req.tsv"
     assert run(capsys, "sample-request", "--model", model, "--ratio", 0.05, "--out", req)[0] == 0
-    code, _, err = run(capsys, "forget", "--model", model, "--encoder", enc, "--edges", req, "--finetune-epochs", 1,
-                       "--out", d / "fe")
+    code, _, err = run(
+        capsys,
+        "forget",
+        "--model",
+        model,
+        "--encoder",
+        enc,
+        "--edges",
+        req,
+        "--finetune-epochs",
+        1,
+        "--out",
+        d / "fe",
+    )
     assert code == 0, err
     code, out, _ = run(capsys, "verify", "--model", d / "fe", "--original", model, "--edges", req, "--json")
     checks = {c["name"]: c for c in json.loads(out)["checks"]}
@@ -67,5 +111,7 @@ def test_forget_edges_file_and_bad_requests(pipeline, capsys):
     assert code == 2 and "unknown item id 999" in err and not (d / "x").exists()
     empty = d / "empty.tsv"
     empty.write_text("")
-    code, _, err = run(capsys, "forget", "--model", model, "--encoder", enc, "--edges", empty, "--out", d / "x")
+    code, _, err = run(
+        capsys, "forget", "--model", model, "--encoder", enc, "--edges", empty, "--out", d / "x"
+    )
     assert code == 2 and "empty request file" in err

@@ -100,17 +100,44 @@ def cmd_train(args) -> int:
 
     res = fit(backbone, graph, tcfg, val=data.val, on_epoch=on_epoch)
     bar.close()
-    model = TrainedModel(backbone, graph, name, args.dataset, split,
-                         meta={"original_train_fingerprint": data.train.fingerprint()})
+    model = TrainedModel(
+        backbone,
+        graph,
+        name,
+        args.dataset,
+        split,
+        meta={"original_train_fingerprint": data.train.fingerprint()},
+    )
     test = model.evaluate(data, "test", ks=tcfg.ks)
     val = model.evaluate(data, "val", ks=tcfg.ks)
-    model.meta.update({"train_config": _asdict(tcfg), "metrics": {"test": test, "val": val},
-                       "history": res.history, "train_seconds": res.seconds, "best_epoch": res.best_epoch})
+    model.meta.update(
+        {
+            "train_config": _asdict(tcfg),
+            "metrics": {"test": test, "val": val},
+            "history": res.history,
+            "train_seconds": res.seconds,
+            "best_epoch": res.best_epoch,
+        }
+    )
     model.save(args.out)
-    _emit(args, {"out": str(args.out), "seconds": res.seconds, "best_epoch": res.best_epoch,
-                 "epochs_run": res.epochs_run, "test": test, "val": val},
-          [f"trained {name} on {args.dataset} in {res.seconds:.1f}s ({res.epochs_run} epochs, best {res.best_epoch})",
-           f"test  {_fmt_metrics(test)}", f"val   {_fmt_metrics(val)}", f"saved to {args.out}"])
+    _emit(
+        args,
+        {
+            "out": str(args.out),
+            "seconds": res.seconds,
+            "best_epoch": res.best_epoch,
+            "epochs_run": res.epochs_run,
+            "test": test,
+            "val": val,
+        },
+        [
+            f"trained {name} on {args.dataset} in {res.seconds:.1f}s "
+            f"({res.epochs_run} epochs, best {res.best_epoch})",
+            f"test  {_fmt_metrics(test)}",
+            f"val   {_fmt_metrics(val)}",
+            f"saved to {args.out}",
+        ],
+    )
     return 0
 
 
@@ -127,8 +154,11 @@ def cmd_evaluate(args) -> int:
     data = model.load_dataset(args.data_dir)
     ks = tuple(args.k)
     test = model.evaluate(data, "test", ks=ks)
-    _emit(args, {"model": str(args.model), "dataset": model.dataset, "test": test},
-          [f"{args.model} on {model.dataset} (test, {test['users']} users)", _fmt_metrics(test)])
+    _emit(
+        args,
+        {"model": str(args.model), "dataset": model.dataset, "test": test},
+        [f"{args.model} on {model.dataset} (test, {test['users']} users)", _fmt_metrics(test)],
+    )
     return 0
 
 
@@ -139,9 +169,12 @@ def cmd_recommend(args) -> int:
     items, scores = model.recommend([args.user], args.k)
     ok = np.isfinite(scores[0])
     items, scores = items[0][ok], scores[0][ok]
-    _emit(args, {"user": args.user, "items": items.tolist(), "scores": scores.tolist()},
-          [f"user {args.user}: top {len(items)}"] + [f"{r + 1:3d}. item {i}  ({s:.4f})"
-                                                   for r, (i, s) in enumerate(zip(items, scores))])
+    _emit(
+        args,
+        {"user": args.user, "items": items.tolist(), "scores": scores.tolist()},
+        [f"user {args.user}: top {len(items)}"]
+        + [f"{r + 1:3d}. item {i}  ({s:.4f})" for r, (i, s) in enumerate(zip(items, scores, strict=True))],
+    )
     return 0
 
 
@@ -151,13 +184,24 @@ def cmd_data_info(args) -> int:
     data = load_dataset(args.name, args.data_dir, val_ratio=0.0 if args.shipped else 0.1)
     st = data.stats()
     if st["split"] == "shipped":
-        split = (f"  train {st['shipped_train']:,} / test {st['test']:,} (shipped split; validation carved "
-                 f"from train: fit {st['train']:,} + val {st['val']:,})")
+        split = (
+            f"  train {st['shipped_train']:,} / test {st['test']:,} (shipped split; validation carved "
+            f"from train: fit {st['train']:,} + val {st['val']:,})"
+        )
     else:
-        split = (f"  train {st['train']:,} / val {st['val']:,} / test {st['test']:,} "
-                 f"(seeded per-user split {'/'.join(f'{f:g}' for f in data.meta.get('fractions', ()))})")
-    _emit(args, st, [f"{st['name']}: {st['users']:,} users, {st['items']:,} items, "
-                     f"{st['interactions']:,} interactions", split])
+        split = (
+            f"  train {st['train']:,} / val {st['val']:,} / test {st['test']:,} "
+            f"(seeded per-user split {'/'.join(f'{f:g}' for f in data.meta.get('fractions', ()))})"
+        )
+    _emit(
+        args,
+        st,
+        [
+            f"{st['name']}: {st['users']:,} users, {st['items']:,} items, "
+            f"{st['interactions']:,} interactions",
+            split,
+        ],
+    )
     return 0
 
 
@@ -166,8 +210,11 @@ def cmd_data_download(args) -> int:
 
     t = time.perf_counter()
     paths = download(args.name, args.data_dir, mirror=args.mirror, force=args.force)
-    _emit(args, {"name": args.name, "files": [str(p) for p in paths], "seconds": time.perf_counter() - t},
-          [f"{args.name}: {len(paths)} files verified in {Path(paths[0]).parent if paths else '?'}"])
+    _emit(
+        args,
+        {"name": args.name, "files": [str(p) for p in paths], "seconds": time.perf_counter() - t},
+        [f"{args.name}: {len(paths)} files verified in {Path(paths[0]).parent if paths else '?'}"],
+    )
     return 0
 
 
@@ -220,8 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     di.set_defaults(func=cmd_data_info)
     dd = dsub.add_parser("download", help="fetch the public originals, sha256-verified")
     dd.add_argument("name")
-    dd.add_argument("--mirror", default=None,
-                    help="base URL serving the same files (tests, caches; default $UNLEARNREC_MIRROR)")
+    dd.add_argument(
+        "--mirror",
+        default=None,
+        help="base URL serving the same files (tests, caches; default $UNLEARNREC_MIRROR)",
+    )
     dd.add_argument("--force", action="store_true")
     common(dd)
     dd.set_defaults(func=cmd_data_download)
@@ -243,8 +293,11 @@ def _register_extensions(sub, common) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return int(args.func(args) or 0)
     except UnlearnRecError as e:

@@ -23,7 +23,10 @@ BACKBONES: dict[str, tuple[type[Backbone], type]] = {
 }
 
 # what a checkpoint may name: the trainable backbones plus served ensembles (RecEraser, GraphEraser)
-LOADABLE: dict[str, tuple[type[Backbone], type]] = {**BACKBONES, "fixed": (FixedEmbedding, FixedEmbeddingConfig)}
+LOADABLE: dict[str, tuple[type[Backbone], type]] = {
+    **BACKBONES,
+    "fixed": (FixedEmbedding, FixedEmbeddingConfig),
+}
 
 
 def backbone_config(name: str, values: dict[str, Any] | None = None, registry=BACKBONES):
@@ -33,8 +36,14 @@ def backbone_config(name: str, values: dict[str, Any] | None = None, registry=BA
     return from_dict(registry[name][1], dict(values or {}), "model")
 
 
-def build_backbone(name: str, num_users: int, num_items: int, config=None,
-                   generator: torch.Generator | None = None, registry=BACKBONES) -> Backbone:
+def build_backbone(
+    name: str,
+    num_users: int,
+    num_items: int,
+    config=None,
+    generator: torch.Generator | None = None,
+    registry=BACKBONES,
+) -> Backbone:
     """Instantiate backbone ``name``; ``config`` is its dataclass or a dict of its fields."""
     if config is None or isinstance(config, dict):
         config = backbone_config(name, config, registry)
@@ -44,6 +53,19 @@ def build_backbone(name: str, num_users: int, num_items: int, config=None,
 
 
 __all__ = [
-    "BACKBONES", "LOADABLE", "FixedEmbedding", "MF", "SGL", "Backbone", "Batch", "LightGCN", "LightGCNConfig", "MFConfig", "SGLConfig",
-    "SimGCL", "SimGCLConfig", "backbone_config", "build_backbone",
+    "BACKBONES",
+    "LOADABLE",
+    "FixedEmbedding",
+    "MF",
+    "SGL",
+    "Backbone",
+    "Batch",
+    "LightGCN",
+    "LightGCNConfig",
+    "MFConfig",
+    "SGLConfig",
+    "SimGCL",
+    "SimGCLConfig",
+    "backbone_config",
+    "build_backbone",
 ]

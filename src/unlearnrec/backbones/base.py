@@ -42,8 +42,15 @@ class Backbone(nn.Module):
 
     name = "base"
 
-    def __init__(self, num_users: int, num_items: int, dim: int, reg: float, init_std: float = 0.1,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        dim: int,
+        reg: float,
+        init_std: float = 0.1,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.num_users = int(num_users)
         self.num_items = int(num_items)
@@ -70,13 +77,19 @@ class Backbone(nn.Module):
         Backbones whose augmentation is drawn once per epoch (SGL's edge-dropped views) draw it here.
         """
 
-    def ssl_loss(self, graph: Graph, batch: Batch, e0: torch.Tensor,
-                 generator: torch.Generator | None) -> torch.Tensor | None:
+    def ssl_loss(
+        self, graph: Graph, batch: Batch, e0: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor | None:
         """The backbone's self-supervised term (None for plain backbones)."""
         return None
 
-    def loss(self, graph: Graph, batch: Batch, e0: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        graph: Graph,
+        batch: Batch,
+        e0: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Named loss terms on one batch: BPR on Ē, L2 on the batch's layer-0 rows, SSL if any."""
         e0 = self.e0 if e0 is None else e0
         out = self.propagate(graph, e0)

@@ -26,8 +26,13 @@ class FixedEmbedding(Backbone):
 
     name = "fixed"
 
-    def __init__(self, num_users: int, num_items: int, config: FixedEmbeddingConfig = FixedEmbeddingConfig(),
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        config: FixedEmbeddingConfig = FixedEmbeddingConfig(),
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(num_users, num_items, config.dim, reg=0.0, generator=generator)
         self.config = config
         self.e0.requires_grad_(False)

@@ -98,8 +98,13 @@ def _spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Â x (no autograd). On CPU a CSR Â goes through ``addmm`` with ``beta=0`` into a fresh
     uninitialised output: ``torch.sparse.mm`` zero-fills its output and copies the product into
     it, which costs as much again as the product itself on this machine."""
-    if (adj.layout == torch.sparse_csr and adj.device.type == "cpu" and x.dim() == 2
-            and x.dtype == adj.dtype and not adj.requires_grad):
+    if (
+        adj.layout == torch.sparse_csr
+        and adj.device.type == "cpu"
+        and x.dim() == 2
+        and x.dtype == adj.dtype
+        and not adj.requires_grad
+    ):
         out = torch.empty(adj.shape[0], x.shape[1], dtype=x.dtype)
         return torch.addmm(out, adj, x, beta=0, out=out)
     return torch.sparse.mm(adj, x)

@@ -11,8 +11,9 @@ from unlearnrec.backbones.base import Batch
 from unlearnrec.data.interactions import Interactions
 
 
-def sample_negatives(train: Interactions, users: np.ndarray, rng: np.random.Generator,
-                     max_rounds: int = 50) -> np.ndarray:
+def sample_negatives(
+    train: Interactions, users: np.ndarray, rng: np.random.Generator, max_rounds: int = 50
+) -> np.ndarray:
     """One uniform negative item per user, rejecting the user's training items.
 
     Vectorised rejection: draw for all, redraw only the collisions (membership by binary search
@@ -29,8 +30,9 @@ def sample_negatives(train: Interactions, users: np.ndarray, rng: np.random.Gene
     return neg
 
 
-def bpr_batches(train: Interactions, batch_size: int, rng: np.random.Generator,
-                device: torch.device | str = "cpu") -> Iterator[Batch]:
+def bpr_batches(
+    train: Interactions, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu"
+) -> Iterator[Batch]:
     """Shuffle all training edges once and yield (user, positive, negative) batches."""
     perm = rng.permutation(len(train))
     users = train.users[perm]

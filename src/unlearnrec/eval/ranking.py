@@ -127,8 +127,12 @@ def evaluate_embeddings(
 
 @torch.no_grad()
 def recommend(
-    user_emb: torch.Tensor, item_emb: torch.Tensor, users, k: int,
-    exclude: Interactions | None = None, banned_items: np.ndarray | None = None,
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    users,
+    k: int,
+    exclude: Interactions | None = None,
+    banned_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (items (B, k), scores (B, k)) for the given users, seen items and banned items masked."""
     users = np.asarray(users, dtype=np.int64).ravel()

@@ -86,8 +86,16 @@ def fit(
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     try:
-        return _fit(model, graph, config, val=val, loss_fn=loss_fn, params=params, embed_fn=embed_fn,
-                    on_epoch=on_epoch)
+        return _fit(
+            model,
+            graph,
+            config,
+            val=val,
+            loss_fn=loss_fn,
+            params=params,
+            embed_fn=embed_fn,
+            on_epoch=on_epoch,
+        )
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
@@ -99,11 +107,15 @@ def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch) -> F
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     if loss_fn is None:
+
         def loss_fn(batch: Batch, g: torch.Generator) -> dict:
             return model.loss(graph, batch, generator=g)
+
     if embed_fn is None:
+
         def embed_fn():
             return model.embed(graph)
+
     params = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     res = FitResult()
@@ -138,8 +150,9 @@ def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch) -> F
             model.eval()
             with torch.no_grad():
                 ue, ie = embed_fn()
-            metrics = evaluate_embeddings(ue, ie, val, exclude=[train], ks=config.ks,
-                                          batch_size=config.eval_batch)
+            metrics = evaluate_embeddings(
+                ue, ie, val, exclude=[train], ks=config.ks, batch_size=config.eval_batch
+            )
             row.update({f"val_{k}": v for k, v in metrics.items() if k != "users"})
             score = metrics.get(config.metric, float("nan"))
             if math.isnan(res.best_metric) or score > res.best_metric:

@@ -41,7 +41,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from unlearnrec.backbones.base import Backbone
 from unlearnrec.backbones.fixed import FixedEmbedding, FixedEmbeddingConfig  # noqa: F401 (re-export)
 from unlearnrec.config import to_dict
 from unlearnrec.data.graph import Graph
@@ -601,7 +600,9 @@ class ShardedUnlearner(Unlearner):
         self._backbone = (meta["backbone"], meta["backbone_config"])
         self._shard_emb = list(tensors["shard_emb"].numpy())
         nu = model.train.num_users
-        served = FixedEmbedding.from_embeddings(tensors["served_e0"][:nu], tensors["served_e0"][nu:]).to(model.graph.device)
+        served = FixedEmbedding.from_embeddings(tensors["served_e0"][:nu], tensors["served_e0"][nu:]).to(
+            model.graph.device
+        )
         self.prepared_model = self._wrap(model, model.graph, served)
         self.prepare_info = meta.get("prepare_info", {})
         return True
