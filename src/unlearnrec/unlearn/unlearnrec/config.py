@@ -18,7 +18,8 @@ class UnlearnRecConfig:
     ``ratio`` (ρ) of the training edges and one pass over the residual edges in batches of
     ``batch_size`` (``steps_per_epoch`` > 0 caps the pass); Adam with ``lr`` on H⁰ and η only.
     Loss weights ``lambda_u``, ``lambda_p``, ``lambda_c``; temperatures ``tau_p`` (L_p) and
-    ``tau_c`` (L_c); ``contrast_keep``: edge keep rate of L_c's second IDM view.
+    ``tau_c`` (L_c); ``contrast_keep``: edge keep rate of L_c's second IDM view;
+    ``contrast_nodes``: at most this many of a batch's users (and of its items) enter L_c per step.
 
     Forgetting (§5): ``finetune_epochs`` = k of Ours(k) (0: Ours(0), no training), with
     ``finetune_lr`` on the MLP and the layer-0 table.
@@ -46,6 +47,7 @@ class UnlearnRecConfig:
     tau_p: float = 1.0
     tau_c: float = 0.2
     contrast_keep: float = 0.95
+    contrast_nodes: int = 1024
     use_lu: bool = True
     use_lp: bool = True
     use_lc: bool = True
@@ -66,5 +68,7 @@ class UnlearnRecConfig:
             raise ValueError("epochs, finetune_epochs and steps_per_epoch must be >= 0")
         if self.batch_size <= 0 or self.lr <= 0 or self.finetune_lr <= 0:
             raise ValueError("batch_size, lr and finetune_lr must be > 0")
+        if self.contrast_nodes < 2:
+            raise ValueError("contrast_nodes must be >= 2")
         if self.tau_p <= 0 or self.tau_c <= 0:
             raise ValueError("tau_p and tau_c must be > 0")

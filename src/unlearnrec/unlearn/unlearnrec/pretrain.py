@@ -167,10 +167,19 @@ def pretrain(
                     total = total + config.lambda_p * aux["preserve"]
                 terms.update(aux)
             if config.use_lc and config.lambda_c > 0:
-                nodes = torch.unique(torch.cat([batch.users, batch.pos + nu]))
-                nodes = nodes[in_idm[nodes]]
                 view = dropped_idm(forgotten, config.contrast_keep, gen, device)
-                lc = contrast_term(encoder, layers, view, nodes, config.tau_c)
+                lc = None
+                # users and items contrasted separately, each capped at contrast_nodes rows: the
+                # InfoNCE logits are (n x n) per IE layer, 8k x 8k on ML-1M without the cap
+                for ids in (batch.users, batch.pos + nu):
+                    nodes = torch.unique(ids)
+                    nodes = nodes[in_idm[nodes]]
+                    if len(nodes) > config.contrast_nodes:
+                        pick = torch.randperm(len(nodes), generator=gen)[: config.contrast_nodes]
+                        nodes = nodes[pick.to(device)]
+                    term = contrast_term(encoder, layers, view, nodes, config.tau_c)
+                    if term is not None:
+                        lc = term if lc is None else lc + term
                 if lc is not None:
                     total = total + config.lambda_c * lc
                     terms["contrast"] = lc
