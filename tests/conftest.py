@@ -63,6 +63,15 @@ def tiny_dataset(tiny_dir):
     return load_dataset(str(tiny_dir), val_ratio=0.1, seed=0)
 
 
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run ``unlearnrec ARGV`` in-process: (exit status, stdout, stderr)."""
+    from unlearnrec.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def three_edge() -> Interactions:
     """users {0,1}, items {0,1}: edges (0,0), (0,1), (1,1)."""
     return Interactions(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2)

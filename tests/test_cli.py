@@ -4,13 +4,9 @@ import json
 
 import pytest
 
-from unlearnrec.cli import main
+from .conftest import run_cli
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture

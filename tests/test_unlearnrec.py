@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import three_edge
+from tests.conftest import run_cli, three_edge
 from tests.contracts import UnlearnerContract, tiny_trained_model
 from unlearnrec.backbones import BACKBONES
-from unlearnrec.cli import main
 from unlearnrec.config import from_dict
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError, RequestError, UnlearnRecError
@@ -372,10 +371,7 @@ def test_cumulative_equals_one_merged_request(model, prepared):
 
 
 # ============================================================================ CLI
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture

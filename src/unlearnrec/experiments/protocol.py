@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError, DataError
-from unlearnrec.io.checkpoint import atomic_write_text
+from unlearnrec.io.checkpoint import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -161,17 +160,7 @@ def attack_key(dataset: str, seed: int, config: AttackConfig, clean_id: str, tra
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, writer=lambda f: np.savez(f, **arrays))
 
 
 def build_attack(

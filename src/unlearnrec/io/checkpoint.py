@@ -25,20 +25,34 @@ META = "meta.json"
 FORMAT = "unlearnrec-checkpoint/1"
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file via a temporary file in the same directory and an atomic rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | None = None, writer=None) -> Path:
+    """Write a file via a temporary file in the same directory, fsync and an atomic rename.
+
+    Give either ``data`` or ``writer(f)`` (called with the open binary file). The file is
+    readable by all (0644), like a normally created one. A failure leaves the old file intact.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.fchmod(fd, 0o644)  # mkstemp makes the file private
+        with os.fdopen(fd, "wb") as f:
+            if writer is not None:
+                writer(f)
+            else:
+                f.write(data or b"")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode())
 
 
 def save_checkpoint(
