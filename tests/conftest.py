@@ -72,6 +72,32 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.fixture
+def cli_trained(tmp_path, tiny_dir, capsys):
+    """(model dir, the train command's JSON) of a small LightGCN trained on ``tiny_dir`` by the CLI."""
+    import json
+
+    out = tmp_path / "model"
+    code, o, e = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        tiny_dir,
+        "--epochs",
+        6,
+        "--dim",
+        8,
+        "--lr",
+        0.05,
+        "--out",
+        out,
+        "--json",
+        "-q",
+    )
+    assert code == 0, e
+    return out, json.loads(o)
+
+
 def three_edge() -> Interactions:
     """users {0,1}, items {0,1}: edges (0,0), (0,1), (1,1)."""
     return Interactions(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2)

@@ -10,26 +10,8 @@ run = run_cli
 
 
 @pytest.fixture
-def pipeline(tmp_path, tiny_dir, capsys):
-    model, enc = tmp_path / "model", tmp_path / "enc"
-    assert (
-        run(
-            capsys,
-            "train",
-            "--dataset",
-            tiny_dir,
-            "--epochs",
-            6,
-            "--dim",
-            8,
-            "--lr",
-            0.05,
-            "--out",
-            model,
-            "-q",
-        )[0]
-        == 0
-    )
+def pipeline(tmp_path, cli_trained, capsys):
+    model, enc = cli_trained[0], tmp_path / "enc"
     code, _, err = run(
         capsys, "pretrain", "--model", model, "--epochs", 2, "--batch-size", 64, "--out", enc, "-q"
     )

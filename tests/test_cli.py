@@ -10,26 +10,8 @@ run = run_cli
 
 
 @pytest.fixture
-def trained(tmp_path, tiny_dir, capsys):
-    out = tmp_path / "model"
-    code, o, e = run(
-        capsys,
-        "train",
-        "--dataset",
-        tiny_dir,
-        "--epochs",
-        6,
-        "--dim",
-        8,
-        "--lr",
-        0.05,
-        "--out",
-        out,
-        "--json",
-        "-q",
-    )
-    assert code == 0, e
-    return out, json.loads(o)
+def trained(cli_trained):
+    return cli_trained
 
 
 def test_train_evaluate_recommend(trained, capsys):

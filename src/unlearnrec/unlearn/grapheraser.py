@@ -36,6 +36,7 @@ from unlearnrec.unlearn.partition import (
     Partition,
     ShardedUnlearner,
     bpr_epochs,
+    check_sharded_config,
     partition_interactions,
 )
 
@@ -67,26 +68,9 @@ class GraphEraserConfig:
     mask_unseen: bool = True
 
     def __post_init__(self):
-        if self.partition not in GRAPHERASER_KINDS:
-            raise ConfigError(
-                f"unknown GraphEraser partition '{self.partition}' (valid: {', '.join(GRAPHERASER_KINDS)})"
-            )
-        if self.num_shards < 1 or self.shard_epochs < 0 or self.agg_epochs < 0 or self.workers < 1:
-            raise ConfigError(
-                "num_shards >= 1, shard_epochs >= 0, agg_epochs >= 0 and workers >= 1 are required"
-            )
+        check_sharded_config(self, GRAPHERASER_KINDS, "GraphEraser", "partition_iters")
         if not 0 < self.agg_sample <= 1:
             raise ConfigError(f"agg_sample must be in (0, 1], got {self.agg_sample}")
-        if (
-            self.lr <= 0
-            or self.agg_lr <= 0
-            or self.batch_size < 1
-            or self.slack < 0
-            or self.partition_iters < 1
-        ):
-            raise ConfigError(
-                "lr > 0, agg_lr > 0, batch_size >= 1, slack >= 0 and partition_iters >= 1 are required"
-            )
 
 
 class GraphEraser(ShardedUnlearner):

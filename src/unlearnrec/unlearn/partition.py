@@ -87,6 +87,21 @@ class Partition:
         return train.subset(self.edge_shard == k)
 
 
+def check_sharded_config(cfg, kinds: tuple[str, ...], method: str, iters_field: str) -> None:
+    """The validation RecEraser's and GraphEraser's configs share (a one-line ConfigError)."""
+    if cfg.partition not in kinds:
+        raise ConfigError(f"unknown {method} partition '{cfg.partition}' (valid: {', '.join(kinds)})")
+    if cfg.num_shards < 1 or cfg.shard_epochs < 0 or cfg.agg_epochs < 0 or cfg.workers < 1:
+        raise ConfigError("num_shards >= 1, shard_epochs >= 0, agg_epochs >= 0 and workers >= 1 are required")
+    iters = getattr(cfg, iters_field)
+    sizes_ok = cfg.batch_size >= 1 and cfg.agg_batch_size >= 1
+    if cfg.lr <= 0 or cfg.agg_lr <= 0 or not sizes_ok or cfg.slack < 0 or iters < 1:
+        raise ConfigError(
+            f"lr > 0, agg_lr > 0, batch_size >= 1, agg_batch_size >= 1, slack >= 0 and {iters_field} >= 1 "
+            "are required"
+        )
+
+
 def balance_cap(n: int, k: int, slack: float) -> int:
     """Most members a shard may hold: ceil(ceil(n / K) · (1 + slack)); K shards always fit n."""
     return max(1, int(math.ceil(math.ceil(n / k) * (1.0 + slack) - 1e-9)))

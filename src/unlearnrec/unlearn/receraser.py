@@ -32,7 +32,6 @@ from torch import nn
 
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
-from unlearnrec.errors import ConfigError
 from unlearnrec.model import TrainedModel
 from unlearnrec.train.losses import bpr_loss
 from unlearnrec.unlearn.partition import (
@@ -40,6 +39,7 @@ from unlearnrec.unlearn.partition import (
     Partition,
     ShardedUnlearner,
     bpr_epochs,
+    check_sharded_config,
     partition_interactions,
 )
 
@@ -76,25 +76,7 @@ class RecEraserConfig:
     mask_unseen: bool = False
 
     def __post_init__(self):
-        if self.partition not in RECERASER_KINDS:
-            raise ConfigError(
-                f"unknown RecEraser partition '{self.partition}' (valid: {', '.join(RECERASER_KINDS)})"
-            )
-        if self.num_shards < 1 or self.shard_epochs < 0 or self.agg_epochs < 0 or self.workers < 1:
-            raise ConfigError(
-                "num_shards >= 1, shard_epochs >= 0, agg_epochs >= 0 and workers >= 1 are required"
-            )
-        if (
-            self.lr <= 0
-            or self.agg_lr <= 0
-            or self.batch_size < 1
-            or self.agg_batch_size < 1
-            or self.slack < 0
-            or self.kmeans_iters < 1
-        ):
-            raise ConfigError(
-                "lr > 0, agg_lr > 0, batch_size >= 1, slack >= 0 and kmeans_iters >= 1 are required"
-            )
+        check_sharded_config(self, RECERASER_KINDS, "RecEraser", "kmeans_iters")
 
 
 class AttentionAggregator(nn.Module):
