@@ -3,9 +3,11 @@
 (a) Floor: a LightGCN step must do 2L sparse products Â X (X: N x d) — L in the forward, L in the
 backward (Â is symmetric, so the backward is the same product). The floor of an epoch is
 ``steps x 2L x`` the median time of one product (the library's ``propagate``; the time of a plain
-``torch.sparse.mm`` is printed beside it), measured in this run on this graph. One epoch of
-the library's ``fit`` (sampling, forward, backward, Adam: everything) is timed beside it and the
-ratio printed (target within 1.5x). A per-part profile of the median step is printed too.
+``torch.sparse.mm`` is printed beside it), measured in this run on this graph, before, during (a
+probe every ``--probe-every`` steps, its time taken out of the epoch's) and after the epoch: the load
+of a shared machine drifts within a run. One epoch of the library's ``fit`` (sampling, forward,
+backward, Adam: everything) is timed beside it and the ratio printed (target within 1.5x). A
+per-part profile of the median step is printed too.
 
 (c) Side by side: the same number of batches of the same size on the same training edges, ours
 and PyG's ``LightGCN`` (dim, layers, batch, lr and reg the same), the latter in its own virtual
@@ -34,7 +36,7 @@ from unlearnrec.backbones import build_backbone
 from unlearnrec.data.datasets import load_dataset
 from unlearnrec.data.graph import Graph, propagate
 from unlearnrec.data.sampling import bpr_batches
-from unlearnrec.train.loop import TrainConfig, fit
+from unlearnrec.train.loop import TrainConfig, adam, fit
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PYG = "/work/runs/pyg-venv/bin/python"
@@ -49,17 +51,28 @@ def _median(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def spmm_seconds(adj: torch.Tensor, dim: int, repeats: int, fn=propagate) -> float:
-    """Median seconds of one product Â X (X: N x dim) by ``fn`` (the library's product by default)."""
+def spmm_samples(adj: torch.Tensor, dim: int, repeats: int, fn=propagate) -> list[float]:
+    """Seconds of ``repeats`` products Â X (X: N x dim) by ``fn`` (the library's product by default)."""
     x = torch.randn(adj.shape[0], dim)
+    times = []
     with torch.no_grad():
         fn(adj, x)
-        return _median(lambda: fn(adj, x), repeats)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn(adj, x)
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def spmm_seconds(adj: torch.Tensor, dim: int, repeats: int, fn=propagate) -> float:
+    """Median seconds of one product Â X (X: N x dim) by ``fn`` (the library's product by default)."""
+    return statistics.median(spmm_samples(adj, dim, repeats, fn))
 
 
 def step_profile(model, graph, batch_size: int, lr: float, batches: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per step of sampling, forward (loss), backward and Adam, over ``batches`` steps."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    """Median seconds per step of sampling, forward (loss), backward and Adam, over ``batches`` steps, and
+    of the step's 2L sparse products timed after each step (``products``)."""
+    opt = adam(model.parameters(), lr)  # fit's optimiser
     rng = np.random.default_rng(0)
     t = time.perf_counter()
     it = bpr_batches(graph.interactions, batch_size, rng)
@@ -67,7 +80,8 @@ def step_profile(model, graph, batch_size: int, lr: float, batches: int, warmup:
     steps = -(-len(graph.interactions) // batch_size)
     sample = (time.perf_counter() - t) / steps  # amortised over the epoch's steps
     batch_list += [next(it) for _ in range(warmup + batches - 1)]
-    parts: dict[str, list[float]] = {"forward": [], "backward": [], "adam": [], "step": []}
+    parts: dict[str, list[float]] = {"forward": [], "backward": [], "adam": [], "step": [], "products": []}
+    x = torch.randn(graph.num_nodes, model.dim)
     for k, b in enumerate(batch_list):
         t0 = time.perf_counter()
         loss = model.loss(graph, b)["total"]
@@ -77,8 +91,12 @@ def step_profile(model, graph, batch_size: int, lr: float, batches: int, warmup:
         t2 = time.perf_counter()
         opt.step()
         t3 = time.perf_counter()
+        with torch.no_grad():  # the step's 2L products, timed right after it (interleaved: same load)
+            for _ in range(2 * model.layers):
+                propagate(graph.adj, x)
+        t4 = time.perf_counter()
         if k >= warmup:
-            for name, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
+            for name, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, t4 - t3), strict=True):
                 parts[name].append(v)
     out = {k: statistics.median(v) for k, v in parts.items()}
     out["sampling (per step, amortised)"] = sample
@@ -138,6 +156,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10, help="repeats of the sparse product")
     p.add_argument("--epochs", type=int, default=1, help="full epochs timed for (a) (median)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--probe-every", type=int, default=5, help="time one product every N steps of the epoch")
     p.add_argument("--reference", choices=["none", "pyg"], default="none")
     p.add_argument("--reference-batch", type=int, default=2048)
     p.add_argument("--reference-batches", type=int, default=10)
@@ -165,17 +184,39 @@ def main(argv=None) -> int:
         flush=True,
     )
 
-    # (a) one epoch against the floor of its sparse products
-    spmm = spmm_seconds(graph.adj, a.dim, a.repeats)
+    # (a) one epoch against the floor of its sparse products. On a shared machine the load drifts within
+    # a run, so the product is also timed *during* the epoch: every --probe-every steps, fit's loss function
+    # times one product first (that time is taken out of the epoch's). The floor takes the median of the
+    # products timed before, during and after the epoch.
+    before = spmm_samples(graph.adj, a.dim, a.repeats)
     generic = spmm_seconds(graph.adj, a.dim, a.repeats, torch.sparse.mm)
     steps = -(-len(data.train) // a.batch_size)
-    floor = steps * 2 * a.layers * spmm
     model = new_model()
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, eval_every=1, patience=0)
-    res = fit(model, graph, cfg)
-    epoch = statistics.median(r["epoch_seconds"] for r in res.history)
+    probe_x = torch.randn(graph.num_nodes, a.dim)
+    during: list[float] = []
+    calls = [0]
+
+    def loss_fn(batch, gen):
+        calls[0] += 1
+        if a.probe_every and calls[0] % a.probe_every == 0:
+            with torch.no_grad():
+                t = time.perf_counter()
+                propagate(graph.adj, probe_x)
+                during.append(time.perf_counter() - t)
+        return model.loss(graph, batch, generator=gen)
+
+    res = fit(model, graph, cfg, loss_fn=loss_fn)
+    epoch = statistics.median(r["epoch_seconds"] for r in res.history) - sum(during) / max(res.epochs_run, 1)
+    after = spmm_samples(graph.adj, a.dim, a.repeats)
+    spmm = statistics.median(before + during + after)
+    floor = steps * 2 * a.layers * spmm
     print(
-        f"(a) sparse product Â X: median {spmm * 1e3:.1f} ms (torch.sparse.mm: {generic * 1e3:.1f} ms); "
+        f"(a) sparse product Â X: median {spmm * 1e3:.1f} ms (before the epoch "
+        f"{statistics.median(before) * 1e3:.1f}, during "
+        f"{statistics.median(during or [float('nan')]) * 1e3:.1f} ({len(during)} probes), after "
+        f"{statistics.median(after) * 1e3:.1f}; "
+        f"torch.sparse.mm: {generic * 1e3:.1f} ms); "
         f"epoch floor = {steps} steps x "
         f"{2 * a.layers} products = {floor:.2f} s",
         flush=True,
@@ -190,7 +231,7 @@ def main(argv=None) -> int:
     print(
         "(a) median step: "
         + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in prof.items())
-        + f"; the step's 6 products {2 * a.layers * spmm * 1e3:.1f} ms",
+        + f" (step / its products timed after each step {prof['step'] / prof['products']:.2f}x)",
         flush=True,
     )
 

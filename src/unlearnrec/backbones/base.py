@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unlearnrec.data.graph import Graph
-from unlearnrec.train.losses import bpr_loss, l2_reg
+from unlearnrec.train.losses import bpr_loss, info_nce, l2_reg
 
 
 @dataclass(frozen=True)
@@ -93,20 +94,41 @@ class Backbone(nn.Module):
         """Named loss terms on one batch: BPR on Ē, L2 on the batch's layer-0 rows, SSL if any."""
         e0 = self.e0 if e0 is None else e0
         out = self.propagate(graph, e0)
-        # one gather of the batch's (user, positive, negative) rows instead of three: each gather's
-        # backward scatters into a dense (N, d) gradient, the dominant cost after the propagation
-        b = len(batch)
-        idx = torch.cat([batch.users, self.num_users + batch.pos, self.num_users + batch.neg])
-        u, i, j = out[idx].split(b)
-        terms = {
-            "bpr": bpr_loss((u * i).sum(-1), (u * j).sum(-1)),
-            "reg": self.reg * l2_reg(e0[idx], batch_size=b),
-        }
+        terms = self.bpr_terms(out, e0, batch)
         ssl = self.ssl_loss(graph, batch, e0, generator)
         if ssl is not None:
             terms["ssl"] = ssl
         terms["total"] = sum(terms.values())
         return terms
 
+    def bpr_terms(self, out: torch.Tensor, e0: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """``bpr`` on the final embeddings ``out`` (N, d) and ``reg`` on the layer-0 rows ``e0`` (N, d)."""
+        # one gather of the batch's (user, positive, negative) rows instead of three: each gather's
+        # backward scatters into a dense (N, d) gradient, the dominant cost after the propagation.
+        # F.embedding, not out[idx]: the same rows, and its backward (a sorted accumulation) beats
+        # indexing's accumulating index_put on CPU (benchmarks/README.md)
+        b = len(batch)
+        idx = torch.cat([batch.users, self.num_users + batch.pos, self.num_users + batch.neg])
+        u, i, j = F.embedding(idx, out).split(b)
+        return {
+            "bpr": bpr_loss((u * i).sum(-1), (u * j).sum(-1)),
+            "reg": self.reg * l2_reg(F.embedding(idx, e0), batch_size=b),
+        }
+
     def extra_repr(self) -> str:
         return f"users={self.num_users}, items={self.num_items}, dim={self.dim}"
+
+
+def ssl_term(
+    batch: Batch, z1: torch.Tensor, z2: torch.Tensor, num_users: int, temperature: float, weight: float
+) -> torch.Tensor:
+    """weight · (InfoNCE(z1_u, z2_u) + InfoNCE(z1_i, z2_i)) over the batch's unique users and positive items.
+
+    z1, z2 (N, d): two views of every node. The user and item rows of a view are gathered at once
+    (each gather's backward is a zero-filled N x d gradient plus a scatter).
+    """
+    users = torch.unique(batch.users)
+    rows = torch.cat([users, torch.unique(batch.pos) + num_users])
+    a, b = F.embedding(rows, z1), F.embedding(rows, z2)
+    n = len(users)
+    return weight * (info_nce(a[:n], b[:n], temperature) + info_nce(a[n:], b[n:], temperature))

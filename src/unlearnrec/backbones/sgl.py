@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearnrec.backbones.base import Batch
+from unlearnrec.backbones.base import Batch, ssl_term
 from unlearnrec.backbones.lightgcn import LightGCN, LightGCNConfig
 from unlearnrec.data.graph import Graph
-from unlearnrec.train.losses import info_nce
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,4 @@ class SGL(LightGCN):
             v1, v2 = self.draw_views(graph, generator)
         z1 = self.readout(v1, e0)
         z2 = self.readout(v2, e0)
-        users = torch.unique(batch.users)
-        items = torch.unique(batch.pos) + self.num_users
-        t = self.config.temperature
-        return self.config.ssl_weight * (
-            info_nce(z1[users], z2[users], t) + info_nce(z1[items], z2[items], t)
-        )
+        return ssl_term(batch, z1, z2, self.num_users, self.config.temperature, self.config.ssl_weight)

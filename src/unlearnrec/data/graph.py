@@ -136,6 +136,61 @@ def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _spmm(adj, x)
 
 
+def _spmm_add(adj: torch.Tensor, h: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale (x + Â h) (no autograd). On CPU a CSR Â goes through one ``addmm`` with ``beta = alpha =
+    scale``: MKL adds ``x`` while it writes the product, so the sum costs no extra pass over N x d."""
+    if (
+        adj.layout == torch.sparse_csr
+        and adj.device.type == "cpu"
+        and h.dim() == 2
+        and h.dtype == adj.dtype == x.dtype
+        and not adj.requires_grad
+    ):
+        out = torch.empty(adj.shape[0], h.shape[1], dtype=h.dtype)
+        return torch.addmm(x, adj, h, beta=scale, alpha=scale, out=out)
+    out = torch.sparse.mm(adj, h) + x
+    return out if scale == 1.0 else out * scale
+
+
+def _propagate_sum(adj: torch.Tensor, x: torch.Tensor, layers: int, scale: float) -> torch.Tensor:
+    # Horner: x + Â(x + Â(x + Âx)) = Σ_{l=0}^{3} Â^l x, each step one fused product-and-add
+    if layers == 0:
+        return x * scale
+    h = x
+    for k in range(layers):
+        h = _spmm_add(adj, h, x, scale if k == layers - 1 else 1.0)
+    return h
+
+
+class _SymSpMMSum(torch.autograd.Function):
+    """Y = scale Σ_{l=0}^{L} Â^l X; the operator is symmetric (Â is), so the backward is the same sum of
+    the incoming gradient, computed by the same function (double backward included)."""
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor, layers: int, scale: float):  # type: ignore[override]
+        ctx.adj, ctx.layers, ctx.scale = adj, layers, scale
+        return _propagate_sum(adj, x, layers, scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return None, propagate_sum(ctx.adj, grad.contiguous(), ctx.layers, ctx.scale), None, None
+
+
+def propagate_sum(adj: torch.Tensor, x: torch.Tensor, layers: int, scale: float = 1.0) -> torch.Tensor:
+    """scale · (x + Âx + ... + Â^L x) (N, d) for a symmetric sparse Â; differentiable in ``x`` (twice too).
+
+    LightGCN's mean readout is ``propagate_sum(Â, E⁰, L, 1 / (L + 1))``. Equal to summing
+    :func:`propagate_layers` (up to float rounding: the sum is taken in Horner order, each
+    step a product with the addition fused into it, so it costs L products and no separate
+    pass over the layers, forward or backward). Nothing but Â is kept for the backward.
+    """
+    if layers < 0:
+        raise ValueError(f"layers must be >= 0, got {layers}")
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SymSpMMSum.apply(adj, x, int(layers), float(scale))
+    return _propagate_sum(adj, x, int(layers), float(scale))
+
+
 def propagate_layers(adj: torch.Tensor, x: torch.Tensor, layers: int) -> list[torch.Tensor]:
     """[x, Âx, Â²x, ..., Â^L x]."""
     out = [x]

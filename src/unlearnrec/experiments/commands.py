@@ -14,7 +14,7 @@ def cmd_experiment(args) -> int:
     from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
 
     cfg = load_config(args.config)
-    total = len(cfg.datasets) * len(cfg.seeds) * len(cfg.ratios) * len(cfg.backbones) * len(cfg.methods)
+    total = len(cfg.datasets) * len(cfg.seeds) * len(cfg.request_axis) * len(cfg.backbones) * len(cfg.methods)
     bar = tqdm(total=total, desc=f"experiment {cfg.name}", disable=args.quiet, file=sys.stderr, leave=False)
 
     def on_cell(rec: dict) -> None:

@@ -424,8 +424,9 @@ def _section_ratio(records: list[dict[str, Any]], figures: bool) -> tuple[str, l
         _table(
             header,
             body,
-            "grid ratio: the runner's ratio axis (fraction of users given an adversarial "
-            "edge); % of train: the request's share of the training edges, the paper's x-axis",
+            "grid ratio: the runner's request axis (adversarial: fraction of users given an "
+            "adversarial edge; random: fraction of the training edges drawn at random); % of train: "
+            "the request's share of the training edges, the paper's x-axis",
         )
         + "<p class='note'>Paper (Table 5): its values are not restated in METHOD.md, so no paper column is "
         "shown; the paper forgets 0.1% to 2% of the edges and reports stable Recall/NDCG with MI-BF and "

@@ -1,10 +1,13 @@
 """Reports from ``results.jsonl`` only (no training): the paper's Table 2 layout, with its numbers.
 
-Rows are dataset x backbone (x attack ratio when the grid has several), columns are methods, each
-with Recall@20 / NDCG@20 / MI-BF / MI-NG averaged over seeds. Where the paper reports the same
-cell (METHOD.md §8: Retrain and UnlearnRec only) its value and our relative difference are shown
-beside ours. A second table gives what the paper does not: membership AUC, the distance to the
-retrained model's forgotten-edge score distribution, time and peak memory.
+Rows are dataset x backbone (x request ratio when the grid has several, or its requests are
+random), columns are methods, each with Recall@20 / NDCG@20 / MI-BF / MI-NG averaged over seeds.
+With a ratio column comes the share of the training edges forgotten (the paper's Table 5 axis):
+an adversarial ratio is a fraction of users, a random one a fraction of edges, and this column
+puts both on the same scale. Where the paper reports the same cell (METHOD.md §8: Retrain and
+UnlearnRec only) its value and our relative difference are shown beside ours. A second table
+gives what the paper does not: membership AUC, the distance to the retrained model's
+forgotten-edge score distribution, time and peak memory.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Cell:
     ratio: float
     label: str
     method: str
+    request: str = "adversarial"
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def mean(self, key: str) -> float:
@@ -73,8 +77,20 @@ class Cell:
         return len(self.values.get("recall@20", []))
 
     def paper(self, key: str) -> float | None:
+        if self.request != "adversarial":  # Table 2 is the adversarial protocol
+            return None
         p = PAPER_TABLE2.get((self.dataset, self.backbone, self.method))
         return p[MAIN.index(key)] if p is not None and key in MAIN else None
+
+
+def request_of(record: dict) -> tuple[str, dict]:
+    """(request kind, its summary ``{edges, fraction_of_train, ...}``) of a runner record: the
+    ``request`` table of a random-request cell, else the ``attack`` table (adversarial)."""
+    req = record.get("request")
+    if isinstance(req, dict):
+        return str(req.get("kind") or "random"), req
+    att = record.get("attack")
+    return "adversarial", att if isinstance(att, dict) else {}
 
 
 def latest_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -93,12 +109,16 @@ def aggregate(records: list[dict]) -> list[Cell]:
     ok, _ = latest_records(records)
     cells: dict[tuple, Cell] = {}
     for r in ok:
-        key = (r["dataset"], r["backbone"], float(r.get("ratio", 1.0)), r.get("label") or r["method"])
-        c = cells.setdefault(key, Cell(*key, method=r["method"]))
+        kind, req = request_of(r)
+        key = (r["dataset"], r["backbone"], float(r.get("ratio", 1.0)), r.get("label") or r["method"], kind)
+        c = cells.setdefault(key, Cell(*key[:4], method=r["method"], request=kind))
         m = r.get("metrics", {})
         for k in (*MAIN, "auc", "auc_before", "w1_to_ref", "ks_to_ref"):
             if m.get(k) is not None:
                 c.values[k].append(float(m[k]))
+        for k, src in (("forgotten_edges", "edges"), ("forgotten_fraction", "fraction_of_train")):
+            if isinstance(req.get(src), (int, float)):
+                c.values[k].append(float(req[src]))
         for k in ("seconds", "prepare_seconds", "peak_memory_mb"):
             if r.get(k) is not None:
                 c.values[k].append(float(r[k]))
@@ -123,8 +143,17 @@ def _diff_pct(ours: float, paper: float | None) -> float | None:
     return 100.0 * (ours - paper) / paper
 
 
+def _forgotten(cells: list[Cell]) -> str:
+    """The share of the training edges forgotten (and how many), from the first cell that has it."""
+    for c in cells:
+        f, n = c.mean("forgotten_fraction"), c.mean("forgotten_edges")
+        if not math.isnan(f):
+            return f"{100 * f:.2f}%" + (f" ({n:,.0f})" if not math.isnan(n) else "")
+    return "–"
+
+
 def _rows(cells: list[Cell]) -> tuple[list[tuple], list[str], dict]:
-    multi_ratio = len({c.ratio for c in cells}) > 1
+    multi_ratio = len({c.ratio for c in cells}) > 1 or any(c.request != "adversarial" for c in cells)
     rows: list[tuple] = []
     labels: list[str] = []
     by: dict[tuple, Cell] = {}
@@ -146,11 +175,14 @@ def to_markdown(records: list[dict]) -> str:
     if not cells and not errors:
         return "_no results yet_\n"
     rows, labels, by = _rows(cells)
-    head = ["dataset", "backbone"] + (["ratio"] if rows and len(rows[0]) == 3 else [])
+    with_ratio = bool(rows) and len(rows[0]) == 3
+    head = ["dataset", "backbone"] + (["ratio", "forgotten (% of train)"] if with_ratio else [])
     cols = [f"{lab} {SHORT[k]}" for lab in labels for k in MAIN]
     out = ["| " + " | ".join(head + cols) + " |", "|" + "---|" * (len(head) + len(cols))]
     for row in rows:
         vals = [str(x) for x in row]
+        if with_ratio:
+            vals.append(_forgotten([c for lab in labels if (c := by.get((row, lab))) is not None]))
         for lab in labels:
             c = by.get((row, lab))
             for k in MAIN:
@@ -170,26 +202,37 @@ def to_markdown(records: list[dict]) -> str:
     out.append("")
     out.append(
         'Metrics averaged over seeds; "(paper X, ±d%)" is the paper\'s Table 2 value and our relative '
-        "difference. Recall/NDCG @20 on the test split; MI-BF / MI-NG on the adversarial edges."
+        "difference. Recall/NDCG @20 on the test split; MI-BF / MI-NG on the forgotten edges."
     )
+    if with_ratio:
+        kinds = {c.request for c in cells}
+        meaning = {
+            "adversarial": "an adversarial ratio is the fraction of users given one adversarial edge",
+            "random": "a random ratio is the fraction of the clean training edges drawn at random",
+        }
+        out.append(
+            "Ratio: "
+            + "; ".join(meaning.get(k, k) for k in sorted(kinds))
+            + ". Forgotten: the request's share of the training edges the model was trained on "
+            "(and its size), the paper's Table 5 axis."
+        )
     if any(c.dataset == "gowalla" for c in cells):
         out.append(f"Note: {NOTE}.")
     out += [
         "",
-        "| dataset | backbone | method | seeds | AUC | AUC before | W1 to retrain | KS to retrain "
+        "| dataset | backbone | "
+        + ("ratio | " if with_ratio else "")
+        + "method | seeds | AUC | AUC before | W1 to retrain | KS to retrain "
         "| forget s | prepare s | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_ratio else ""),
     ]
     for c in cells:
-        out.append(
-            "| "
-            + " | ".join([c.dataset, c.backbone, c.label, str(c.seeds)] + [_fmt(c.mean(k), k) for k in EXTRA])
-            + " |"
-        )
+        head_vals = [c.dataset, c.backbone] + ([f"{c.ratio:g}"] if with_ratio else []) + [c.label]
+        out.append("| " + " | ".join(head_vals + [str(c.seeds)] + [_fmt(c.mean(k), k) for k in EXTRA]) + " |")
     out.append("")
     out.append(
-        "AUC: forgotten edges vs never-seen non-edges by score (0.5 = indistinguishable). The adversarial "
-        "edges were chosen as implausible, so the retrained model's AUC (the target) is well below 0.5. "
+        "AUC: forgotten edges vs never-seen non-edges by score (0.5 = indistinguishable). Adversarial "
+        "edges are chosen as implausible, so there the retrained model's AUC (the target) is well below 0.5. "
         "W1/KS: distance between the σ-scores of the forgotten edges under this model and under the "
         "retrained one (0 = the retrain's distribution)."
     )
@@ -205,14 +248,15 @@ def to_markdown(records: list[dict]) -> str:
 
 def to_csv(records: list[dict]) -> str:
     """One row per (dataset, backbone, ratio, method): ours (mean, std over seeds), the paper's
-    value and the relative difference for the four Table 2 metrics, then the extra columns."""
+    value and the relative difference for the four Table 2 metrics, then the extra columns, then
+    the request kind, the edges forgotten and their share of the training edges."""
     cells = aggregate(records)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["dataset", "backbone", "ratio", "method", "label", "seeds"]
     for k in MAIN:
         header += [k, f"{k}_std", f"paper_{k}", f"diff_pct_{k}"]
-    header += list(EXTRA)
+    header += [*EXTRA, "request", "forgotten_edges", "forgotten_fraction"]
     w.writerow(header)
 
     def num(v):
@@ -224,6 +268,7 @@ def to_csv(records: list[dict]) -> str:
             ours, p = c.mean(k), c.paper(k)
             row += [num(ours), num(c.std(k)), num(p), num(_diff_pct(ours, p))]
         row += [num(c.mean(k)) for k in EXTRA]
+        row += [c.request, num(c.mean("forgotten_edges")), num(c.mean("forgotten_fraction"))]
         w.writerow(row)
     return buf.getvalue()
 

@@ -1,13 +1,32 @@
-"""The experiment grid: datasets x backbones x methods (x attack ratios x seeds) -> results.jsonl.
+"""The experiment grid: datasets x backbones x methods (x request ratios x seeds) -> results.jsonl.
 
-For each dataset, seed and ratio a clean LightGCN is trained and the adversarial edges are built
-from it (METHOD.md §7); for each backbone the model to unlearn is trained on the attacked set;
-then every method forgets the adversarial edges and one JSON line per cell is appended to
-``OUT/results.jsonl``. Everything expensive is cached under ``OUT`` by a hash of its config:
+Two kinds of deletion request (the top-level ``request`` key):
 
-- ``models/<hash>/``: the clean, attacked and retrained models (checkpoint directories);
-- ``attacks/<key>/``: the adversarial edges;
-- ``prepared/<hash>/``: what a method's ``prepare`` built (``save_prepared``/``load_prepared``).
+- ``"adversarial"`` (the default; Table 2): for each dataset, seed and ratio of ``ratios`` a
+  clean LightGCN is trained and the adversarial edges are built from it (METHOD.md §7); for each
+  backbone the model to unlearn is trained on the attacked set; every method forgets the
+  adversarial edges.
+- ``"random"`` (the unlearning-ratio study, the paper's Table 5): there is no attack. For each
+  dataset, seed and backbone one model is trained on the clean training set and shared by every
+  ratio of ``request_ratios``; a ratio r forgets a uniform random r of the clean training edges
+  (:func:`~unlearnrec.data.requests.sample_edges`, drawn with the grid seed; at least one
+  edge). Retrain trains on the residual set. ``ratios``, ``item_ratio`` and ``clean`` belong to
+  the attack and are rejected here.
+
+One JSON line per cell is appended to ``OUT/results.jsonl``; its ``ratio`` is the grid's ratio
+of the request axis, and ``attack`` (adversarial) or ``request`` (random) holds ``edges`` (the
+number forgotten) and ``fraction_of_train`` (their share of the training set the model was
+trained on). Everything expensive is cached under ``OUT`` by a hash of its config:
+
+- ``models/<hash>/``: the clean, attacked (random: original) and retrained models (checkpoint
+  directories);
+- ``attacks/<key>/``: the adversarial edges; ``requests/<key>/``: the random requests;
+- ``prepared/<hash>/``: what a method's ``prepare`` built (``save_prepared``/``load_prepared``);
+  with random requests ``prepare`` sees the same model and training set at every ratio, so one
+  entry serves them all.
+
+The hashed payloads of an adversarial grid never mention the request kind, so adding the random
+axis left every adversarial cache key as it was.
 
 A re-run skips every cell already in ``results.jsonl`` with status ``ok`` (and trains nothing
 if a whole group is done), so a crash or Ctrl-C loses at most the cell in progress. A cell that
@@ -19,7 +38,9 @@ Config (TOML; see ``experiments/*.toml``)::
     name = "ml-1m-table2"
     datasets = ["ml-1m"]            # names or LightGCN-format folders
     backbones = ["lightgcn", "sgl", "simgcl"]
-    ratios = [1.0]                  # attack: fraction of users given an adversarial item
+    request = "adversarial"         # or "random"
+    ratios = [1.0]                  # adversarial: fraction of users given an adversarial item
+    # request_ratios = [0.001, 0.005, 0.01, 0.02]   # random: fraction of training edges forgotten
     seeds = [0]
     [train]                         # TrainConfig fields for every model (seed = the grid's seed)
     [train_overrides.sgl]           # per-backbone TrainConfig changes
@@ -57,9 +78,11 @@ from unlearnrec.config import from_dict, read_toml, to_dict
 from unlearnrec.data.datasets import Dataset, load_dataset
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
+from unlearnrec.data.requests import sample_edges
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.eval.membership import forgetting_metrics
-from unlearnrec.experiments.protocol import AttackConfig, build_attack
+from unlearnrec.experiments.protocol import Attack, AttackConfig, build_attack
+from unlearnrec.io.checkpoint import atomic_write_bytes, atomic_write_text
 from unlearnrec.model import TrainedModel
 from unlearnrec.train.loop import TrainConfig, fit
 from unlearnrec.unlearn.base import MemoryMeter, Request
@@ -68,6 +91,7 @@ log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 RUNNER_VERSION = 1
+REQUESTS = ("adversarial", "random")
 # fields of a method's config that only affect ``forget``: methods differing only in these
 # share one prepared cache entry (UnlearnRec(0) and UnlearnRec(3) share one pre-trained encoder)
 FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {"unlearnrec": ("finetune_epochs", "finetune_lr")}
@@ -88,9 +112,11 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The grid. ``ratios`` is the attack's user ratio (``item_ratio`` is fixed); ``train`` holds
-    TrainConfig fields shared by every trained model, ``train_overrides[backbone]`` and
-    ``model[backbone]`` the per-backbone ones; ``clean`` = ``{model, train}`` overrides for the
+    """The grid. ``request``: ``"adversarial"`` (METHOD.md §7) or ``"random"`` (see the module
+    docstring). ``ratios`` is the attack's user ratio (``item_ratio`` is fixed);
+    ``request_ratios`` the random request's share of the clean training edges, each in (0, 1).
+    ``train`` holds TrainConfig fields shared by every trained model, ``train_overrides[backbone]``
+    and ``model[backbone]`` the per-backbone ones; ``clean`` = ``{model, train}`` overrides for the
     attack's clean LightGCN. ``max_retained``: retained edges scored for the statistics."""
 
     datasets: tuple[str, ...]
@@ -110,6 +136,13 @@ class ExperimentConfig:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     clean: dict[str, Any] = field(default_factory=dict)
+    request: str = "adversarial"
+    request_ratios: tuple[float, ...] = ()
+
+    @property
+    def request_axis(self) -> tuple[float, ...]:
+        """The ratios the grid iterates over: ``ratios`` or, for random requests, ``request_ratios``."""
+        return self.request_ratios if self.request == "random" else self.ratios
 
     def __post_init__(self):
         if not self.datasets or not self.methods or not self.backbones:
@@ -121,6 +154,28 @@ class ExperimentConfig:
         unknown = sorted(set(self.clean) - {"model", "train"})
         if unknown:
             raise ValueError(f"unknown key 'clean.{unknown[0]}' (valid: model, train)")
+        if self.request not in REQUESTS:
+            raise ValueError(
+                f"unknown value '{self.request}' for key 'request' (valid: {', '.join(REQUESTS)})"
+            )
+        if self.request == "adversarial":
+            if self.request_ratios:
+                raise ValueError(
+                    "key 'request_ratios' needs request = \"random\" (the attack's axis is 'ratios')"
+                )
+            return
+        if not self.request_ratios:
+            raise ValueError("request = \"random\" needs key 'request_ratios' (shares of the training edges)")
+        for k, r in enumerate(self.request_ratios):
+            if not 0.0 < r < 1.0:
+                raise ValueError(f"key 'request_ratios[{k}]' must be in (0, 1), got {r}")
+        for key, unset in (("ratios", self.ratios == (1.0,)), ("item_ratio", not self.item_ratio)):
+            if not unset:
+                raise ValueError(
+                    f"key '{key}' belongs to the attack: with request = \"random\" use 'request_ratios'"
+                )
+        if self.clean:
+            raise ValueError("key 'clean' configures the attack's LightGCN: request = \"random\" has none")
 
 
 def load_config(config: str | os.PathLike | dict[str, Any] | ExperimentConfig) -> ExperimentConfig:
@@ -205,7 +260,12 @@ def _state_digest(model: TrainedModel) -> str:
 # ------------------------------------------------------------------------------- one group
 @dataclass
 class _Group:
-    """One (dataset, seed, ratio, backbone) group: its hashes and lazily built artefacts."""
+    """One (dataset, seed, ratio, backbone) group: its hashes and lazily built artefacts.
+
+    ``attacked_hash`` names the model to unlearn (adversarial: trained on the attacked set;
+    random: on the clean set, shared by every ratio) and keys ``models/`` and ``prepared/``;
+    ``request_key`` (random only, else empty) names the random request and enters the cell hash.
+    """
 
     dataset: str
     seed: int
@@ -216,6 +276,8 @@ class _Group:
     backbone_cfg: dict
     train_cfg: dict
     error: str | None = None
+    request: str = "adversarial"
+    request_key: str = ""
 
 
 class Runner:
@@ -265,6 +327,8 @@ class Runner:
 
     def groups(self) -> list[_Group]:
         """Every (dataset, seed, ratio, backbone) group of the grid, with its hashes."""
+        if self.config.request == "random":
+            return self._random_groups()
         out = []
         for dataset in self.config.datasets:
             for seed in self.config.seeds:
@@ -303,10 +367,67 @@ class Runner:
                         )
         return out
 
+    def _random_groups(self) -> list[_Group]:
+        out = []
+        for dataset in self.config.datasets:
+            for seed in self.config.seeds:
+                for ratio in self.config.request_ratios:
+                    request_key = config_hash(
+                        {
+                            "kind": "random-request",
+                            "dataset": dataset,
+                            "split": self._split(),
+                            "seed": seed,
+                            "ratio": ratio,
+                        }
+                    )
+                    for backbone in self.config.backbones:
+                        bcfg, tcfg, err = {}, {}, None
+                        try:
+                            bcfg = to_dict(
+                                backbone_config(backbone, dict(self.config.model.get(backbone, {})))
+                            )
+                            tcfg = self._train_cfg(backbone, seed)
+                        except UnlearnRecError as e:
+                            err = str(e)
+                        # the model to unlearn: trained on the clean set, independent of the ratio
+                        model_hash = config_hash(
+                            {
+                                "kind": "original",
+                                "dataset": dataset,
+                                "split": self._split(),
+                                "backbone": backbone,
+                                "model": bcfg or dict(self.config.model.get(backbone, {})),
+                                "train": tcfg,
+                            }
+                        )
+                        out.append(
+                            _Group(
+                                dataset,
+                                seed,
+                                ratio,
+                                backbone,
+                                "",
+                                model_hash,
+                                bcfg,
+                                tcfg,
+                                err,
+                                "random",
+                                request_key,
+                            )
+                        )
+        return out
+
     def cell_hash(self, group: _Group, method: MethodSpec) -> str:
-        return config_hash(
-            {"kind": "cell", "attacked": group.attacked_hash, "method": method.name, "config": method.config}
-        )
+        payload = {
+            "kind": "cell",
+            "attacked": group.attacked_hash,
+            "method": method.name,
+            "config": method.config,
+        }
+        if group.request_key:  # random requests only: an adversarial cell hashes as it always did
+            payload["request"] = group.request_key
+        return config_hash(payload)
 
     def _prepare_hash(self, group: _Group, method: MethodSpec) -> str:
         skip = FORGET_ONLY_FIELDS.get(method.name, ())
@@ -387,7 +508,55 @@ class Runner:
             h, group.dataset, "lightgcn", mcfg, tcfg, data.train, data, {"role": "clean"}
         )
 
-    def attack(self, group: _Group):
+    def forget_set(self, group: _Group) -> Attack:
+        """The group's training set (of the model to unlearn) and the edges to forget, as an
+        :class:`~unlearnrec.experiments.protocol.Attack`: the adversarial one, or the random request."""
+        return self.random_request(group) if group.request == "random" else self.attack(group)
+
+    def random_request(self, group: _Group) -> Attack:
+        """A uniform random ``group.ratio`` of the clean training edges (seeded by the grid seed),
+        stored under ``requests/<key>/`` so a resumed run forgets exactly the same edges."""
+        key = group.request_key
+        if key in self._attacks:
+            return self._attacks[key]
+        train = self.dataset(group.dataset).train
+        folder = self.out / "requests" / key
+        edges = None
+        if (folder / "meta.json").is_file() and (folder / "edges.npz").is_file():
+            meta = json.loads((folder / "meta.json").read_text())
+            with np.load(folder / "edges.npz") as z:
+                cached = Interactions(z["users"], z["items"], train.num_users, train.num_items)
+            if (
+                cached.fingerprint() == meta.get("edges_fingerprint")
+                and meta.get("train_fingerprint") == train.fingerprint()
+            ):
+                log.info("random request from cache %s (%d edges)", folder, len(cached))
+                edges = cached
+            else:
+                log.warning("cached request %s is inconsistent; drawing it again", folder)
+        if edges is None:
+            edges = sample_edges(train, group.ratio, np.random.default_rng(group.seed))
+            meta = {
+                "key": key,
+                "kind": "random",
+                "dataset": group.dataset,
+                "seed": int(group.seed),
+                "ratio": group.ratio,
+                "train_fingerprint": train.fingerprint(),
+                "edges_fingerprint": edges.fingerprint(),
+                "num_edges": len(edges),
+                "fraction_of_train": len(edges) / max(len(train), 1),
+            }
+            # edges first, meta last: meta.json's presence marks a complete entry
+            atomic_write_bytes(
+                folder / "edges.npz", writer=lambda f: np.savez(f, users=edges.users, items=edges.items)
+            )
+            atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        self._attacks[key] = Attack(train, edges, meta)
+        return self._attacks[key]
+
+    def attack(self, group: _Group) -> Attack:
+        """The adversarial edges of a group (METHOD.md §7), built once per clean model and ratio."""
         key = (group.clean_hash, group.ratio)
         if key not in self._attacks:
             data = self.dataset(group.dataset)
@@ -410,7 +579,19 @@ class Runner:
         return self._attacks[key]
 
     def attacked_model(self, group: _Group) -> TrainedModel:
+        """The model to unlearn: trained on the attacked set, or (random requests) on the clean one."""
         data = self.dataset(group.dataset)
+        if group.request == "random":
+            return self._train_model(
+                group.attacked_hash,
+                group.dataset,
+                group.backbone,
+                group.backbone_cfg,
+                group.train_cfg,
+                data.train,
+                data,
+                {"role": "original"},
+            )
         att = self.attack(group)
         return self._train_model(
             group.attacked_hash,
@@ -425,6 +606,11 @@ class Runner:
 
     # ---------------------------------------------------------------- cells
     def _base_record(self, group: _Group, method: MethodSpec) -> dict:
+        if group.request == "random":
+            hashes = {"model": group.attacked_hash, "request": group.request_key}
+            extra = {"request": {"kind": "random", "ratio": group.ratio}}
+        else:  # exactly the fields an adversarial record always had
+            hashes, extra = {"clean": group.clean_hash, "attacked": group.attacked_hash}, {}
         return {
             "kind": "cell",
             "experiment": self.config.name,
@@ -436,9 +622,10 @@ class Runner:
             "method": method.name,
             "label": method.title,
             "method_config": method.config,
-            "hashes": {"clean": group.clean_hash, "attacked": group.attacked_hash},
+            "hashes": hashes,
             "device": str(self.device),
             "versions": versions(),
+            **extra,
         }
 
     def _emit(self, record: dict) -> dict:
@@ -483,9 +670,9 @@ class Runner:
         return seconds, mem.peak_mb, False
 
     def run_cell(self, group: _Group, spec: MethodSpec, reference: TrainedModel | None) -> tuple[dict, Any]:
-        """Forget the adversarial edges with one method and measure; returns (record, result)."""
+        """Forget the group's request with one method and measure; returns (record, result)."""
         data = self.dataset(group.dataset)
-        att = self.attack(group)
+        att = self.forget_set(group)
         model = self.attacked_model(group)
         digest = _state_digest(model)
         emb_before = model.embeddings()
@@ -517,6 +704,15 @@ class Runner:
         metrics = {**{k: v for k, v in test.items() if k != "users"}, **fm}
         metrics.update({f"before_{k}": v for k, v in before.items() if k != "users"})
         rec = self._base_record(group, spec)
+        summary = {
+            "edges": len(att.edges),
+            "fraction_of_train": att.meta.get("fraction_of_train"),
+            "key": att.meta.get("key"),
+        }
+        if group.request == "random":
+            rec["request"].update(summary)
+        else:
+            rec["attack"] = summary
         rec.update(
             {
                 "status": "ok",
@@ -528,11 +724,6 @@ class Runner:
                 "prepare_cached": prep_cached,
                 "info": _jsonable(result.info),
                 "input_mutated": mutated,
-                "attack": {
-                    "edges": len(att.edges),
-                    "fraction_of_train": att.meta.get("fraction_of_train"),
-                    "key": att.meta.get("key"),
-                },
                 "model": {
                     "train_seconds": model.meta.get("train_seconds"),
                     "best_epoch": model.meta.get("best_epoch"),

@@ -405,10 +405,11 @@ def run_studies(
     :func:`~unlearnrec.experiments.html.write_study` under ``out_dir/studies/``.
 
     ``config``: the experiment TOML (or dict / ``ExperimentConfig``) that produced ``out_dir``.
-    Per (dataset, seed, ratio, backbone) group the runner's cached attacked model and retrained
-    model are loaded; each non-retrain method (or only those whose label is in ``labels``) is
-    rebuilt, its prepared state taken from the runner's cache, and made to forget the same
-    adversarial edges again (cheap for UnlearnRec; a baseline without a cache re-prepares).
+    Per (dataset, seed, ratio, backbone) group the runner's cached model to unlearn (attacked, or
+    with random requests the original) and retrained model are loaded; each non-retrain method (or
+    only those whose label is in ``labels``) is rebuilt, its prepared state taken from the runner's
+    cache, and made to forget the same request again (cheap for UnlearnRec; a baseline without a
+    cache re-prepares).
     Then the score distributions (reference: the retrained model), the case study of one
     forgotten edge (``case_rule``, see :func:`pick_case`) and the similar-item shift over all
     forgotten edges are written. A group is looked up under the hashes its finished cells recorded
@@ -435,15 +436,17 @@ def run_studies(
         h = recorded.get((group.dataset, group.backbone, group.seed, group.ratio))
         if h and h.get("attacked") and h.get("clean"):
             group = dataclasses.replace(group, attacked_hash=h["attacked"], clean_hash=h["clean"])
+        elif h and h.get("model") and h.get("request"):  # a random-request grid
+            group = dataclasses.replace(group, attacked_hash=h["model"], request_key=h["request"])
         tag = f"{Path(group.dataset).name}-{group.backbone}-s{group.seed}-r{group.ratio:g}"
         if group.error is not None:
             log.warning("study %s skipped: %s", tag, group.error)
             continue
         if not train_missing and not (Path(out_dir) / "models" / group.attacked_hash / "meta.json").is_file():
-            log.warning("study %s skipped: no cached attacked model (run the experiment first)", tag)
+            log.warning("study %s skipped: no cached model to unlearn (run the experiment first)", tag)
             continue
         data = runner.dataset(group.dataset)
-        att = runner.attack(group)
+        att = runner.forget_set(group)
         model = runner.attacked_model(group)
         unlearned: dict[str, Embeddings] = {}
         ref_name = None

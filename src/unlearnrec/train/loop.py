@@ -61,6 +61,21 @@ class FitResult:
 LossFn = Callable[[Batch, torch.Generator], dict]
 
 
+def adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """The Adam of :func:`fit`: the fused implementation where every parameter allows it.
+
+    Fused Adam updates a parameter, its gradient and both moments in one pass; the default
+    implementation makes ~7 passes over them. For a Gowalla N x 64 table on one core that is
+    5 ms against 18 ms a step (benchmarks/README.md). The update is Adam's either way, up to
+    float rounding.
+    """
+    params = list(params)
+    fused = bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") and not p.is_sparse for p in params
+    )
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
 def fit(
     model: Backbone,
     graph: Graph,
@@ -117,7 +132,7 @@ def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch) -> F
             return model.embed(graph)
 
     params = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr)
+    opt = adam(params, config.lr)
     res = FitResult()
     best_state = None
     bad = 0

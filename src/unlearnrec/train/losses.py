@@ -21,9 +21,11 @@ def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> to
 
     Row k of ``view1`` is the positive of row k of ``view2``; every other row is a negative.
     """
-    z1 = F.normalize(view1, dim=1)
+    # 1/τ scales the (B, d) operand, not the (B, B) logits: the same logits for a B-fold smaller pass
+    # (and its backward); B x B passes are a visible share of an SSL step (issue 3)
+    z1 = F.normalize(view1, dim=1) / temperature
     z2 = F.normalize(view2, dim=1)
-    logits = z1 @ z2.T / temperature
+    logits = z1 @ z2.T
     labels = torch.arange(z1.shape[0], device=z1.device)
     return F.cross_entropy(logits, labels)
 
