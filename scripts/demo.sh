@@ -18,7 +18,8 @@ say "2. train LightGCN (early stopping on a validation split carved from train)"
 $BIN/unlearnrec train --dataset "$DATASET" --config "configs/lightgcn-$DATASET.toml" --out "$OUT/model"
 
 say "3. pre-train the Influence Encoder on simulated deletion requests"
-$BIN/unlearnrec pretrain --model "$OUT/model" --out "$OUT/encoder"
+# configs/unlearnrec-cpu.toml: the encoder settings measured to forget best here (the defaults are the paper's)
+$BIN/unlearnrec pretrain --model "$OUT/model" --config configs/unlearnrec-cpu.toml --out "$OUT/encoder"
 
 say "4. user $USER_ID asks to be forgotten: Ours(0), one encoder forward, no training"
 $BIN/unlearnrec forget --model "$OUT/model" --method unlearnrec --encoder "$OUT/encoder" --user "$USER_ID" \

@@ -212,6 +212,13 @@ def test_shipped_configs_parse():
             assert f"{b}-{d}" in names
     for p in files:
         raw = read_toml(p)
+        if p.stem.startswith("unlearnrec"):  # the Influence Encoder's recipe, not a backbone's
+            from unlearnrec.unlearn.unlearnrec import UnlearnRecConfig
+
+            assert set(raw) == {"unlearnrec"}
+            cfg = from_dict(UnlearnRecConfig, dict(raw["unlearnrec"]), "unlearnrec")
+            assert cfg.lambda_p * cfg.batch_size == pytest.approx(0.01 * 512)  # the λ_p rule it documents
+            continue
         assert set(raw) <= {"model", "train", "data"}
         model = dict(raw["model"])
         name = model.pop("backbone")
