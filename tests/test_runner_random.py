@@ -134,7 +134,7 @@ def _random(**over) -> dict:
     [
         (
             {"request": "shuffled"},
-            r"unknown value 'shuffled' for key 'request' \(valid: adversarial, random\)",
+            r"unknown value 'shuffled' for key 'request' \(valid: adversarial, random, users, items\)",
         ),
         ({"request": "adversarial"}, r"key 'request_ratios' needs request = \"random\""),
         ({"request_ratios": []}, r"needs key 'request_ratios'"),

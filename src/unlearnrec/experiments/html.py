@@ -379,9 +379,18 @@ def _section_ablation(records: list[dict[str, Any]]) -> str:
     )
 
 
+def _with_node_kind(rec: dict[str, Any]) -> dict[str, Any]:
+    req = rec.get("request")
+    kind = req.get("kind") if isinstance(req, Mapping) else None
+    return {**rec, "label": f"{rec['label']} ({kind})"} if kind in ("users", "items") else rec
+
+
 def _section_ratio(records: list[dict[str, Any]], figures: bool) -> tuple[str, list[str]]:
     if not records:
         return "<p class='note'>No ratio cells in this folder (run experiments/ratio-ml-1m.toml).</p>", []
+    # whole-node requests (users / items) share a folder and ratios with a random grid: keep
+    # them apart in the table and the figure
+    records = [_with_node_kind(r) for r in records]
     rows = aggregate(
         records,
         ("dataset", "backbone", "label", "ratio"),
@@ -425,7 +434,8 @@ def _section_ratio(records: list[dict[str, Any]], figures: bool) -> tuple[str, l
             header,
             body,
             "grid ratio: the runner's request axis (adversarial: fraction of users given an "
-            "adversarial edge; random: fraction of the training edges drawn at random); % of train: "
+            "adversarial edge; random: fraction of the training edges drawn at random; (users) / "
+            "(items): fraction of the users / items forgotten whole); % of train: "
             "the request's share of the training edges, the paper's x-axis",
         )
         + "<p class='note'>Paper (Table 5): its values are not restated in METHOD.md, so no paper column is "

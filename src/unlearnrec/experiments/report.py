@@ -1,10 +1,12 @@
 """Reports from ``results.jsonl`` only (no training): the paper's Table 2 layout, with its numbers.
 
 Rows are dataset x backbone (x request ratio when the grid has several, or its requests are
-random), columns are methods, each with Recall@20 / NDCG@20 / MI-BF / MI-NG averaged over seeds.
-With a ratio column comes the share of the training edges forgotten (the paper's Table 5 axis):
-an adversarial ratio is a fraction of users, a random one a fraction of edges, and this column
-puts both on the same scale. Where the paper reports the same cell (METHOD.md §8: Retrain and
+not adversarial), columns are methods, each with Recall@20 / NDCG@20 / MI-BF / MI-NG averaged
+over seeds. With a ratio column comes the share of the training edges forgotten (the paper's
+Table 5 axis): an adversarial ratio is a fraction of users, a random one a fraction of edges, a
+users / items one a fraction of the users / items forgotten whole, and this column puts them on
+the same scale (with the number of nodes for users / items requests, whose rows carry the kind
+beside the ratio). Where the paper reports the same cell (METHOD.md §8: Retrain and
 UnlearnRec only) its value and our relative difference are shown beside ours. A second table
 gives what the paper does not: membership AUC, the distance to the retrained model's
 forgotten-edge score distribution, time and peak memory.
@@ -85,7 +87,7 @@ class Cell:
 
 def request_of(record: dict) -> tuple[str, dict]:
     """(request kind, its summary ``{edges, fraction_of_train, ...}``) of a runner record: the
-    ``request`` table of a random-request cell, else the ``attack`` table (adversarial)."""
+    ``request`` table of a random / users / items cell, else the ``attack`` table (adversarial)."""
     req = record.get("request")
     if isinstance(req, dict):
         return str(req.get("kind") or "random"), req
@@ -116,7 +118,11 @@ def aggregate(records: list[dict]) -> list[Cell]:
         for k in (*MAIN, "auc", "auc_before", "w1_to_ref", "ks_to_ref"):
             if m.get(k) is not None:
                 c.values[k].append(float(m[k]))
-        for k, src in (("forgotten_edges", "edges"), ("forgotten_fraction", "fraction_of_train")):
+        for k, src in (
+            ("forgotten_edges", "edges"),
+            ("forgotten_fraction", "fraction_of_train"),
+            ("forgotten_nodes", "nodes"),
+        ):
             if isinstance(req.get(src), (int, float)):
                 c.values[k].append(float(req[src]))
         for k in ("seconds", "prepare_seconds", "peak_memory_mb"):
@@ -143,13 +149,26 @@ def _diff_pct(ours: float, paper: float | None) -> float | None:
     return 100.0 * (ours - paper) / paper
 
 
+NODE_KINDS = ("users", "items")
+
+
 def _forgotten(cells: list[Cell]) -> str:
-    """The share of the training edges forgotten (and how many), from the first cell that has it."""
+    """The share of the training edges forgotten (and how many; with the number of nodes for a
+    users / items request), from the first cell that has it."""
     for c in cells:
-        f, n = c.mean("forgotten_fraction"), c.mean("forgotten_edges")
+        f, n, nodes = c.mean("forgotten_fraction"), c.mean("forgotten_edges"), c.mean("forgotten_nodes")
         if not math.isnan(f):
+            if c.request in NODE_KINDS and not math.isnan(nodes):
+                edges = f"{n:,.0f} edges, " if not math.isnan(n) else ""
+                return f"{100 * f:.2f}% ({edges}{nodes:,.0f} {c.request})"
             return f"{100 * f:.2f}%" + (f" ({n:,.0f})" if not math.isnan(n) else "")
     return "–"
+
+
+def _ratio_label(c: Cell) -> str:
+    """The ratio column: the ratio, with the kind for users / items (``0.01 users``) so that their
+    rows stay apart from a random grid's at the same ratio in one results file."""
+    return f"{c.ratio} {c.request}" if c.request in NODE_KINDS else str(c.ratio)
 
 
 def _rows(cells: list[Cell]) -> tuple[list[tuple], list[str], dict]:
@@ -158,7 +177,7 @@ def _rows(cells: list[Cell]) -> tuple[list[tuple], list[str], dict]:
     labels: list[str] = []
     by: dict[tuple, Cell] = {}
     for c in cells:
-        row = (c.dataset, c.backbone, c.ratio) if multi_ratio else (c.dataset, c.backbone)
+        row = (c.dataset, c.backbone, _ratio_label(c)) if multi_ratio else (c.dataset, c.backbone)
         if row not in rows:
             rows.append(row)
         if c.label not in labels:
@@ -209,6 +228,10 @@ def to_markdown(records: list[dict]) -> str:
         meaning = {
             "adversarial": "an adversarial ratio is the fraction of users given one adversarial edge",
             "random": "a random ratio is the fraction of the clean training edges drawn at random",
+            "users": "a users ratio is the fraction of users drawn at random and forgotten whole "
+            "(every training edge; their rows erased)",
+            "items": "an items ratio is the fraction of items drawn at random and forgotten whole "
+            "(every training edge; their rows erased)",
         }
         out.append(
             "Ratio: "
@@ -227,7 +250,8 @@ def to_markdown(records: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_ratio else ""),
     ]
     for c in cells:
-        head_vals = [c.dataset, c.backbone] + ([f"{c.ratio:g}"] if with_ratio else []) + [c.label]
+        ratio = f"{c.ratio:g}" + (f" {c.request}" if c.request in NODE_KINDS else "")
+        head_vals = [c.dataset, c.backbone] + ([ratio] if with_ratio else []) + [c.label]
         out.append("| " + " | ".join(head_vals + [str(c.seeds)] + [_fmt(c.mean(k), k) for k in EXTRA]) + " |")
     out.append("")
     out.append(
@@ -249,14 +273,15 @@ def to_markdown(records: list[dict]) -> str:
 def to_csv(records: list[dict]) -> str:
     """One row per (dataset, backbone, ratio, method): ours (mean, std over seeds), the paper's
     value and the relative difference for the four Table 2 metrics, then the extra columns, then
-    the request kind, the edges forgotten and their share of the training edges."""
+    the request kind, the edges forgotten, their share of the training edges and (users / items
+    requests) the number of nodes forgotten whole."""
     cells = aggregate(records)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["dataset", "backbone", "ratio", "method", "label", "seeds"]
     for k in MAIN:
         header += [k, f"{k}_std", f"paper_{k}", f"diff_pct_{k}"]
-    header += [*EXTRA, "request", "forgotten_edges", "forgotten_fraction"]
+    header += [*EXTRA, "request", "forgotten_edges", "forgotten_fraction", "forgotten_nodes"]
     w.writerow(header)
 
     def num(v):
@@ -269,6 +294,7 @@ def to_csv(records: list[dict]) -> str:
             row += [num(ours), num(c.std(k)), num(p), num(_diff_pct(ours, p))]
         row += [num(c.mean(k)) for k in EXTRA]
         row += [c.request, num(c.mean("forgotten_edges")), num(c.mean("forgotten_fraction"))]
+        row.append(num(c.mean("forgotten_nodes")))
         w.writerow(row)
     return buf.getvalue()
 

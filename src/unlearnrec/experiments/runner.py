@@ -12,21 +12,36 @@ Two kinds of deletion request (the top-level ``request`` key):
   (:func:`~unlearnrec.data.requests.sample_edges`, drawn with the grid seed; at least one
   edge). Retrain trains on the residual set. ``ratios``, ``item_ratio`` and ``clean`` belong to
   the attack and are rejected here.
+- ``"users"`` / ``"items"`` (whole-node forgetting, as ``unlearnrec forget --user``): like
+  ``"random"`` (no attack, one model per dataset, seed and backbone trained on the clean set and
+  shared by every ratio and with a random grid of the same recipe in the same ``OUT``), but a
+  ratio r draws ``max(1, round(r * num_users))`` users (items), uniformly among those with at
+  least one training edge, seeded by the grid seed, and forgets *every* training edge of each.
+  The method receives ``Request.of_users`` / ``Request.of_items``, so the nodes' layer-0 rows are
+  erased (:func:`~unlearnrec.unlearn.base.erase_nodes`: zero rows, no recommendations for an erased
+  user, an erased item never recommended); Retrain trains on the residual set. MI-BF / MI-NG are
+  computed on the forgotten edges as for the other kinds. For erased users MI-NG is exactly 1 by
+  construction, not a bug: such a user has a zero layer-0 row and no edge left in the graph, so
+  its final embedding is zero and every item scores 0 for it, the forgotten edges and the
+  same-user non-edges alike (σ = 0.5 on both sides). The drawn node ids are stored under
+  ``requests/<key>/`` with the edges they imply.
 
 One JSON line per cell is appended to ``OUT/results.jsonl``; its ``ratio`` is the grid's ratio
-of the request axis, and ``attack`` (adversarial) or ``request`` (random) holds ``edges`` (the
+of the request axis, and ``attack`` (adversarial) or ``request`` (the other kinds: ``{kind,
+ratio, edges, fraction_of_train, key}``, plus ``nodes`` for users / items) holds ``edges`` (the
 number forgotten) and ``fraction_of_train`` (their share of the training set the model was
 trained on). Everything expensive is cached under ``OUT`` by a hash of its config:
 
-- ``models/<hash>/``: the clean, attacked (random: original) and retrained models (checkpoint
+- ``models/<hash>/``: the clean, attacked (no attack: original) and retrained models (checkpoint
   directories);
-- ``attacks/<key>/``: the adversarial edges; ``requests/<key>/``: the random requests;
+- ``attacks/<key>/``: the adversarial edges; ``requests/<key>/``: the random and node requests;
 - ``prepared/<hash>/``: what a method's ``prepare`` built (``save_prepared``/``load_prepared``);
-  with random requests ``prepare`` sees the same model and training set at every ratio, so one
-  entry serves them all.
+  without an attack ``prepare`` sees the same model and training set at every ratio and request
+  kind, so one entry serves them all.
 
-The hashed payloads of an adversarial grid never mention the request kind, so adding the random
-axis left every adversarial cache key as it was.
+The hashed payloads of an adversarial grid never mention the request kind, so adding the other
+kinds left every adversarial cache key as it was; a random grid's keys did not change either
+when the node kinds came (their request keys hash a different ``kind``).
 
 A re-run skips every cell already in ``results.jsonl`` with status ``ok`` (and trains nothing
 if a whole group is done), so a crash or Ctrl-C loses at most the cell in progress. A cell that
@@ -38,9 +53,10 @@ Config (TOML; see ``experiments/*.toml``)::
     name = "ml-1m-table2"
     datasets = ["ml-1m"]            # names or LightGCN-format folders
     backbones = ["lightgcn", "sgl", "simgcl"]
-    request = "adversarial"         # or "random"
+    request = "adversarial"         # or "random", "users", "items"
     ratios = [1.0]                  # adversarial: fraction of users given an adversarial item
     # request_ratios = [0.001, 0.005, 0.01, 0.02]   # random: fraction of training edges forgotten
+    #                                               # users / items: fraction of users / items forgotten
     seeds = [0]
     [train]                         # TrainConfig fields for every model (seed = the grid's seed)
     [train_overrides.sgl]           # per-backbone TrainConfig changes
@@ -91,7 +107,8 @@ log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 RUNNER_VERSION = 1
-REQUESTS = ("adversarial", "random")
+REQUESTS = ("adversarial", "random", "users", "items")
+NODE_REQUESTS = ("users", "items")  # whole-node requests: every training edge of the drawn nodes
 # fields of a method's config that only affect ``forget``: methods differing only in these
 # share one prepared cache entry (UnlearnRec(0) and UnlearnRec(3) share one pre-trained encoder)
 FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {"unlearnrec": ("finetune_epochs", "finetune_lr")}
@@ -112,9 +129,10 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The grid. ``request``: ``"adversarial"`` (METHOD.md §7) or ``"random"`` (see the module
-    docstring). ``ratios`` is the attack's user ratio (``item_ratio`` is fixed);
-    ``request_ratios`` the random request's share of the clean training edges, each in (0, 1).
+    """The grid. ``request``: ``"adversarial"`` (METHOD.md §7), ``"random"``, ``"users"`` or
+    ``"items"`` (see the module docstring). ``ratios`` is the attack's user ratio (``item_ratio``
+    is fixed); ``request_ratios`` the random request's share of the clean training edges, or the
+    share of users / items forgotten whole, each in (0, 1).
     ``train`` holds TrainConfig fields shared by every trained model, ``train_overrides[backbone]``
     and ``model[backbone]`` the per-backbone ones; ``clean`` = ``{model, train}`` overrides for the
     attack's clean LightGCN. ``max_retained``: retained edges scored for the statistics."""
@@ -141,8 +159,8 @@ class ExperimentConfig:
 
     @property
     def request_axis(self) -> tuple[float, ...]:
-        """The ratios the grid iterates over: ``ratios`` or, for random requests, ``request_ratios``."""
-        return self.request_ratios if self.request == "random" else self.ratios
+        """The ratios the grid iterates over: ``ratios`` (adversarial) or ``request_ratios``."""
+        return self.request_ratios if self.request != "adversarial" else self.ratios
 
     def __post_init__(self):
         if not self.datasets or not self.methods or not self.backbones:
@@ -161,21 +179,26 @@ class ExperimentConfig:
         if self.request == "adversarial":
             if self.request_ratios:
                 raise ValueError(
-                    "key 'request_ratios' needs request = \"random\" (the attack's axis is 'ratios')"
+                    'key \'request_ratios\' needs request = "random", "users" or "items" '
+                    "(the attack's axis is 'ratios')"
                 )
             return
         if not self.request_ratios:
-            raise ValueError("request = \"random\" needs key 'request_ratios' (shares of the training edges)")
+            what = "the training edges" if self.request == "random" else f"the {self.request}"
+            raise ValueError(f"request = \"{self.request}\" needs key 'request_ratios' (shares of {what})")
         for k, r in enumerate(self.request_ratios):
             if not 0.0 < r < 1.0:
                 raise ValueError(f"key 'request_ratios[{k}]' must be in (0, 1), got {r}")
         for key, unset in (("ratios", self.ratios == (1.0,)), ("item_ratio", not self.item_ratio)):
             if not unset:
                 raise ValueError(
-                    f"key '{key}' belongs to the attack: with request = \"random\" use 'request_ratios'"
+                    f"key '{key}' belongs to the attack: with request = \"{self.request}\" "
+                    "use 'request_ratios'"
                 )
         if self.clean:
-            raise ValueError("key 'clean' configures the attack's LightGCN: request = \"random\" has none")
+            raise ValueError(
+                f"key 'clean' configures the attack's LightGCN: request = \"{self.request}\" has none"
+            )
 
 
 def load_config(config: str | os.PathLike | dict[str, Any] | ExperimentConfig) -> ExperimentConfig:
@@ -263,8 +286,9 @@ class _Group:
     """One (dataset, seed, ratio, backbone) group: its hashes and lazily built artefacts.
 
     ``attacked_hash`` names the model to unlearn (adversarial: trained on the attacked set;
-    random: on the clean set, shared by every ratio) and keys ``models/`` and ``prepared/``;
-    ``request_key`` (random only, else empty) names the random request and enters the cell hash.
+    otherwise on the clean set, shared by every ratio and non-adversarial kind) and keys
+    ``models/`` and ``prepared/``; ``request_key`` (empty for adversarial) names the random or
+    node request and enters the cell hash.
     """
 
     dataset: str
@@ -306,6 +330,7 @@ class Runner:
         self._data: dict[str, Dataset] = {}
         self._models: dict[str, TrainedModel] = {}
         self._attacks: dict[str, Any] = {}
+        self._nodes: dict[str, np.ndarray] = {}  # request key -> the users / items forgotten whole
 
     # ---------------------------------------------------------------- configs and hashes
     def _train_cfg(self, backbone: str, seed: int, extra: dict | None = None) -> dict:
@@ -327,7 +352,7 @@ class Runner:
 
     def groups(self) -> list[_Group]:
         """Every (dataset, seed, ratio, backbone) group of the grid, with its hashes."""
-        if self.config.request == "random":
+        if self.config.request != "adversarial":
             return self._random_groups()
         out = []
         for dataset in self.config.datasets:
@@ -368,13 +393,16 @@ class Runner:
         return out
 
     def _random_groups(self) -> list[_Group]:
+        """The groups of a grid without attack (random or node requests)."""
         out = []
+        kind = self.config.request
         for dataset in self.config.datasets:
             for seed in self.config.seeds:
                 for ratio in self.config.request_ratios:
                     request_key = config_hash(
                         {
-                            "kind": "random-request",
+                            # a random request hashes "random-request", as it did before the node kinds
+                            "kind": f"{kind}-request",
                             "dataset": dataset,
                             "split": self._split(),
                             "seed": seed,
@@ -412,7 +440,7 @@ class Runner:
                                 bcfg,
                                 tcfg,
                                 err,
-                                "random",
+                                kind,
                                 request_key,
                             )
                         )
@@ -425,7 +453,7 @@ class Runner:
             "method": method.name,
             "config": method.config,
         }
-        if group.request_key:  # random requests only: an adversarial cell hashes as it always did
+        if group.request_key:  # requests without attack only: an adversarial cell hashes as it always did
             payload["request"] = group.request_key
         return config_hash(payload)
 
@@ -510,8 +538,81 @@ class Runner:
 
     def forget_set(self, group: _Group) -> Attack:
         """The group's training set (of the model to unlearn) and the edges to forget, as an
-        :class:`~unlearnrec.experiments.protocol.Attack`: the adversarial one, or the random request."""
-        return self.random_request(group) if group.request == "random" else self.attack(group)
+        :class:`~unlearnrec.experiments.protocol.Attack`: the adversarial one, the random request,
+        or every training edge of the users / items of a node request."""
+        if group.request == "random":
+            return self.random_request(group)
+        if group.request in NODE_REQUESTS:
+            return self.node_request(group)
+        return self.attack(group)
+
+    def request(self, group: _Group) -> Request:
+        """The :class:`Request` a method receives: the forgotten edges, and for users / items
+        requests the whole nodes (``Request.of_users`` / ``of_items``: their rows are erased)."""
+        att = self.forget_set(group)
+        if group.request == "users":
+            return Request.of_users(att.train, self._nodes[group.request_key])
+        if group.request == "items":
+            return Request.of_items(att.train, self._nodes[group.request_key])
+        return Request(att.edges)
+
+    def node_request(self, group: _Group) -> Attack:
+        """``max(1, round(ratio * n))`` users (items) of the clean training set, drawn uniformly
+        among those with a training edge (seeded by the grid seed), with every training edge of
+        theirs; the node ids are stored under ``requests/<key>/`` so a resumed run forgets the
+        same nodes."""
+        key = group.request_key
+        if key in self._attacks:
+            return self._attacks[key]
+        train = self.dataset(group.dataset).train
+        users = group.request == "users"
+        folder = self.out / "requests" / key
+        nodes = None
+        if (folder / "meta.json").is_file() and (folder / "nodes.npz").is_file():
+            meta = json.loads((folder / "meta.json").read_text())
+            with np.load(folder / "nodes.npz") as z:
+                cached = np.asarray(z["nodes"], dtype=np.int64)
+            edges = train.of_users(cached) if users else train.of_items(cached)
+            if (
+                meta.get("train_fingerprint") == train.fingerprint()
+                and meta.get("edges_fingerprint") == edges.fingerprint()
+                and meta.get("kind") == group.request
+            ):
+                log.info("%s request from cache %s (%d nodes)", group.request, folder, len(cached))
+                nodes = cached
+            else:
+                log.warning("cached request %s is inconsistent; drawing it again", folder)
+        if nodes is None:
+            n = train.num_users if users else train.num_items
+            degree = train.user_degrees() if users else train.item_degrees()
+            active = np.flatnonzero(degree > 0)
+            count = max(1, int(round(group.ratio * n)))
+            if count > len(active):
+                raise UnlearnRecError(
+                    f"cannot forget {count} {group.request}: only {len(active)} have training edges"
+                )
+            rng = np.random.default_rng(group.seed)
+            nodes = np.sort(rng.choice(active, size=count, replace=False)).astype(np.int64)
+            edges = train.of_users(nodes) if users else train.of_items(nodes)
+            meta = {
+                "key": key,
+                "kind": group.request,
+                "dataset": group.dataset,
+                "seed": int(group.seed),
+                "ratio": group.ratio,
+                "train_fingerprint": train.fingerprint(),
+                "edges_fingerprint": edges.fingerprint(),
+                "num_nodes": int(count),
+                "nodes": nodes.tolist(),
+                "num_edges": len(edges),
+                "fraction_of_train": len(edges) / max(len(train), 1),
+            }
+            # nodes first, meta last: meta.json's presence marks a complete entry
+            atomic_write_bytes(folder / "nodes.npz", writer=lambda f: np.savez(f, nodes=nodes))
+            atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        self._nodes[key] = nodes
+        self._attacks[key] = Attack(train, edges, meta)
+        return self._attacks[key]
 
     def random_request(self, group: _Group) -> Attack:
         """A uniform random ``group.ratio`` of the clean training edges (seeded by the grid seed),
@@ -579,9 +680,9 @@ class Runner:
         return self._attacks[key]
 
     def attacked_model(self, group: _Group) -> TrainedModel:
-        """The model to unlearn: trained on the attacked set, or (random requests) on the clean one."""
+        """The model to unlearn: trained on the attacked set, or (no attack) on the clean one."""
         data = self.dataset(group.dataset)
-        if group.request == "random":
+        if group.request != "adversarial":
             return self._train_model(
                 group.attacked_hash,
                 group.dataset,
@@ -606,9 +707,9 @@ class Runner:
 
     # ---------------------------------------------------------------- cells
     def _base_record(self, group: _Group, method: MethodSpec) -> dict:
-        if group.request == "random":
+        if group.request != "adversarial":
             hashes = {"model": group.attacked_hash, "request": group.request_key}
-            extra = {"request": {"kind": "random", "ratio": group.ratio}}
+            extra = {"request": {"kind": group.request, "ratio": group.ratio}}
         else:  # exactly the fields an adversarial record always had
             hashes, extra = {"clean": group.clean_hash, "attacked": group.attacked_hash}, {}
         return {
@@ -680,7 +781,7 @@ class Runner:
         if hasattr(method, "set_validation"):
             method.set_validation(data.val)
         prep_s, prep_mb, prep_cached = self._prepare(method, group, spec, model, att.train)
-        request = Request(att.edges)
+        request = self.request(group)
         result = method.forget(model, att.train, request)
         new = result.model
         mutated = _state_digest(model) != digest
@@ -709,7 +810,9 @@ class Runner:
             "fraction_of_train": att.meta.get("fraction_of_train"),
             "key": att.meta.get("key"),
         }
-        if group.request == "random":
+        if group.request in NODE_REQUESTS:
+            summary["nodes"] = len(request.users) + len(request.items)
+        if group.request != "adversarial":
             rec["request"].update(summary)
         else:
             rec["attack"] = summary

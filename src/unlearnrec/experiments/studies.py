@@ -419,7 +419,6 @@ def run_studies(
     from unlearnrec.experiments.html import write_study
     from unlearnrec.experiments.runner import Runner, load_config, read_results
     from unlearnrec.model import TrainedModel
-    from unlearnrec.unlearn.base import Request
 
     cfg = load_config(config)
     runner = Runner(cfg, out_dir, data_dir=data_dir, device=device)
@@ -431,14 +430,19 @@ def run_studies(
     recorded: dict[tuple, dict] = {}
     for r in read_results(out_dir):
         if r.get("status") == "ok" and isinstance(r.get("hashes"), dict):
-            recorded[(r.get("dataset"), r.get("backbone"), r.get("seed"), r.get("ratio"))] = r["hashes"]
+            # the request kind too: random and users/items grids may share one OUT and its ratios
+            req = r.get("request")
+            kind = req.get("kind", "random") if isinstance(req, dict) else "adversarial"
+            key = (r.get("dataset"), r.get("backbone"), r.get("seed"), r.get("ratio"), kind)
+            recorded[key] = r["hashes"]
     for group in runner.groups():
-        h = recorded.get((group.dataset, group.backbone, group.seed, group.ratio))
+        h = recorded.get((group.dataset, group.backbone, group.seed, group.ratio, group.request))
         if h and h.get("attacked") and h.get("clean"):
             group = dataclasses.replace(group, attacked_hash=h["attacked"], clean_hash=h["clean"])
         elif h and h.get("model") and h.get("request"):  # a random-request grid
             group = dataclasses.replace(group, attacked_hash=h["model"], request_key=h["request"])
-        tag = f"{Path(group.dataset).name}-{group.backbone}-s{group.seed}-r{group.ratio:g}"
+        kind = f"-{group.request}" if group.request in ("users", "items") else ""
+        tag = f"{Path(group.dataset).name}-{group.backbone}-s{group.seed}{kind}-r{group.ratio:g}"
         if group.error is not None:
             log.warning("study %s skipped: %s", tag, group.error)
             continue
@@ -460,7 +464,7 @@ def run_studies(
             if hasattr(method, "set_validation"):
                 method.set_validation(data.val)
             runner._prepare(method, group, spec, model, att.train)  # the runner's prepared cache
-            unlearned[spec.title] = method.forget(model, att.train, Request(att.edges)).model.embeddings()
+            unlearned[spec.title] = method.forget(model, att.train, runner.request(group)).model.embeddings()
         if not unlearned:
             continue
         original = model.embeddings()
