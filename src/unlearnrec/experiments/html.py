@@ -191,7 +191,9 @@ def load_pretrain_curves(results_dir: str | os.PathLike) -> list[dict[str, Any]]
             continue
         cfg = meta.get("config") or {}
         switches = ", ".join(
-            f"{k}={cfg[k]}" for k in ("epochs", "ratio", "use_lu", "use_lp", "use_lc") if k in cfg
+            f"{k}={cfg[k]}"
+            for k in ("epochs", "ratio", "lr", "lambda_p", "use_lu", "use_lp", "use_lc")
+            if k in cfg
         )
         name = f"{meta.get('dataset', '?')} / {meta.get('backbone', '?')}"
         out.append(
