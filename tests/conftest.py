@@ -101,3 +101,19 @@ def cli_trained(tmp_path, tiny_dir, capsys):
 def three_edge() -> Interactions:
     """users {0,1}, items {0,1}: edges (0,0), (0,1), (1,1)."""
     return Interactions(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2)
+
+
+@pytest.fixture
+def counted_fit(monkeypatch):
+    """Counts the experiment runner's own trainings (Retrain trains through its method, not counted)."""
+    from unlearnrec.experiments import runner as runner_mod
+
+    calls = []
+    real = runner_mod.fit
+
+    def fit(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner_mod, "fit", fit)
+    return calls

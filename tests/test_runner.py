@@ -13,7 +13,6 @@ import torch
 from unlearnrec.cli import main
 from unlearnrec.data.graph import Graph
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments import runner as runner_mod
 from unlearnrec.experiments.report import to_csv, to_markdown
 from unlearnrec.experiments.runner import load_config, read_results, run_experiment
 from unlearnrec.model import TrainedModel
@@ -81,19 +80,6 @@ def grid(tiny_dir, methods=None) -> dict:
         "model": {"lightgcn": {"dim": 8, "layers": 2}},
         "clean": {"train": {"epochs": 2}},
     }
-
-
-@pytest.fixture
-def counted_fit(monkeypatch):
-    calls = []
-    real = runner_mod.fit
-
-    def fit(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(runner_mod, "fit", fit)
-    return calls
 
 
 def test_run_resume_and_report(tiny_dir, tmp_path, counted_fit):

@@ -15,27 +15,12 @@ import torch
 
 from unlearnrec.config import read_toml
 from unlearnrec.errors import ConfigError, UnlearnRecError
-from unlearnrec.experiments import runner as runner_mod
 from unlearnrec.experiments import studies
 from unlearnrec.experiments.report import to_csv, to_markdown
 from unlearnrec.experiments.runner import Runner, load_config, read_results, run_experiment
 from unlearnrec.model import TrainedModel
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-@pytest.fixture
-def counted_fit(monkeypatch):
-    """Counts the runner's own trainings (the model to unlearn; Retrain trains through its method)."""
-    calls = []
-    real = runner_mod.fit
-
-    def fit(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(runner_mod, "fit", fit)
-    return calls
 
 
 def _grid(tiny_dir, request: str, ratios: list[float], methods: list[dict] | None = None) -> dict:

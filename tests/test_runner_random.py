@@ -13,7 +13,6 @@ import pytest
 from unlearnrec.cli import main
 from unlearnrec.config import read_toml
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments import runner as runner_mod
 from unlearnrec.experiments import studies
 from unlearnrec.experiments.report import to_csv, to_markdown
 from unlearnrec.experiments.runner import Runner, load_config, read_results, run_experiment
@@ -168,17 +167,6 @@ def test_ratio_configs_are_random_requests(name, tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.fixture
-def counted_fit(monkeypatch):
-    calls = []
-    real = runner_mod.fit
-
-    def fit(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(runner_mod, "fit", fit)
-    return calls
 
 
 def _tiny_grid(tiny_dir) -> dict:

@@ -350,6 +350,14 @@ class Runner:
         )
         return h, mcfg, tcfg
 
+    def _backbone_cfgs(self, backbone: str, seed: int) -> tuple[dict, dict, str | None]:
+        """The backbone's model and training config dicts (as hashed), or ``({}, {}, error)``."""
+        try:
+            bcfg = to_dict(backbone_config(backbone, dict(self.config.model.get(backbone, {}))))
+            return bcfg, self._train_cfg(backbone, seed), None
+        except UnlearnRecError as e:
+            return {}, {}, str(e)
+
     def groups(self) -> list[_Group]:
         """Every (dataset, seed, ratio, backbone) group of the grid, with its hashes."""
         if self.config.request != "adversarial":
@@ -365,15 +373,7 @@ class Runner:
                     else:
                         err = None
                     for backbone in self.config.backbones:
-                        bcfg, tcfg, berr = {}, {}, err
-                        if berr is None:
-                            try:
-                                bcfg = to_dict(
-                                    backbone_config(backbone, dict(self.config.model.get(backbone, {})))
-                                )
-                                tcfg = self._train_cfg(backbone, seed)
-                            except UnlearnRecError as e:
-                                berr = str(e)
+                        bcfg, tcfg, berr = ({}, {}, err) if err else self._backbone_cfgs(backbone, seed)
                         attacked_hash = config_hash(
                             {
                                 "kind": "attacked",
@@ -410,14 +410,7 @@ class Runner:
                         }
                     )
                     for backbone in self.config.backbones:
-                        bcfg, tcfg, err = {}, {}, None
-                        try:
-                            bcfg = to_dict(
-                                backbone_config(backbone, dict(self.config.model.get(backbone, {})))
-                            )
-                            tcfg = self._train_cfg(backbone, seed)
-                        except UnlearnRecError as e:
-                            err = str(e)
+                        bcfg, tcfg, err = self._backbone_cfgs(backbone, seed)
                         # the model to unlearn: trained on the clean set, independent of the ratio
                         model_hash = config_hash(
                             {
