@@ -676,26 +676,19 @@ class Runner:
         """The model to unlearn: trained on the attacked set, or (no attack) on the clean one."""
         data = self.dataset(group.dataset)
         if group.request != "adversarial":
-            return self._train_model(
-                group.attacked_hash,
-                group.dataset,
-                group.backbone,
-                group.backbone_cfg,
-                group.train_cfg,
-                data.train,
-                data,
-                {"role": "original"},
-            )
-        att = self.attack(group)
+            train, meta = data.train, {"role": "original"}
+        else:
+            att = self.attack(group)
+            train, meta = att.train, {"role": "attacked", "attack": att.meta}
         return self._train_model(
             group.attacked_hash,
             group.dataset,
             group.backbone,
             group.backbone_cfg,
             group.train_cfg,
-            att.train,
+            train,
             data,
-            {"role": "attacked", "attack": att.meta},
+            meta,
         )
 
     # ---------------------------------------------------------------- cells
