@@ -165,6 +165,47 @@ def test_nodes_outside_request_untouched_without_layer0(model, layer0, untouched
     assert not torch.allclose(e1[inside], e0[inside])  # the request's nodes did move
 
 
+@pytest.mark.parametrize("layer0", [True, False])
+def test_influence_on_items_leaves_request_users_as_untouched_nodes(model, layer0):
+    # the variant: the request's users get what an untouched node gets, the items get Eq. 15-17
+    method = UnlearnRec(UnlearnRecConfig(influence_on="items", readout_layer0=layer0))
+    method.encoder = randomised(method.new_encoder(model))
+    both = randomised(UnlearnRec(UnlearnRecConfig(readout_layer0=layer0)).new_encoder(model))
+    req = request_of(model, 12, 4)
+    nu = model.train.num_users
+    users = np.unique(req.edges.users)
+    items = np.unique(req.edges.items) + nu
+    e0, e_bar = model.backbone.e0.detach(), final_embeddings(model.backbone, model.graph)
+    new = method.forget(model, model.train, req).model.backbone.e0.detach()
+    base = method.encoder.base(e0)
+    torch.testing.assert_close(new[users], base[users])  # users: as untouched nodes
+    assert torch.equal(new[users], e0[users]) == (not layer0)
+    with torch.no_grad():
+        full = both(build_idm(req.edges), e0, e_bar)
+    torch.testing.assert_close(new[items], full[items])  # items: exactly Eq. 15-18
+    assert not torch.allclose(new[items], e0[items])
+    # local serving still equals the full forward under the variant
+    nodes, sub = local_idm(req.edges)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            method.encoder.delta_full(nodes, sub, e_bar), method.encoder.delta(build_idm(req.edges), e_bar)
+        )
+
+
+def test_influence_on_items_round_trips_and_is_validated(model, tmp_path):
+    m = UnlearnRec(fast(influence_on="items"), seed=0)
+    m.prepare(model, model.train)
+    m.save_prepared(tmp_path / "ie")
+    back = UnlearnRec.from_encoder(tmp_path / "ie", model)
+    assert back.encoder.influence_on == "items" and back.encoder.num_users == model.train.num_users
+    # an encoder pre-trained with the paper's rule is not reused for the variant
+    assert not UnlearnRec(fast()).load_prepared(tmp_path / "ie", model)
+    with pytest.raises(ValueError, match="influence_on"):
+        UnlearnRecConfig(influence_on="users")
+    with pytest.raises(ValueError, match="num_users"):
+        InfluenceEncoder(10, 4, influence_on="items")
+
+
 # ============================================================================ §4 losses
 def test_unlearning_loss_step_lowers_forgotten_scores(model):
     enc = InfluenceEncoder(model.graph.num_nodes, model.backbone.dim)

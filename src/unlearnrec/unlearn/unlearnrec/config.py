@@ -12,7 +12,9 @@ class UnlearnRecConfig:
     Influence Encoder (§3): ``ie_layers`` (L_IE), ``alpha`` (α of Eq. 17), ``eta_init`` (η at
     start), ``readout`` (``"sum"`` of H⁰..H^L as the authors' code, or ``"last"`` = H^L as the
     paper's wording), ``readout_layer0`` (include H⁰ itself in the readout; without it Ours(0)
-    leaves every node outside the request untouched).
+    leaves every node outside the request untouched), ``influence_on`` (``"both"``: Eq. 15-17
+    on every node of the request, the paper; ``"items"``: our variant, the request's users get only
+    what an untouched node gets and ΔE⁰ lands on its items; see docs/forgetting.md).
 
     Pre-training (§4): ``epochs`` rounds, each with a fresh simulated request of a fraction
     ``ratio`` (ρ) of the training edges and one pass over the residual edges in batches of
@@ -35,6 +37,7 @@ class UnlearnRecConfig:
     eta_init: float = 0.002
     readout: str = "sum"
     readout_layer0: bool = True
+    influence_on: str = "both"
     # pre-training (Eq. 19-25)
     epochs: int = 10
     ratio: float = 0.2
@@ -58,6 +61,8 @@ class UnlearnRecConfig:
     def __post_init__(self):
         if self.readout not in ("sum", "last"):
             raise ValueError(f"readout must be 'sum' or 'last', got {self.readout!r}")
+        if self.influence_on not in ("both", "items"):
+            raise ValueError(f"influence_on must be 'both' or 'items', got {self.influence_on!r}")
         if self.ie_layers < 1:
             raise ValueError("ie_layers must be >= 1")
         if not 0 < self.ratio < 1:

@@ -95,6 +95,11 @@ class InfluenceEncoder(nn.Module):
     the trained model, :meth:`forward` returns Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18), with
     ΔE⁰ = H̄ - α W^(L) (Eq. 17), H̄ the readout of H^l = Â_Δ H^(l-1) (Eq. 15) and
     W^l = Â_Δ W^(l-1), W⁰ = η ⊙ Ē (Eq. 16).
+
+    ``influence_on = "items"`` (our variant, not the paper's) writes ΔE⁰ of the request into its
+    items' rows only: the request's users (ids below ``num_users``) get what a node outside the
+    request gets (H⁰ under a layer-0 readout, else nothing), so forgetting an edge moves the item
+    away from its users rather than rewriting the users' whole ranking. ``"both"`` is Eq. 15-17.
     """
 
     def __init__(
@@ -106,14 +111,22 @@ class InfluenceEncoder(nn.Module):
         eta_init: float = 0.002,
         readout: str = "sum",
         readout_layer0: bool = True,
+        num_users: int | None = None,
+        influence_on: str = "both",
     ):
         super().__init__()
         if readout not in ("sum", "last"):
             raise ValueError(f"readout must be 'sum' or 'last', got {readout!r}")
+        if influence_on not in ("both", "items"):
+            raise ValueError(f"influence_on must be 'both' or 'items', got {influence_on!r}")
+        if influence_on == "items" and num_users is None:
+            raise ValueError("influence_on = 'items' needs num_users (users are ids 0..num_users-1)")
         self.num_nodes, self.dim, self.layers = int(num_nodes), int(dim), int(layers)
         self.alpha = float(alpha)
         self.readout = readout
         self.readout_layer0 = bool(readout_layer0)
+        self.num_users = None if num_users is None else int(num_users)
+        self.influence_on = influence_on
         self.h0 = nn.Parameter(torch.zeros(self.num_nodes, self.dim))
         self.eta = nn.Parameter(torch.full((self.num_nodes, 1), float(eta_init)))
         self.mlp = IdentityMLP(self.dim)
@@ -145,7 +158,12 @@ class InfluenceEncoder(nn.Module):
     ) -> torch.Tensor:
         """ΔE⁰ = H̄ - α W^(L) (Eq. 17), (N, d)."""
         layers = self.h_layers(idm) if layers is None else layers
-        return self.h_readout(layers) - self.alpha * self.eta_term(idm, e_bar)
+        out = self.h_readout(layers) - self.alpha * self.eta_term(idm, e_bar)
+        if self.influence_on == "items":  # users as untouched nodes (outside_delta, or zero)
+            nu = self.num_users
+            users = self.h0[:nu] if self.outside_delta() is not None else torch.zeros_like(out[:nu])
+            out = torch.cat([users, out[nu:]])
+        return out
 
     def outside_delta(self) -> torch.Tensor | None:
         """ΔE⁰ of the nodes no request edge touches: H⁰ under a readout that includes layer 0,
@@ -164,7 +182,11 @@ class InfluenceEncoder(nn.Module):
         w = self.eta[nodes] * e_bar[nodes].detach()  # Eq. 16
         for _ in range(self.layers):
             w = propagate(sub_idm, w)
-        return self.h_readout(layers) - self.alpha * w  # Eq. 17
+        out = self.h_readout(layers) - self.alpha * w  # Eq. 17
+        if self.influence_on == "items":  # users as untouched nodes (outside_delta, or zero)
+            users = (nodes < self.num_users)[:, None]
+            out = torch.where(users, h0 if self.outside_delta() is not None else 0.0, out)
+        return out
 
     def delta_full(self, nodes: torch.Tensor, sub_idm: torch.Tensor, e_bar: torch.Tensor) -> torch.Tensor:
         """ΔE⁰ (N, d) assembled from :meth:`delta_local` and :meth:`outside_delta`."""

@@ -85,6 +85,8 @@ class UnlearnRec(Unlearner):
             c.eta_init,
             c.readout,
             c.readout_layer0,
+            model.graph.num_users,
+            c.influence_on,
         ).to(model.graph.device)
 
     def prepare(self, model: TrainedModel, train: Interactions | None = None) -> None:
@@ -272,7 +274,17 @@ class UnlearnRec(Unlearner):
                 f"the model has {model.graph.num_nodes} and {model.backbone.dim}"
             )
         c = from_dict(UnlearnRecConfig, meta["config"], "encoder config")
-        enc = InfluenceEncoder(n, d, c.ie_layers, c.alpha, c.eta_init, c.readout, c.readout_layer0)
+        enc = InfluenceEncoder(
+            n,
+            d,
+            c.ie_layers,
+            c.alpha,
+            c.eta_init,
+            c.readout,
+            c.readout_layer0,
+            model.graph.num_users,
+            c.influence_on,
+        )
         enc.load_state_dict(tensors)
         enc.requires_grad_(False)
         self.encoder = enc.to(model.graph.device)
