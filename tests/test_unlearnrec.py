@@ -206,6 +206,35 @@ def test_influence_on_items_round_trips_and_is_validated(model, tmp_path):
         InfluenceEncoder(10, 4, influence_on="items")
 
 
+def test_idm_norm_graph_weighs_an_edge_by_the_training_degrees(model):
+    # idm_norm = "graph": Â_Δ[u, i] = 1/sqrt(d_u d_i) with the training graph's degrees
+    tr = model.train
+    du, di = np.bincount(tr.users, minlength=tr.num_users), np.bincount(tr.items, minlength=tr.num_items)
+    req = request_of(model, 9, 5)
+    a = dense(build_idm(req.edges, degrees=(du, di)))
+    nu = tr.num_users
+    for u, i in zip(req.edges.users, req.edges.items, strict=True):
+        assert a[u, nu + i] == pytest.approx(1 / math.sqrt(du[u] * di[i]), rel=1e-6)
+        assert a[nu + i, u] == a[u, nu + i]
+    assert np.count_nonzero(a) == 2 * len(req.edges)
+    # the local (request-rows) IDM and the serving path agree with the full one
+    method = UnlearnRec(UnlearnRecConfig(idm_norm="graph"))
+    method.encoder = randomised(method.new_encoder(model))
+    e0, e_bar = model.backbone.e0.detach(), final_embeddings(model.backbone, model.graph)
+    nodes, sub = local_idm(req.edges, degrees=(du, di))
+    with torch.no_grad():
+        full = method.encoder(build_idm(req.edges, degrees=(du, di)), e0, e_bar)
+        torch.testing.assert_close(method.encoder.serve(nodes, sub, e0, e_bar), full)
+    new = method.forget(model, tr, req).model.backbone.e0.detach()
+    torch.testing.assert_close(new, full)
+    # a dropped view keeps the graph normalisation, scaled by 1/keep
+    view = dense(dropped_idm(req.edges, 0.5, torch.Generator().manual_seed(0), degrees=(du, di)))
+    kept = view != 0
+    np.testing.assert_allclose(view[kept], 2 * a[kept], rtol=1e-6)
+    with pytest.raises(ValueError, match="idm_norm"):
+        UnlearnRecConfig(idm_norm="both")
+
+
 # ============================================================================ §4 losses
 def test_unlearning_loss_step_lowers_forgotten_scores(model):
     enc = InfluenceEncoder(model.graph.num_nodes, model.backbone.dim)

@@ -14,7 +14,9 @@ class UnlearnRecConfig:
     paper's wording), ``readout_layer0`` (include H⁰ itself in the readout; without it Ours(0)
     leaves every node outside the request untouched), ``influence_on`` (``"both"``: Eq. 15-17
     on every node of the request, the paper; ``"items"``: our variant, the request's users get only
-    what an untouched node gets and ΔE⁰ lands on its items; see docs/forgetting.md).
+    what an untouched node gets and ΔE⁰ lands on its items; see docs/forgetting.md), ``idm_norm``
+    (``"request"``: Â_Δ normalised by the request's own degrees, §2, the paper; ``"graph"``: by the
+    training graph's degrees, so an edge weighs the same whatever the request's size).
 
     Pre-training (§4): ``epochs`` rounds, each with a fresh simulated request of a fraction
     ``ratio`` (ρ) of the training edges and one pass over the residual edges in batches of
@@ -38,6 +40,7 @@ class UnlearnRecConfig:
     readout: str = "sum"
     readout_layer0: bool = True
     influence_on: str = "both"
+    idm_norm: str = "request"
     # pre-training (Eq. 19-25)
     epochs: int = 10
     ratio: float = 0.2
@@ -63,6 +66,8 @@ class UnlearnRecConfig:
             raise ValueError(f"readout must be 'sum' or 'last', got {self.readout!r}")
         if self.influence_on not in ("both", "items"):
             raise ValueError(f"influence_on must be 'both' or 'items', got {self.influence_on!r}")
+        if self.idm_norm not in ("request", "graph"):
+            raise ValueError(f"idm_norm must be 'request' or 'graph', got {self.idm_norm!r}")
         if self.ie_layers < 1:
             raise ValueError("ie_layers must be >= 1")
         if not 0 < self.ratio < 1:

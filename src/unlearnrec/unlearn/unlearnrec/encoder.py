@@ -9,48 +9,16 @@ from torch import nn
 from unlearnrec.data.graph import normalized_adjacency, propagate
 from unlearnrec.data.interactions import Interactions
 
-
-def build_idm(edges: Interactions, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Â_Δ = D_Δ^-1/2 Ā_Δ D_Δ^-1/2 of the request edges alone (§2): (N x N) sparse CSR, O(|E_Δ| + N).
-
-    Degrees are counted inside the IDM; nodes untouched by the request are isolated (zero rows).
-    """
-    return normalized_adjacency(edges.users, edges.items, edges.num_users, edges.num_items, device=device)
+Degrees = tuple[np.ndarray, np.ndarray]
 
 
-def local_idm(edges: Interactions, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(nodes (S,), Â_Δ restricted to them (S x S)): the IDM on the S nodes the request touches.
-
-    Every other row and column of Â_Δ is zero, so H^l (l >= 1) and W^l vanish outside S and
-    only these rows need propagating (the cost of Ours(0) then scales with |E_Δ|, not N).
-    Node ids are global (users first, items offset by ``num_users``), sorted.
-    """
-    su, lu = np.unique(edges.users, return_inverse=True)
-    si, li = np.unique(edges.items, return_inverse=True)
-    sub = normalized_adjacency(lu.ravel(), li.ravel(), len(su), len(si), device=device)
-    nodes = torch.from_numpy(np.concatenate([su, si + edges.num_users])).to(device)
-    return nodes, sub
-
-
-def dropped_idm(
-    edges: Interactions, keep: float, generator: torch.Generator, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """A random edge-dropped view of Â_Δ for L_c (Eq. 23): each request edge is kept with
-    probability ``keep``; kept entries keep the full IDM's normalisation, scaled by 1/keep.
-
-    Dropping whole edges (both (u, i) and (i, u)) keeps the matrix symmetric, which
-    :func:`~unlearnrec.data.graph.propagate` relies on.
-    """
-    nu, ni = edges.num_users, edges.num_items
-    du = np.bincount(edges.users, minlength=nu).astype(np.float64)
-    di = np.bincount(edges.items, minlength=ni).astype(np.float64)
-    mask = torch.rand(len(edges), generator=generator).numpy() < keep
-    u, i = edges.users[mask], edges.items[mask]
-    # the full IDM's degrees, not the kept ones: the view is Â_Δ with entries dropped and rescaled
-    vals = 1.0 / np.sqrt(du[u] * di[i]) / keep
-    n = nu + ni
-    rows = np.concatenate([u, i + nu])
-    cols = np.concatenate([i + nu, u])
+def _graph_normalized(users, items, num_users, num_items, degrees: Degrees, scale=1.0, device="cpu"):
+    """Ā_Δ with entries 1/sqrt(d_u d_i) from *given* degrees (the training graph's), (N x N) CSR."""
+    du, di = degrees
+    vals = scale / np.sqrt(np.asarray(du, np.float64)[users] * np.asarray(di, np.float64)[items])
+    n = num_users + num_items
+    rows = np.concatenate([users, items + num_users])
+    cols = np.concatenate([items + num_users, users])
     v = np.concatenate([vals, vals])
     order = np.lexsort((cols, rows))
     rows, cols, v = rows[order], cols[order], v[order]
@@ -64,6 +32,64 @@ def dropped_idm(
         device=device,
         check_invariants=False,
     )
+
+
+def build_idm(
+    edges: Interactions, device: torch.device | str = "cpu", degrees: Degrees | None = None
+) -> torch.Tensor:
+    """Â_Δ = D_Δ^-1/2 Ā_Δ D_Δ^-1/2 of the request edges alone (§2): (N x N) sparse CSR, O(|E_Δ| + N).
+
+    Degrees are counted inside the IDM; nodes untouched by the request are isolated (zero rows).
+    ``degrees`` = (user degrees, item degrees) of the training graph normalise by those instead
+    (``idm_norm = "graph"``, not the paper's): an edge then weighs 1/sqrt(d_u d_i) whatever the
+    request's size.
+    """
+    if degrees is not None:
+        return _graph_normalized(
+            edges.users, edges.items, edges.num_users, edges.num_items, degrees, device=device
+        )
+    return normalized_adjacency(edges.users, edges.items, edges.num_users, edges.num_items, device=device)
+
+
+def local_idm(
+    edges: Interactions, device: torch.device | str = "cpu", degrees: Degrees | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nodes (S,), Â_Δ restricted to them (S x S)): the IDM on the S nodes the request touches.
+
+    Every other row and column of Â_Δ is zero, so H^l (l >= 1) and W^l vanish outside S and
+    only these rows need propagating (the cost of Ours(0) then scales with |E_Δ|, not N).
+    Node ids are global (users first, items offset by ``num_users``), sorted. ``degrees``: as
+    :func:`build_idm`.
+    """
+    su, lu = np.unique(edges.users, return_inverse=True)
+    si, li = np.unique(edges.items, return_inverse=True)
+    if degrees is not None:
+        local = (np.asarray(degrees[0])[su], np.asarray(degrees[1])[si])
+        sub = _graph_normalized(lu.ravel(), li.ravel(), len(su), len(si), local, device=device)
+    else:
+        sub = normalized_adjacency(lu.ravel(), li.ravel(), len(su), len(si), device=device)
+    nodes = torch.from_numpy(np.concatenate([su, si + edges.num_users])).to(device)
+    return nodes, sub
+
+
+def dropped_idm(
+    edges: Interactions,
+    keep: float,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    degrees: Degrees | None = None,
+) -> torch.Tensor:
+    """A random edge-dropped view of Â_Δ for L_c (Eq. 23): each request edge is kept with
+    probability ``keep``; kept entries keep the full IDM's normalisation, scaled by 1/keep.
+
+    Dropping whole edges (both (u, i) and (i, u)) keeps the matrix symmetric, which
+    :func:`~unlearnrec.data.graph.propagate` relies on. ``degrees``: as :func:`build_idm`.
+    """
+    nu, ni = edges.num_users, edges.num_items
+    if degrees is None:  # the full IDM's degrees, not the kept ones
+        degrees = (np.bincount(edges.users, minlength=nu), np.bincount(edges.items, minlength=ni))
+    mask = torch.rand(len(edges), generator=generator).numpy() < keep
+    return _graph_normalized(edges.users[mask], edges.items[mask], nu, ni, degrees, 1.0 / keep, device)
 
 
 class IdentityMLP(nn.Module):

@@ -45,7 +45,13 @@ from unlearnrec.unlearn.base import Request, Result, Unlearner
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, local_idm
 from unlearnrec.unlearn.unlearnrec.finetune import finetune
-from unlearnrec.unlearn.unlearnrec.pretrain import StepCallback, copy_backbone, final_embeddings, pretrain
+from unlearnrec.unlearn.unlearnrec.pretrain import (
+    StepCallback,
+    copy_backbone,
+    final_embeddings,
+    idm_degrees,
+    pretrain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +148,8 @@ class UnlearnRec(Unlearner):
                 "noop": True,
             }
         device = model.graph.device
-        nodes, sub_idm = local_idm(request.edges, device)  # §2, on the touched nodes only
+        degrees = idm_degrees(model.graph, self.config)
+        nodes, sub_idm = local_idm(request.edges, device, degrees)  # §2, on the touched nodes only
         residual = model.graph.residual(request.edges)  # Â_r in O(nnz)
         e_bar = self.final_embeddings(model)
         e0 = model.backbone.e0.detach()

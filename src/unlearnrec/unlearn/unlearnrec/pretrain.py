@@ -50,6 +50,15 @@ def final_embeddings(backbone: Backbone, graph: Graph) -> torch.Tensor:
     return out
 
 
+def idm_degrees(graph: Graph, config: UnlearnRecConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (user, item) degrees of ``graph`` when the IDM is normalised by them (``idm_norm =
+    "graph"``), else None (the request's own degrees, §2)."""
+    if config.idm_norm != "graph":
+        return None
+    tr = graph.interactions
+    return np.bincount(tr.users, minlength=tr.num_users), np.bincount(tr.items, minlength=tr.num_items)
+
+
 def forgotten_chunks(forgotten: Interactions, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Split a shuffled E_Δ into ``steps`` chunks (indices), so one pass over the batches of E_r
     also visits every forgotten edge once in L_u."""
@@ -130,6 +139,7 @@ def pretrain(
     e0 = frozen.e0.detach()
     e_bar = final_embeddings(frozen, graph)
     nu = graph.num_users
+    degrees = idm_degrees(graph, config)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     encoder.mlp.requires_grad_(False)  # Eq. 18's MLP stays the identity during pre-training
@@ -141,7 +151,7 @@ def pretrain(
     t0 = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         forgotten = sample_edges(graph.interactions, config.ratio, rng)
-        idm = build_idm(forgotten, device)
+        idm = build_idm(forgotten, device, degrees)
         residual = graph.residual(forgotten)
         in_idm = torch.zeros(graph.num_nodes, dtype=torch.bool, device=device)
         in_idm[torch.as_tensor(np.concatenate([forgotten.users, forgotten.items + nu]), device=device)] = True
@@ -167,7 +177,7 @@ def pretrain(
                     total = total + config.lambda_p * aux["preserve"]
                 terms.update(aux)
             if config.use_lc and config.lambda_c > 0:
-                view = dropped_idm(forgotten, config.contrast_keep, gen, device)
+                view = dropped_idm(forgotten, config.contrast_keep, gen, device, degrees)
                 lc = None
                 # users and items contrasted separately, each capped at contrast_nodes rows: the
                 # InfoNCE logits are (n x n) per IE layer, 8k x 8k on ML-1M without the cap
