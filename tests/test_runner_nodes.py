@@ -114,16 +114,22 @@ def _keys(runner: Runner) -> list[tuple]:
 
 def test_users_config_shares_the_ratio_grid_model_and_encoder(tmp_path):
     ratio = _keys(Runner(load_config(read_toml(EXPERIMENTS / "ratio-ml-1m-cpu.toml")), tmp_path / "a"))
-    assert [(r, k, c) for r, _, k, c, _ in ratio][:3] == RATIO_CPU
-    assert {m for _, m, *_ in ratio} == {RATIO_CPU_MODEL} and {p for *_, p in ratio} == {RATIO_CPU_PREPARED}
+    # the first three methods keep the cells they were run under; methods appended later add cells
+    assert [(r, k, c[:3]) for r, _, k, c, _ in ratio][:3] == RATIO_CPU
+    assert {m for _, m, *_ in ratio} == {RATIO_CPU_MODEL} and {p[:3] for *_, p in ratio} == {
+        RATIO_CPU_PREPARED
+    }
+    # the item-side variant (influence_on = "items") pre-trains its own encoder, once for the grid
+    assert len({p[3:] for *_, p in ratio}) == 1 and not set(ratio[0][4][3:]) & set(RATIO_CPU_PREPARED)
 
     cfg = load_config(read_toml(EXPERIMENTS / "users-ml-1m-cpu.toml"))
     assert cfg.request == "users" and cfg.request_axis == (0.001, 0.01) and cfg.datasets == ("ml-1m",)
-    assert [m.title for m in cfg.methods] == ["Retrain", "UnlearnRec(0)", "UnlearnRec(3)"]
+    assert [m.title for m in cfg.methods][:3] == ["Retrain", "UnlearnRec(0)", "UnlearnRec(3)"]
     users = _keys(Runner(cfg, tmp_path / "b"))
     assert len(users) == 2
     for r, model, key, cells, prepared in users:
-        assert model == RATIO_CPU_MODEL and prepared == RATIO_CPU_PREPARED  # trained and pre-trained once
+        assert model == RATIO_CPU_MODEL and prepared[:3] == RATIO_CPU_PREPARED  # trained and pre-trained once
+        assert prepared[3:] == ratio[0][4][3:]  # the item-side encoder too
         same_ratio = next(x for x in RATIO_CPU if x[0] == r)
         assert key != same_ratio[1] and not set(cells) & set(same_ratio[2])  # its own request and cells
     # the same ratio under "items" is a third request
