@@ -13,7 +13,7 @@ import torch
 from unlearnrec.cli import main
 from unlearnrec.data.graph import Graph
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments.report import to_csv, to_markdown
+from unlearnrec.experiments.report import aggregate, to_csv, to_markdown
 from unlearnrec.experiments.runner import load_config, read_results, run_experiment
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Unlearner
@@ -184,6 +184,44 @@ def test_report_against_paper():
     assert "3.25 (paper 6.51, -50.0%)" in md
     rows = list(csv.DictReader(io.StringIO(to_csv(recs))))
     assert float(rows[1]["paper_mi_bf"]) == 6.51 and float(rows[1]["diff_pct_mi_bf"]) == pytest.approx(-50.0)
+
+
+def test_report_keeps_the_latest_cell_of_a_label_and_seed():
+    # a method's config changed and the grid re-ran into the same folder: the two cells share a label
+    # and a seed; the report shows the latest, it does not average them as if they were two seeds
+    base = {"kind": "cell", "status": "ok", "dataset": "ml-1m", "backbone": "lightgcn", "ratio": 1.0}
+    m = {"ndcg@20": 0.3, "mi_bf": 1.0, "mi_ng": 1.0}
+    recs = [
+        {
+            **base,
+            "seed": 0,
+            "cell": "old",
+            "method": "unlearnrec",
+            "label": "UnlearnRec(0)",
+            "metrics": {**m, "recall@20": 0.10},
+        },
+        {
+            **base,
+            "seed": 0,
+            "cell": "new",
+            "method": "unlearnrec",
+            "label": "UnlearnRec(0)",
+            "metrics": {**m, "recall@20": 0.20},
+        },
+        {
+            **base,
+            "seed": 1,
+            "cell": "s1",
+            "method": "unlearnrec",
+            "label": "UnlearnRec(0)",
+            "metrics": {**m, "recall@20": 0.30},
+        },
+    ]
+    (cell,) = aggregate(recs)
+    assert cell.seeds == 2 and cell.values["recall@20"] == [0.20, 0.30]
+    # re-recording the old cell (a later run of the old config) makes it the latest again
+    (cell,) = aggregate([*recs, recs[0]])
+    assert sorted(cell.values["recall@20"]) == [0.10, 0.30]
 
 
 def test_cli_experiment_and_report(tiny_dir, tmp_path, capsys):

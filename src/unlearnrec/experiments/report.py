@@ -107,10 +107,21 @@ def latest_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def aggregate(records: list[dict]) -> list[Cell]:
-    """Average the ok cells over seeds, in grid order (first appearance)."""
+    """Average the ok cells over seeds, in grid order (first appearance).
+
+    Two cells under one label and seed (a method's config changed and the grid re-run into the
+    same folder) are not averaged: the one recorded last stands for that seed.
+    """
     ok, _ = latest_records(records)
+    last_line = {r["cell"]: i for i, r in enumerate(records) if r.get("kind") == "cell" and "cell" in r}
+    per_seed: dict[tuple, dict] = {}
+    for r in sorted(ok, key=lambda r: last_line[r["cell"]]):
+        kind, _ = request_of(r)
+        key = (r["dataset"], r["backbone"], float(r.get("ratio", 1.0)), r.get("label") or r["method"], kind)
+        per_seed[(key, r.get("seed"))] = r  # in order of recording: the latest wins
+    order = {id(r): i for i, r in enumerate(ok)}
     cells: dict[tuple, Cell] = {}
-    for r in ok:
+    for r in sorted(per_seed.values(), key=lambda r: order[id(r)]):
         kind, req = request_of(r)
         key = (r["dataset"], r["backbone"], float(r.get("ratio", 1.0)), r.get("label") or r["method"], kind)
         c = cells.setdefault(key, Cell(*key[:4], method=r["method"], request=kind))
