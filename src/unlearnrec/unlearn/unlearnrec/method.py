@@ -82,18 +82,7 @@ class UnlearnRec(Unlearner):
 
     # ---------------------------------------------------------------------------- preparation
     def new_encoder(self, model: TrainedModel) -> InfluenceEncoder:
-        c = self.config
-        return InfluenceEncoder(
-            model.graph.num_nodes,
-            model.backbone.dim,
-            c.ie_layers,
-            c.alpha,
-            c.eta_init,
-            c.readout,
-            c.readout_layer0,
-            model.graph.num_users,
-            c.influence_on,
-        ).to(model.graph.device)
+        return _encoder(model.graph.num_nodes, model.backbone.dim, self.config, model).to(model.graph.device)
 
     def prepare(self, model: TrainedModel, train: Interactions | None = None) -> None:
         """Pre-train the encoder on ``model`` (§4), unless a compatible one is already loaded."""
@@ -281,17 +270,7 @@ class UnlearnRec(Unlearner):
                 f"the model has {model.graph.num_nodes} and {model.backbone.dim}"
             )
         c = from_dict(UnlearnRecConfig, meta["config"], "encoder config")
-        enc = InfluenceEncoder(
-            n,
-            d,
-            c.ie_layers,
-            c.alpha,
-            c.eta_init,
-            c.readout,
-            c.readout_layer0,
-            model.graph.num_users,
-            c.influence_on,
-        )
+        enc = _encoder(n, d, c, model)
         enc.load_state_dict(tensors)
         enc.requires_grad_(False)
         self.encoder = enc.to(model.graph.device)
@@ -299,6 +278,21 @@ class UnlearnRec(Unlearner):
         self.prepared_for = {
             k: meta[k] for k in ("train_fingerprint", "original_train_fingerprint") if k in meta
         }
+
+
+def _encoder(num_nodes: int, dim: int, c: UnlearnRecConfig, model: TrainedModel) -> InfluenceEncoder:
+    """A fresh encoder with the IE fields of ``c`` for ``model``'s users."""
+    return InfluenceEncoder(
+        num_nodes,
+        dim,
+        c.ie_layers,
+        c.alpha,
+        c.eta_init,
+        c.readout,
+        c.readout_layer0,
+        model.graph.num_users,
+        c.influence_on,
+    )
 
 
 def _model_identity(model: TrainedModel) -> dict[str, Any]:
