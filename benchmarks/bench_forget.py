@@ -100,10 +100,11 @@ def full_retrain(data, graph: Graph, request: Request, dim: int, recipe: dict) -
     bb = build_backbone("lightgcn", data.train.num_users, data.train.num_items, {"dim": dim}, generator=gen)
     cfg = TrainConfig(patience=0, **recipe)
     t = time.perf_counter()
-    res = fit(bb, graph.residual(request.edges), cfg)
+    residual = graph.residual(request.edges)
+    res = fit(bb, residual, cfg)
     seconds = time.perf_counter() - t
     with torch.no_grad():
-        ue, ie = bb.embed(graph.residual(request.edges))
+        ue, ie = bb.embed(residual)
     test = evaluate_embeddings(ue, ie, data.test, exclude=[data.train], ks=(20,))
     return {
         "retrain_s": seconds,

@@ -55,8 +55,7 @@ def idm_degrees(graph: Graph, config: UnlearnRecConfig) -> tuple[np.ndarray, np.
     "graph"``), else None (the request's own degrees, §2)."""
     if config.idm_norm != "graph":
         return None
-    tr = graph.interactions
-    return np.bincount(tr.users, minlength=tr.num_users), np.bincount(tr.items, minlength=tr.num_items)
+    return graph.interactions.user_degrees(), graph.interactions.item_degrees()
 
 
 def forgotten_chunks(forgotten: Interactions, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
