@@ -21,6 +21,7 @@ def normalized_adjacency(
     num_items: int,
     weights: np.ndarray | None = None,
     device: torch.device | str = "cpu",
+    degrees: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> torch.Tensor:
     """D^-1/2 Ā D^-1/2 of the bipartite graph, as an (N x N) torch sparse CSR tensor, in O(nnz).
 
@@ -28,15 +29,20 @@ def normalized_adjacency(
     Degrees are counted inside the given edge set (so the IDM of §2 is this function applied
     to the request edges alone). Degree-0 nodes get an all-zero row (never inf or NaN).
     ``weights`` (optional, one per edge) scales an edge before normalisation (edge dropout
-    uses 1/keep). The matrix is symmetric, which :func:`propagate` relies on.
+    uses 1/keep). ``degrees`` = (user degrees, item degrees) replace the counted ones (the IDM
+    normalised by the training graph's degrees). The matrix is symmetric, which :func:`propagate`
+    relies on.
     """
     n = num_users + num_items
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     w = np.ones(len(users), dtype=np.float64) if weights is None else np.asarray(weights, np.float64)
-    du = np.bincount(users, weights=w, minlength=num_users)
-    di = np.bincount(items, weights=w, minlength=num_items)
-    deg = np.concatenate([du, di])
+    if degrees is None:
+        degrees = (
+            np.bincount(users, weights=w, minlength=num_users),
+            np.bincount(items, weights=w, minlength=num_items),
+        )
+    deg = np.concatenate([np.asarray(degrees[0], np.float64), np.asarray(degrees[1], np.float64)])
     with np.errstate(divide="ignore"):
         dinv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-300)), 0.0)
     # CSR in O(nnz + N) by counting sort: user rows come first (their columns follow the edge

@@ -12,28 +12,6 @@ from unlearnrec.data.interactions import Interactions
 Degrees = tuple[np.ndarray, np.ndarray]
 
 
-def _graph_normalized(users, items, num_users, num_items, degrees: Degrees, scale=1.0, device="cpu"):
-    """Ā_Δ with entries 1/sqrt(d_u d_i) from *given* degrees (the training graph's), (N x N) CSR."""
-    du, di = degrees
-    vals = scale / np.sqrt(np.asarray(du, np.float64)[users] * np.asarray(di, np.float64)[items])
-    n = num_users + num_items
-    rows = np.concatenate([users, items + num_users])
-    cols = np.concatenate([items + num_users, users])
-    v = np.concatenate([vals, vals])
-    order = np.lexsort((cols, rows))
-    rows, cols, v = rows[order], cols[order], v[order]
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(indptr),
-        torch.from_numpy(cols.astype(np.int64)),
-        torch.from_numpy(v.astype(np.float32)),
-        size=(n, n),
-        device=device,
-        check_invariants=False,
-    )
-
-
 def build_idm(
     edges: Interactions, device: torch.device | str = "cpu", degrees: Degrees | None = None
 ) -> torch.Tensor:
@@ -44,11 +22,9 @@ def build_idm(
     (``idm_norm = "graph"``, not the paper's): an edge then weighs 1/sqrt(d_u d_i) whatever the
     request's size.
     """
-    if degrees is not None:
-        return _graph_normalized(
-            edges.users, edges.items, edges.num_users, edges.num_items, degrees, device=device
-        )
-    return normalized_adjacency(edges.users, edges.items, edges.num_users, edges.num_items, device=device)
+    return normalized_adjacency(
+        edges.users, edges.items, edges.num_users, edges.num_items, device=device, degrees=degrees
+    )
 
 
 def local_idm(
@@ -63,11 +39,8 @@ def local_idm(
     """
     su, lu = np.unique(edges.users, return_inverse=True)
     si, li = np.unique(edges.items, return_inverse=True)
-    if degrees is not None:
-        local = (np.asarray(degrees[0])[su], np.asarray(degrees[1])[si])
-        sub = _graph_normalized(lu.ravel(), li.ravel(), len(su), len(si), local, device=device)
-    else:
-        sub = normalized_adjacency(lu.ravel(), li.ravel(), len(su), len(si), device=device)
+    local = None if degrees is None else (np.asarray(degrees[0])[su], np.asarray(degrees[1])[si])
+    sub = normalized_adjacency(lu.ravel(), li.ravel(), len(su), len(si), device=device, degrees=local)
     nodes = torch.from_numpy(np.concatenate([su, si + edges.num_users])).to(device)
     return nodes, sub
 
@@ -89,7 +62,8 @@ def dropped_idm(
     if degrees is None:  # the full IDM's degrees, not the kept ones
         degrees = (np.bincount(edges.users, minlength=nu), np.bincount(edges.items, minlength=ni))
     mask = torch.rand(len(edges), generator=generator).numpy() < keep
-    return _graph_normalized(edges.users[mask], edges.items[mask], nu, ni, degrees, 1.0 / keep, device)
+    w = np.full(int(mask.sum()), 1.0 / keep)
+    return normalized_adjacency(edges.users[mask], edges.items[mask], nu, ni, w, device, degrees)
 
 
 class IdentityMLP(nn.Module):
