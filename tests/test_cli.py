@@ -70,3 +70,18 @@ def test_malformed_file_names_line(tmp_path, capsys):
     (d / "test.txt").write_text("0 3\n")
     code, _, err = run(capsys, "train", "--dataset", d, "--out", tmp_path / "m")
     assert code == 2 and "train.txt:2: malformed line" in err
+
+
+def test_train_on_the_whole_split_reports_no_validation(tmp_path, tiny_dir, capsys):
+    # val_ratio = 0 (the paper's protocol): no validation metrics are invented, in text or JSON
+    cfg = tmp_path / "full.toml"
+    cfg.write_text("[train]\nepochs = 2\n\n[data]\nval_ratio = 0.0\n")
+    out = tmp_path / "m"
+    args = ("train", "--dataset", tiny_dir, "--config", cfg, "--dim", 8, "--out", out, "-q")
+    code, o, e = run(capsys, *args, "--json")
+    assert code == 0, e
+    res = json.loads(o)
+    assert res["val"] is None and 0 < res["test"]["recall@20"] <= 1
+    code, o, _ = run(capsys, *args)
+    assert code == 0
+    assert "val   none (no validation split: val_ratio = 0)" in o

@@ -23,6 +23,9 @@ log = logging.getLogger("unlearnrec")
 
 
 # ----------------------------------------------------------------------------------- helpers
+NO_VAL = "none (no validation split: val_ratio = 0)"
+
+
 def _emit(args, obj: dict[str, Any], lines: list[str]) -> None:
     if getattr(args, "json", False):
         print(json.dumps(obj, default=_json_default))
@@ -109,7 +112,7 @@ def cmd_train(args) -> int:
         meta={"original_train_fingerprint": data.train.fingerprint()},
     )
     test = model.evaluate(data, "test", ks=tcfg.ks)
-    val = model.evaluate(data, "val", ks=tcfg.ks)
+    val = model.evaluate(data, "val", ks=tcfg.ks) if len(data.val) else None
     model.meta.update(
         {
             "train_config": _asdict(tcfg),
@@ -134,7 +137,7 @@ def cmd_train(args) -> int:
             f"trained {name} on {args.dataset} in {res.seconds:.1f}s "
             f"({res.epochs_run} epochs, best {res.best_epoch})",
             f"test  {_fmt_metrics(test)}",
-            f"val   {_fmt_metrics(val)}",
+            f"val   {_fmt_metrics(val)}" if val is not None else f"val   {NO_VAL}",
             f"saved to {args.out}",
         ],
     )
