@@ -10,8 +10,10 @@ epoch, validation and test Recall@20. The time at which test Recall@20 first rea
 
 ``--reference pyg`` runs PyTorch Geometric's ``LightGCN`` on the same train/val/test edges in the
 same command, as a subprocess of the other virtual environment (``--pyg-python``), for at most
-``--reference-minutes``; the ratio of the two times to the target (or to the best test Recall
-the reference reached, if it never reaches the target) is printed.
+``--reference-minutes``; the ratio of the two times is printed at each new best of the reference's
+curve and at the target (``compare_curves``; ``--summarize FILE`` re-prints it from a saved
+``--json`` file). ``--val-ratio 0`` trains on the whole training split for ``--epochs`` and keeps
+the last state (the paper's protocol, with the epoch count chosen on validation beforehand).
 
     flock /tmp/unlearnrec-heavy.lock timeout 900 .venv/bin/python benchmarks/time_to_accuracy.py \\
         --dataset ml-1m --backbone lightgcn --config configs/lightgcn-ml-1m.toml --target 0.225 \\
@@ -78,7 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pyg-python", default=DEFAULT_PYG)
     p.add_argument("--json", default=None, help="also write the curves to this JSON file")
     p.add_argument("--summarize", default=None, help="only print the comparison of a saved --json file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.val_ratio == 0 and args.reference != "none":
+        p.error("--reference needs a validation split (the reference is given the same one): --val-ratio > 0")
+    return args
 
 
 def recipe(args) -> tuple[dict, TrainConfig]:
