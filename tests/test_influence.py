@@ -290,10 +290,10 @@ def _minimise(loss_fn, theta: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
-def _convex_case(graph_weight: float, n_edges: int):
+def _convex_case(graph_weight: float, n_edges: int, graph_seed: int = 2):
     """A trained convex model on a dense graph (each user ~40 edges: removing one is a small change),
     a request, and the exactly retrained optimum of the residual objective."""
-    train = planted_clusters(16, 60, clusters=2, p_in=0.8, p_out=0.2, seed=2)
+    train = planted_clusters(16, 60, clusters=2, p_in=0.8, p_out=0.2, seed=graph_seed)
     graph = Graph.from_interactions(train)
     bb = LinearRec(train.num_users, train.num_items, dim=4, reg=0.5, graph_weight=graph_weight)
     triples = inf.fixed_triples(train, seed=0)  # the very triples GIF/CEU use with seed 0
@@ -335,26 +335,32 @@ def test_influence_update_matches_retraining_on_convex_model(method, graph_weigh
 
 
 def test_gif_neighbourhood_terms_matter_when_the_loss_depends_on_the_graph():
-    train, model, req, theta0, retrained = _convex_case(1.0, 1)
-    gif = _gap(
-        GIF(GIFConfig(iterations=400, damping=0.0, hessian_edges=0, tol=1e-6)).forget(model, train, req),
-        theta0,
-        retrained,
-    )
-    ceu = _gap(
-        CEU(CEUConfig(iterations=200, damping=0.0, hessian_edges=0, tol=1e-8)).forget(model, train, req),
-        theta0,
-        retrained,
-    )
-    gif_local = _gap(
-        GIF(GIFConfig(iterations=400, damping=0.0, hessian_edges=0, tol=1e-6, hops=0)).forget(
-            model, train, req
-        ),
-        theta0,
-        retrained,
-    )
-    assert gif < 0.5 * ceu  # CEU's forgotten-terms-only gradient misses the propagation change
-    assert gif < 0.5 * gif_local
+    # Over five random graphs (one graph alone is too thin a margin: the ratio below ranged
+    # 0.16-0.54 by graph, and numpy releases may change which graph a seed draws).
+    ratios = []
+    for graph_seed in range(5):
+        train, model, req, theta0, retrained = _convex_case(1.0, 1, graph_seed)
+        gif = _gap(
+            GIF(GIFConfig(iterations=400, damping=0.0, hessian_edges=0, tol=1e-6)).forget(model, train, req),
+            theta0,
+            retrained,
+        )
+        ceu = _gap(
+            CEU(CEUConfig(iterations=200, damping=0.0, hessian_edges=0, tol=1e-8)).forget(model, train, req),
+            theta0,
+            retrained,
+        )
+        gif_local = _gap(
+            GIF(GIFConfig(iterations=400, damping=0.0, hessian_edges=0, tol=1e-6, hops=0)).forget(
+                model, train, req
+            ),
+            theta0,
+            retrained,
+        )
+        assert gif < 0.5 * ceu  # CEU's forgotten-terms-only gradient misses the propagation change
+        assert gif < gif_local  # dropping the neighbourhood terms is worse on every graph ...
+        ratios.append(gif / gif_local)
+    assert np.mean(ratios) < 0.5  # ... and at least twice as far from retraining on average (0.34)
 
 
 class NoisyViews(Backbone):
