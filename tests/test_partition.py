@@ -318,3 +318,41 @@ class ShardedUnlearnerChecks:
 
 def prepared_name(checks: ShardedUnlearnerChecks) -> str:
     return type(checks.make(0)).name
+
+
+@pytest.mark.parametrize("method", ["receraser", "grapheraser"])
+@pytest.mark.parametrize(
+    "backbone,extra",
+    [("sgl", {"keep": 0.8, "ssl_weight": 0.1}), ("simgcl", {"eps": 0.3, "ssl_weight": 0.1})],
+)
+def test_shards_are_the_unlearned_backbone(tiny, monkeypatch, method, backbone, extra):
+    """The sub-models of a self-supervised model are that backbone, with its own settings (not LightGCN)."""
+    import unlearnrec.unlearn.partition as part
+    from unlearnrec.backbones import build_backbone
+    from unlearnrec.model import TrainedModel
+    from unlearnrec.unlearn.base import Request
+    from unlearnrec.unlearn.registry import build_method
+
+    cfg = {"dim": 8, "layers": 2, **extra}
+    bb = build_backbone(
+        backbone, tiny.num_users, tiny.num_items, cfg, generator=torch.Generator().manual_seed(0)
+    )
+    model = TrainedModel(bb, Graph.from_interactions(tiny), backbone)
+    jobs = []
+    orig = part.train_one_shard
+    monkeypatch.setattr(part, "train_one_shard", lambda job: (jobs.append(job), orig(job))[1])
+    u = build_method(method, {"num_shards": 3, "shard_epochs": 2, "agg_epochs": 1, "batch_size": 64}, seed=0)
+    u.prepare(model, tiny)
+    assert len(jobs) == 3
+    assert {j.backbone for j in jobs} == {backbone}
+    assert all(all(j.backbone_config[k] == v for k, v in cfg.items()) for j in jobs)
+    jobs.clear()
+    req = Request.of_edges(tiny, tiny.users[:3], tiny.items[:3])
+    res = u.forget(model, tiny, req)
+    assert jobs and {j.backbone for j in jobs} == {backbone}
+    assert all(
+        Interactions(j.users, j.items, j.num_users, j.num_items).intersects(req.edges) == 0 for j in jobs
+    )
+    assert res.model.train.intersects(req.edges) == 0
+    ue, ie = res.model.embeddings()
+    assert torch.isfinite(ue).all() and torch.isfinite(ie).all()
