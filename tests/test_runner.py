@@ -242,3 +242,27 @@ def test_cli_experiment_and_report(tiny_dir, tmp_path, capsys):
     cells = json.loads(capsys.readouterr().out)
     assert cells[0]["method"] == "retrain" and 0 <= cells[0]["recall@20"] <= 1
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_report_long_layout_gives_a_row_per_method_with_its_share_of_retrain():
+    base = {"kind": "cell", "status": "ok", "dataset": "ml-1m", "ratio": 1.0, "seed": 0}
+    m = {"ndcg@20": 0.3, "mi_bf": 2.0, "mi_ng": 1.5}
+    recs = []
+    for bb, retrain in (("lightgcn", 0.20), ("sgl", 0.25)):
+        recs.append({**base, "backbone": bb, "cell": f"{bb}-r", "method": "retrain", "label": "Retrain",
+                     "metrics": {**m, "recall@20": retrain}})  # fmt: skip
+        for j, lab in enumerate(["A", "B", "C", "D"]):
+            recs.append({**base, "backbone": bb, "cell": f"{bb}-{lab}", "method": "gif", "label": lab,
+                         "metrics": {**m, "recall@20": retrain * (0.9 + 0.05 * j)}})  # fmt: skip
+    long = to_markdown(recs)  # five methods: auto picks the long layout
+    assert long == to_markdown(recs, "long")
+    table = [ln for ln in long.split("\n\n")[0].splitlines()[2:]]
+    assert len(table) == 10  # 2 backbones x 5 methods
+    assert table[0].startswith("| ml-1m | lightgcn | Retrain | 0.2000 (paper 0.2287, -12.5%) |")
+    assert table[0].endswith("| 100.0% |")
+    assert table[7].startswith("| ml-1m | sgl | B | 0.2375 |") and table[7].endswith("| 95.0% |")
+    wide = to_markdown(recs, "wide")
+    assert len(wide.split("\n\n")[0].splitlines()) == 2 + 2 and "D MI-NG" in wide
+    assert to_markdown(recs[:4]) == to_markdown(recs[:4], "wide")  # four methods: still the paper's layout
+    with pytest.raises(ValueError, match="unknown layout"):
+        to_markdown(recs, "tall")

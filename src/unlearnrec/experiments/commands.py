@@ -80,12 +80,12 @@ def cmd_report(args) -> int:
         return 0
     parts = []
     if args.markdown or not args.csv:
-        parts.append(to_markdown(records))
+        parts.append(to_markdown(records, args.layout))
     if args.csv:
         parts.append(to_csv(records))
     print("\n".join(parts), end="")
     if args.save:
-        Path(args.dir, "table2.md").write_text(to_markdown(records))
+        Path(args.dir, "table2.md").write_text(to_markdown(records, args.layout))
         Path(args.dir, "table2.csv").write_text(to_csv(records))
     if args.html:
         from unlearnrec.experiments.html import render_html
@@ -122,6 +122,13 @@ def register(sub, common) -> None:
     r.add_argument("--csv", action="store_true", help="print CSV (with --markdown: both)")
     r.add_argument("--markdown", action="store_true", help="print Markdown (the default)")
     r.add_argument("--save", action="store_true", help="also write table2.md and table2.csv into DIR")
+    r.add_argument(
+        "--layout",
+        choices=("auto", "wide", "long"),
+        default="auto",
+        help="Markdown layout: wide = the paper's (methods side by side), long = a row per method "
+        "with its Recall as a share of Retrain's; auto (default): wide up to 4 methods",
+    )
     r.add_argument(
         "--html", default=None, metavar="PATH", help="also write every table and figure to one HTML page"
     )

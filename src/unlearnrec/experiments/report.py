@@ -197,9 +197,43 @@ def _rows(cells: list[Cell]) -> tuple[list[tuple], list[str], dict]:
     return rows, labels, by
 
 
-def to_markdown(records: list[dict]) -> str:
-    """The Table 2 layout (ours, and the paper's value with our relative difference where it has
-    one), then the cost / beyond-the-paper table and any failed cells."""
+def _value(c: Cell, k: str) -> str:
+    """Ours (± std over seeds), with the paper's value and our relative difference where it has one."""
+    ours = c.mean(k)
+    s = _fmt(ours, k)
+    if c.seeds > 1 and not math.isnan(c.std(k)):
+        s += f" ± {_fmt(c.std(k), k)}"
+    p = c.paper(k)
+    d = _diff_pct(ours, p)
+    if p is not None:
+        s += f" (paper {_fmt(p, k)}, {d:+.1f}%)" if d is not None else f" (paper {_fmt(p, k)})"
+    return s
+
+
+# the wide layout (methods as column groups, as in the paper) up to this many methods; beyond it
+# a row per method is the readable one
+WIDE_MAX_METHODS = 4
+LAYOUTS = ("auto", "wide", "long")
+
+
+def _of_retrain(c: Cell, by: dict, row: tuple) -> str:
+    """The cell's Recall@20 as a share of the same row's Retrain (the issue's ">= 99%" test)."""
+    ref = next((r for (rw, _), r in by.items() if rw == row and r.method == "retrain"), None)
+    if ref is None or math.isnan(ref.mean("recall@20")) or ref.mean("recall@20") == 0:
+        return "–"
+    return f"{100 * c.mean('recall@20') / ref.mean('recall@20'):.1f}%"
+
+
+def to_markdown(records: list[dict], layout: str = "auto") -> str:
+    """Table 2 (ours, and the paper's value with our relative difference where it has one), then
+    the cost / beyond-the-paper table and any failed cells.
+
+    ``layout``: ``wide`` is the paper's (a row per dataset x backbone, the methods side by side),
+    ``long`` a row per method (with its Recall as a share of the row's Retrain), ``auto`` wide up
+    to ``WIDE_MAX_METHODS`` methods and long beyond.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     cells = aggregate(records)
     _, errors = latest_records(records)
     if not cells and not errors:
@@ -207,28 +241,25 @@ def to_markdown(records: list[dict]) -> str:
     rows, labels, by = _rows(cells)
     with_ratio = bool(rows) and len(rows[0]) == 3
     head = ["dataset", "backbone"] + (["ratio", "forgotten (% of train)"] if with_ratio else [])
-    cols = [f"{lab} {SHORT[k]}" for lab in labels for k in MAIN]
+    if layout == "auto":
+        layout = "wide" if len(labels) <= WIDE_MAX_METHODS else "long"
+    if layout == "wide":
+        cols = [f"{lab} {SHORT[k]}" for lab in labels for k in MAIN]
+    else:
+        cols = ["method", *(SHORT[k] for k in MAIN), "Recall / Retrain"]
     out = ["| " + " | ".join(head + cols) + " |", "|" + "---|" * (len(head) + len(cols))]
     for row in rows:
         vals = [str(x) for x in row]
         if with_ratio:
             vals.append(_forgotten([c for lab in labels if (c := by.get((row, lab))) is not None]))
+        if layout == "wide":
+            vals += [_value(c, k) if (c := by.get((row, lab))) else "" for lab in labels for k in MAIN]
+            out.append("| " + " | ".join(vals) + " |")
+            continue
         for lab in labels:
-            c = by.get((row, lab))
-            for k in MAIN:
-                if c is None:
-                    vals.append("")
-                    continue
-                ours = c.mean(k)
-                s = _fmt(ours, k)
-                if c.seeds > 1 and not math.isnan(c.std(k)):
-                    s += f" ± {_fmt(c.std(k), k)}"
-                p = c.paper(k)
-                d = _diff_pct(ours, p)
-                if p is not None:
-                    s += f" (paper {_fmt(p, k)}, {d:+.1f}%)" if d is not None else f" (paper {_fmt(p, k)})"
-                vals.append(s)
-        out.append("| " + " | ".join(vals) + " |")
+            if (c := by.get((row, lab))) is not None:
+                line = [*vals, lab, *(_value(c, k) for k in MAIN), _of_retrain(c, by, row)]
+                out.append("| " + " | ".join(line) + " |")
     out.append("")
     out.append(
         'Metrics averaged over seeds; "(paper X, ±d%)" is the paper\'s Table 2 value and our relative '
@@ -310,7 +341,7 @@ def to_csv(records: list[dict]) -> str:
     return buf.getvalue()
 
 
-def report(out_dir: str | os.PathLike, fmt: str = "markdown") -> str:
-    """The report of an experiment directory as ``markdown`` or ``csv`` text."""
+def report(out_dir: str | os.PathLike, fmt: str = "markdown", layout: str = "auto") -> str:
+    """The report of an experiment directory as ``markdown`` (in ``layout``) or ``csv`` text."""
     records = read_results(Path(out_dir))
-    return to_csv(records) if fmt == "csv" else to_markdown(records)
+    return to_csv(records) if fmt == "csv" else to_markdown(records, layout)
