@@ -256,7 +256,7 @@ def test_report_long_layout_gives_a_row_per_method_with_its_share_of_retrain():
                          "metrics": {**m, "recall@20": retrain * (0.9 + 0.05 * j)}})  # fmt: skip
     long = to_markdown(recs)  # five methods: auto picks the long layout
     assert long == to_markdown(recs, "long")
-    table = [ln for ln in long.split("\n\n")[0].splitlines()[2:]]
+    table = long.split("\n\n")[0].splitlines()[2:]
     assert len(table) == 10  # 2 backbones x 5 methods
     assert table[0].startswith("| ml-1m | lightgcn | Retrain | 0.2000 (paper 0.2287, -12.5%) |")
     assert table[0].endswith("| 100.0% |")

@@ -216,9 +216,8 @@ WIDE_MAX_METHODS = 4
 LAYOUTS = ("auto", "wide", "long")
 
 
-def _of_retrain(c: Cell, by: dict, row: tuple) -> str:
-    """The cell's Recall@20 as a share of the same row's Retrain (the issue's ">= 99%" test)."""
-    ref = next((r for (rw, _), r in by.items() if rw == row and r.method == "retrain"), None)
+def _of_retrain(c: Cell, ref: Cell | None) -> str:
+    """The cell's Recall@20 as a share of its row's Retrain ``ref`` (the issue's ">= 99%" test)."""
     if ref is None or math.isnan(ref.mean("recall@20")) or ref.mean("recall@20") == 0:
         return "–"
     return f"{100 * c.mean('recall@20') / ref.mean('recall@20'):.1f}%"
@@ -247,6 +246,7 @@ def to_markdown(records: list[dict], layout: str = "auto") -> str:
         cols = [f"{lab} {SHORT[k]}" for lab in labels for k in MAIN]
     else:
         cols = ["method", *(SHORT[k] for k in MAIN), "Recall / Retrain"]
+        retrain = {row: c for (row, _), c in by.items() if c.method == "retrain"}
     out = ["| " + " | ".join(head + cols) + " |", "|" + "---|" * (len(head) + len(cols))]
     for row in rows:
         vals = [str(x) for x in row]
@@ -258,7 +258,7 @@ def to_markdown(records: list[dict], layout: str = "auto") -> str:
             continue
         for lab in labels:
             if (c := by.get((row, lab))) is not None:
-                line = [*vals, lab, *(_value(c, k) for k in MAIN), _of_retrain(c, by, row)]
+                line = [*vals, lab, *(_value(c, k) for k in MAIN), _of_retrain(c, retrain.get(row))]
                 out.append("| " + " | ".join(line) + " |")
     out.append("")
     out.append(
