@@ -17,6 +17,7 @@ from unlearnrec.experiments import studies
 from unlearnrec.experiments.report import to_csv, to_markdown
 from unlearnrec.experiments.runner import Runner, load_config, read_results, run_experiment
 from unlearnrec.model import TrainedModel
+from unlearnrec.unlearn.registry import build_method
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -327,8 +328,6 @@ def test_cli_counts_the_random_axis(tiny_dir, tmp_path, capsys):
 )
 def test_shipped_experiment_grids_are_valid(path, tmp_path):
     """Every grid in experiments/ loads, its methods build, and each group's models configure."""
-    from unlearnrec.unlearn.registry import build_method
-
     cfg = load_config(read_toml(path))
     for spec in cfg.methods:
         build_method(spec.name, spec.config)
