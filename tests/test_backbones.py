@@ -197,11 +197,31 @@ def test_registry_builds_every_backbone():
         ("simgcl", {"eps": -1.0}),
         ("mf", {"layers": 2}),
         ("sgl", {"eps": 0.1}),
+        ("lightgcn", {"init": "uniform"}),
+        ("simgcl", {"init": "Xavier"}),
+        ("mf", {"init_std": 0.0}),
     ],
 )
 def test_bad_backbone_config_is_a_config_error(name, values):
     with pytest.raises(ConfigError):
         backbone_config(name, values)
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "sgl", "simgcl", "mf"])
+def test_xavier_init_bounds_each_table_by_its_own_fan(name):
+    """Xavier-uniform per table (SELFRec / SSLRec): |w| <= sqrt(6 / (rows + d)), std bound / sqrt(3)."""
+    nu, ni, d = 3000, 500, 16
+
+    def build(**values):
+        return build_backbone(name, nu, ni, {"dim": d, **values}, generator=torch.Generator().manual_seed(0))
+
+    e0 = build(init="xavier").e0.detach()
+    for rows, n in ((e0[:nu], nu), (e0[nu:], ni)):
+        bound = (6 / (n + d)) ** 0.5
+        assert rows.abs().max() <= bound and rows.abs().max() > 0.95 * bound
+        assert float(rows.std()) == pytest.approx(bound / 3**0.5, rel=0.05)
+    assert float(build().e0.detach().std()) == pytest.approx(0.1, rel=0.05)  # the default is unchanged
+    assert torch.equal(e0, build(init="xavier").e0.detach())  # seeded
 
 
 def test_shipped_configs_parse():

@@ -4,6 +4,7 @@ it must leave untouched."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -333,3 +334,16 @@ def test_shipped_experiment_grids_are_valid(path, tmp_path):
         build_method(spec.name, spec.config)
     groups = Runner(cfg, tmp_path / "out").groups()  # no data is read to list the groups
     assert groups and all(g.error is None for g in groups), [g.error for g in groups]
+
+
+def test_model_hashes_survive_later_config_fields(tmp_path):
+    """A field added to the backbone configs later (``init``) leaves the hashes of existing grids, and
+    so their cached models, as they were; setting it to a new value makes a new model."""
+    cfg = load_config(read_toml(EXPERIMENTS / "ml-1m-table2-cpu-full.toml"))
+    (group,) = Runner(cfg, tmp_path / "a").groups()
+    # the hashes committed in experiments/results/ml-1m-table2-cpu-full/results.jsonl
+    assert (group.clean_hash, group.attacked_hash) == ("c27c6ea0898a6337", "549c1e16e6a8df58")
+    assert "init" not in group.backbone_cfg
+    model = {**cfg.model, "lightgcn": {**cfg.model["lightgcn"], "init": "xavier"}}
+    (other,) = Runner(dataclasses.replace(cfg, model=model), tmp_path / "b").groups()
+    assert other.backbone_cfg["init"] == "xavier" and other.attacked_hash != group.attacked_hash

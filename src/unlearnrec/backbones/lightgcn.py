@@ -6,16 +6,24 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearnrec.backbones.base import Backbone
+from unlearnrec.backbones.base import Backbone, check_init
 from unlearnrec.data.graph import Graph, propagate_sum
 
 
 @dataclass(frozen=True)
 class LightGCNConfig:
+    """``init``: "normal" draws E⁰ from N(0, init_std²) (LightGCN-PyTorch, std 0.1); "xavier" is the
+    Xavier-uniform of SELFRec and SSLRec (``init_std`` unused), whose scale the SSL backbones' absolute
+    noise norm ε and InfoNCE were tuned with."""
+
     dim: int = 64
     layers: int = 3
     reg: float = 1e-4
     init_std: float = 0.1
+    init: str = "normal"
+
+    def __post_init__(self):
+        check_init(self.init, self.init_std)
 
 
 class LightGCN(Backbone):
@@ -30,7 +38,9 @@ class LightGCN(Backbone):
         config: LightGCNConfig = LightGCNConfig(),
         generator: torch.Generator | None = None,
     ):
-        super().__init__(num_users, num_items, config.dim, config.reg, config.init_std, generator)
+        super().__init__(
+            num_users, num_items, config.dim, config.reg, config.init_std, generator, init=config.init
+        )
         self.config = config
         self.layers = config.layers
 

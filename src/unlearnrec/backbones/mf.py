@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearnrec.backbones.base import Backbone
+from unlearnrec.backbones.base import Backbone, check_init
 from unlearnrec.data.graph import Graph
 
 
@@ -18,6 +18,10 @@ class MFConfig:
     dim: int = 64
     reg: float = 1e-4
     init_std: float = 0.1
+    init: str = "normal"  # or "xavier" (see LightGCNConfig)
+
+    def __post_init__(self):
+        check_init(self.init, self.init_std)
 
 
 class MF(Backbone):
@@ -32,7 +36,9 @@ class MF(Backbone):
         config: MFConfig = MFConfig(),
         generator: torch.Generator | None = None,
     ):
-        super().__init__(num_users, num_items, config.dim, config.reg, config.init_std, generator)
+        super().__init__(
+            num_users, num_items, config.dim, config.reg, config.init_std, generator, init=config.init
+        )
         self.config = config
 
     def propagate(self, graph: Graph | None, e0: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ class SGLConfig(LightGCNConfig):
     temperature: float = 0.1
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 < self.keep <= 1.0:
             raise ValueError(f"keep must be in (0, 1], got {self.keep}")
         if self.temperature <= 0 or self.ssl_weight < 0:

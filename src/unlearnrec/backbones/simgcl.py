@@ -31,6 +31,7 @@ class SimGCLConfig(LightGCNConfig):
     temperature: float = 0.1
 
     def __post_init__(self):
+        super().__post_init__()
         if self.layers < 1:
             raise ValueError("SimGCL needs layers >= 1 (its readout leaves layer 0 out)")
         if self.eps < 0 or self.temperature <= 0 or self.ssl_weight < 0:

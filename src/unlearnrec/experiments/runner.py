@@ -211,6 +211,18 @@ def load_config(config: str | os.PathLike | dict[str, Any] | ExperimentConfig) -
     return from_dict(ExperimentConfig, raw, "experiment")
 
 
+# backbone-config fields added after models were first cached, with the value every earlier model had:
+# a field at that value is left out of the hashed dict, so a grid written before the field existed keeps
+# its hashes (and its cached models). Building from the dict restores the default.
+LATER_FIELDS: dict[str, Any] = {"init": "normal"}
+
+
+def model_config_dict(backbone: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The backbone config of ``values`` as the dict the runner hashes (and builds the backbone from)."""
+    d = to_dict(backbone_config(backbone, values))
+    return {k: v for k, v in d.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
 def config_hash(obj: Any) -> str:
     """A short stable hash of a JSON-able object (sorted keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -343,7 +355,7 @@ class Runner:
 
     def _clean_spec(self, dataset: str, seed: int) -> tuple[str, dict, dict]:
         mcfg = {**dict(self.config.model.get("lightgcn", {})), **dict(self.config.clean.get("model", {}))}
-        mcfg = to_dict(backbone_config("lightgcn", mcfg))
+        mcfg = model_config_dict("lightgcn", mcfg)
         tcfg = self._train_cfg("lightgcn", seed, dict(self.config.clean.get("train", {})))
         h = config_hash(
             {"kind": "clean", "dataset": dataset, "split": self._split(), "model": mcfg, "train": tcfg}
@@ -353,7 +365,7 @@ class Runner:
     def _backbone_cfgs(self, backbone: str, seed: int) -> tuple[dict, dict, str | None]:
         """The backbone's model and training config dicts (as hashed), or ``({}, {}, error)``."""
         try:
-            bcfg = to_dict(backbone_config(backbone, dict(self.config.model.get(backbone, {}))))
+            bcfg = model_config_dict(backbone, dict(self.config.model.get(backbone, {})))
             return bcfg, self._train_cfg(backbone, seed), None
         except UnlearnRecError as e:
             return {}, {}, str(e)
