@@ -1,19 +1,13 @@
 """The time-to-accuracy comparison of benchmarks/time_to_accuracy.py on hand-made curves."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def tta():
-    spec = importlib.util.spec_from_file_location("time_to_accuracy", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("time_to_accuracy")
 
 
 def _curve(points):
