@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from itertools import islice
 
 import numpy as np
 import torch
@@ -70,11 +71,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     ds = load_dataset(args.dataset, args.data_dir, val_ratio=0.1, seed=0)
     graph = Graph.from_interactions(ds.train)
-    batches = []
-    for b in bpr_batches(ds.train, args.batch_size, np.random.default_rng(0)):
-        batches.append(b)
-        if len(batches) == args.batches:
-            break
+    batches = list(islice(bpr_batches(ds.train, args.batch_size, np.random.default_rng(0)), args.batches))
     print(f"{args.dataset}: dim {args.dim}, batch {args.batch_size}, median of {len(batches)} batches")
     print("| backbone, SSL settings | init | E⁰ std | ‖∂ssl‖ / ‖∂bpr‖ | ε / ‖ÂE⁰ row‖ |")
     print("|---|---|---:|---:|---:|")
