@@ -34,6 +34,7 @@ from unlearnrec.config import read_toml
 from unlearnrec.data.datasets import load_dataset
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.sampling import bpr_batches
+from unlearnrec.runtime import tune_allocator
 from unlearnrec.train.loop import adam
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,13 +169,15 @@ def main(argv=None) -> int:
     p.add_argument("--epoch", action="store_true", help="also run one full epoch per backbone")
     p.add_argument("--breakdown", action="store_true", help="also time SGL/SimGCL with parts switched off")
     args = p.parse_args(argv)
+    allocator = tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_dir)
     graph = Graph.from_interactions(data.train, device=args.device)
     print(
         f"{args.dataset}: {data.num_users} users, {data.num_items} items, {len(data.train)} train edges; "
-        f"device {args.device}, {torch.get_num_threads()} threads, {args.batches} timed batches"
+        f"device {args.device}, {torch.get_num_threads()} threads, {args.batches} timed batches, "
+        f"allocator {allocator}"
     )
     res = {}
     for name in args.backbones:

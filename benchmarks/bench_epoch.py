@@ -36,6 +36,7 @@ from unlearnrec.backbones import build_backbone
 from unlearnrec.data.datasets import load_dataset
 from unlearnrec.data.graph import Graph, propagate
 from unlearnrec.data.sampling import bpr_batches
+from unlearnrec.runtime import child_env, tune_allocator
 from unlearnrec.train.loop import TrainConfig, adam, fit
 
 HERE = Path(__file__).resolve().parent
@@ -137,7 +138,7 @@ def pyg_epoch(pyg_python: str, data, mode: str, batch: int, batches: int, lr: fl
         ]
         if threads:
             cmd += ["--threads", str(threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=child_env())
     rows = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
     res = next((r for r in rows if r.get("kind") == "result"), None)
     if res is None:
@@ -163,6 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--reference-modes", default="edge_index,csr")
     p.add_argument("--pyg-python", default=DEFAULT_PYG)
     a = p.parse_args(argv)
+    print(f"allocator: {tune_allocator()}")
     if a.threads:
         torch.set_num_threads(a.threads)
     data = load_dataset(a.dataset, a.data_dir)

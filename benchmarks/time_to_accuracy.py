@@ -38,6 +38,7 @@ from unlearnrec.config import from_dict, read_toml
 from unlearnrec.data.datasets import load_dataset
 from unlearnrec.data.graph import Graph
 from unlearnrec.eval.ranking import evaluate_embeddings
+from unlearnrec.runtime import child_env, tune_allocator
 from unlearnrec.train.loop import TrainConfig, fit
 
 HERE = Path(__file__).resolve().parent
@@ -206,7 +207,7 @@ def run_pyg(args, data, tcfg: TrainConfig, mcfg) -> dict | None:
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         print("reference: " + " ".join(cmd[1:]), flush=True)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env())  # same allocator
         curve, result = [], None
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -281,13 +282,14 @@ def main(argv=None) -> int:
         for line in compare_curves(saved["ours"]["curve"], saved["pyg"]["curve"], saved["target"]):
             print(line)
         return 0
+    allocator = tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     model_raw, tcfg = recipe(args)
     data = load_dataset(args.dataset, args.data_dir, val_ratio=args.val_ratio)
     print(
         f"{args.dataset}: train {len(data.train)} val {len(data.val)} test {len(data.test)}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator {allocator}",
         flush=True,
     )
     ours = run_ours(args, data, model_raw, tcfg)
@@ -304,7 +306,13 @@ def main(argv=None) -> int:
         + (f"{r['wall_s']} s (epoch {r['epoch']})" if r else "never (see the curve)"),
         flush=True,
     )
-    out = {"dataset": args.dataset, "backbone": args.backbone, "target": args.target, "ours": ours}
+    out = {
+        "dataset": args.dataset,
+        "backbone": args.backbone,
+        "target": args.target,
+        "allocator": allocator,
+        "ours": ours,
+    }
     if args.reference == "pyg":
         ref = run_pyg(args, data, tcfg, backbone_config(args.backbone, model_raw))
         out["pyg"] = ref

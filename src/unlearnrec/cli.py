@@ -18,6 +18,7 @@ import torch
 
 from unlearnrec import __version__
 from unlearnrec.errors import UnlearnRecError
+from unlearnrec.runtime import tune_allocator
 
 log = logging.getLogger("unlearnrec")
 
@@ -301,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    try:
+        tune_allocator()
+    except ValueError as e:
+        print(f"unlearnrec: error: {e}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except UnlearnRecError as e:

@@ -13,6 +13,7 @@ import torch
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import RequestError
 from unlearnrec.model import TrainedModel
+from unlearnrec.runtime import release_free_memory
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class MemoryMeter:
     On Linux the kernel's RSS high-water mark is reset on entry (``/proc/self/clear_refs``) and
     read on exit (``VmHWM``), so the figure is this block's own peak above the RSS at entry,
     whatever ran before it. Where that is not possible, RSS is sampled every 2 ms by a thread.
+    Memory the C library holds free is given back first, so that the block cannot reuse it unseen.
     """
 
     def __init__(self, device: torch.device | str = "cpu", interval: float = 0.002):
@@ -184,6 +186,7 @@ class MemoryMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
+        release_free_memory()  # what glibc keeps free would be reused unseen (runtime.tune_allocator)
         self._base = _rss_mb()
         self._hwm = _reset_hwm()
         if not self._hwm:
