@@ -111,3 +111,18 @@ def test_child_env_passes_the_setting_on(monkeypatch):
     assert env["MALLOC_MMAP_MAX_"] == "0" and int(env["MALLOC_TRIM_THRESHOLD_"]) > 2**30
     monkeypatch.setattr(runtime, "_applied", None)
     assert runtime.child_env({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+@glibc
+@pytest.mark.realdata
+def test_bench_allocator_runs_both_modes_in_fresh_processes(realdata, capsys, tmp_path):
+    from .conftest import load_benchmark
+
+    bench = load_benchmark("bench_allocator")
+    out = tmp_path / "rows.json"
+    argv = ["--dataset", "ml-100k", "--data-dir", str(realdata), "--backbones", "mf", "--batches", "2"]
+    assert bench.main([*argv, "--warmup", "1", "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["applied"]) for r in rows] == [("system", "system"), ("keep", "keep")]
+    assert all(r["step_s"] > 0 and r["peak_mb"] > 0 for r in rows)
+    assert "step system/keep" in capsys.readouterr().out
