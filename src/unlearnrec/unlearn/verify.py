@@ -74,7 +74,7 @@ def verify_forgetting(
         )
 
     keep = ~np.isin(edges.users, request.users) & ~np.isin(edges.items, request.items)
-    eu, ei = edges.users[keep], edges.items[keep]
+    eu = edges.users[keep]
     if len(eu):
         scored = edges if keep.all() else edges.subset(keep)
         after = model.embeddings()
