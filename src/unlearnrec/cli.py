@@ -244,13 +244,39 @@ def cmd_recommend(args) -> int:
     items, scores = model.recommend([args.user], args.k)
     ok = np.isfinite(scores[0])
     items, scores = items[0][ok], scores[0][ok]
+    info = _item_info(model.dataset, args.data_dir, model.train.num_items)
     _emit(
         args,
-        {"user": args.user, "items": items.tolist(), "scores": scores.tolist()},
+        {
+            "user": args.user,
+            "items": items.tolist(),
+            "scores": scores.tolist(),
+            "raw_ids": [info.raw(int(i)) for i in items],
+            "titles": [info.title(int(i)) for i in items],
+        },
         [f"user {args.user}: top {len(items)}"]
-        + [f"{r + 1:3d}. item {i}  ({s:.4f})" for r, (i, s) in enumerate(zip(items, scores, strict=True))],
+        + [
+            f"{r + 1:3d}. {info.label(int(i))}  ({s:.4f})"
+            for r, (i, s) in enumerate(zip(items, scores, strict=True))
+        ]
+        + ([f"({info.note})"] if info.note else []),
     )
     return 0
+
+
+def _item_info(dataset: str | None, data_dir: str | None, num_items: int):
+    """Raw ids and titles of the dataset's items where its folder has them (else an empty ItemInfo)."""
+    from unlearnrec.data.datasets import load_dataset
+    from unlearnrec.data.items import ItemInfo, item_metadata
+
+    if not dataset:
+        return ItemInfo()
+    try:
+        data = load_dataset(dataset, data_dir, val_ratio=0.0)
+        return item_metadata(data.meta.get("folder"), num_items, data.meta.get("item_ids"))
+    except UnlearnRecError as e:
+        log.info("no item metadata: %s", e)
+        return ItemInfo()
 
 
 def cmd_data_info(args) -> int:
@@ -258,6 +284,12 @@ def cmd_data_info(args) -> int:
 
     data = load_dataset(args.name, args.data_dir, val_ratio=0.0 if args.shipped else 0.1)
     st = data.stats()
+    from unlearnrec.data.items import item_metadata
+
+    info = item_metadata(data.meta.get("folder"), data.num_items, data.meta.get("item_ids"))
+    st["item_metadata"] = list(info.sources)
+    if info.note:
+        st["item_metadata_note"] = info.note
     if st["split"] == "shipped":
         split = (
             f"  train {st['shipped_train']:,} / test {st['test']:,} (shipped split; validation carved "
@@ -275,6 +307,9 @@ def cmd_data_info(args) -> int:
             f"{st['name']}: {st['users']:,} users, {st['items']:,} items, "
             f"{st['interactions']:,} interactions",
             split,
+            "  items: "
+            + ("; ".join(info.sources) if info.sources else "indices only (no raw ids or titles)")
+            + (f" ({info.note})" if info.note else ""),
         ],
     )
     return 0
@@ -331,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", required=True)
     r.add_argument("--user", type=ID, required=True)
     r.add_argument("-k", "--k", type=K, default=20, help="how many items (1..100000)")
-    common(r, data=False)
+    common(r)
     r.set_defaults(func=cmd_recommend)
 
     d = sub.add_parser("data", help="dataset information and download")

@@ -36,6 +36,28 @@ def _unlearnrec_config(args, extra: dict[str, Any]):
     return from_dict(UnlearnRecConfig, raw, "unlearnrec")
 
 
+class EpochMeans:
+    """Running means of the loss terms over the current epoch's steps, for the progress bar.
+
+    At an epoch's last step they are exactly the epoch's row of the loss curve (the same sums in
+    the same order, divided by the same step count), so the bar's final numbers and the summary
+    line ("last epoch ...") agree; a bar showing the last batch's terms would not.
+    """
+
+    def __init__(self, keys: tuple[str, ...]):
+        self.keys = keys
+        self.sums: dict[str, float] = {}
+        self.step = 0
+
+    def update(self, step: int, terms: dict[str, float]) -> dict[str, float]:
+        if step == 1:
+            self.sums = {}
+        self.step = step
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        return {k: self.sums[k] / step for k in self.keys if k in self.sums}
+
+
 def cmd_pretrain(args) -> int:
     import torch
     from tqdm import tqdm
@@ -54,9 +76,11 @@ def cmd_pretrain(args) -> int:
     method = UnlearnRec(cfg, seed=args.seed)
     bar = tqdm(total=cfg.epochs, desc="pre-train IE", disable=args.quiet, file=sys.stderr, leave=False)
     shown = ("model", "unlearn", "preserve", "contrast", "total")
+    means = EpochMeans(shown)
 
     def on_step(epoch: int, step: int, steps: int, terms: dict[str, float]) -> None:
-        bar.set_postfix({k: f"{terms[k]:.4f}" for k in shown if k in terms}, refresh=False)
+        running = means.update(step, terms)  # the epoch's means so far: the curve's row at the end
+        bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
         if step == steps:
             bar.update(1)
 
@@ -79,7 +103,8 @@ def cmd_pretrain(args) -> int:
         },
         [
             f"pre-trained the Influence Encoder for {cfg.epochs} epochs in {secs:.1f}s (ratio {cfg.ratio})",
-            "last epoch  " + "  ".join(f"{k}={last[k]:.4f}" for k in shown if k in last),
+            f"last epoch (mean of its {last.get('steps', 0)} steps)  "
+            + "  ".join(f"{k}={last[k]:.4f}" for k in shown if k in last),
             f"saved to {args.out} (loss curve: {curve})",
         ],
     )
