@@ -236,7 +236,8 @@ def load_dataset(
     authors' and SSLRec's pickled matrices ``trnMat.pkl`` / ``valMat.pkl`` / ``tstMat.pkl`` or
     ``trn_mat.pkl`` / ``tst_mat.pkl``, plain or ``.gz``, read by a restricted unpickler; a shipped
     validation matrix is the validation split as it is); otherwise a seeded ``val_ratio`` of each
-    user's training edges becomes the validation split (for early stopping; never the test set). Unsplit data (GroupLens
+    user's training edges becomes the validation split (for early stopping; never the test set).
+    Unsplit data (GroupLens
     ``u.data``, ``ratings.dat``, CSV/TSV, RecBole ``.inter``, pickled COO) is split per user by
     ``fractions`` (train/val/test), each user keeping at least one training edge. The splits are
     checked disjoint. Files with raw ids are remapped to contiguous ids; ``meta["user_ids"]`` /
