@@ -134,7 +134,7 @@ def test_interval_text():
             ["recommend", "--model", "MODEL", "--user", "0", "-k", "0"],
             "argument -k/--k: must be in [1, 100000]",
         ),
-        (["recommend", "--model", "MODEL", "--user", "-1"], "argument --user: must be >= 0"),
+        (["recommend", "--model", "MODEL", "--user", "-1"], "argument --user: must be in [0, 2147483647]"),
         (["train", "--dataset", "DATA", "--lr", "nan", "--out", "OUT"], "train.lr must be a finite number"),
         (["train", "--dataset", "DATA", "--lr", "0", "--out", "OUT"], "train.lr must be in (0, 100]"),
         (

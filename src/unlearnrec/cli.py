@@ -57,7 +57,7 @@ def number(kind: type, interval: str):
 
 K = number(int, "[1, 100000]")
 SEED = number(int, "[0, 4294967295]")
-ID = number(int, ">= 0")
+ID = number(int, "[0, 2147483647]")  # ids beyond the model are refused by the model
 
 
 def check_out(args, inputs: dict[str, Any], option: str = "--out", must_be_new: bool = True) -> None:

@@ -112,6 +112,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:
