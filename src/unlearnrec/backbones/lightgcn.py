@@ -31,7 +31,7 @@ class LightGCNConfig:
 
 
 class LightGCN(Backbone):
-    """Ē = mean(E⁰, ÂE⁰, ..., Â^L E⁰) (METHOD.md §1), score ŷ_ui = ē_u · ē_i."""
+    """Ē = mean(E⁰, ÂE⁰, ..., Â^L E⁰) (docs/method.md §1), score ŷ_ui = ē_u · ē_i."""
 
     name = "lightgcn"
 

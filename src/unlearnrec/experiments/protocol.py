@@ -1,4 +1,4 @@
-"""The adversarial evaluation protocol (METHOD.md §7, paper §4.1.4).
+"""The adversarial evaluation protocol (docs/method.md §7, paper §4.1.4).
 
 A LightGCN trained on the clean data scores every user-item pair. For a seeded subset of users
 we add the item the model scores *lowest* among the items the user never interacted with, and

@@ -1,4 +1,4 @@
-"""Retrain: the ground truth of forgetting (METHOD.md §1, §9) — train f from scratch on E_r.
+"""Retrain: the ground truth of forgetting (docs/method.md §1, §9) — train f from scratch on E_r.
 
 The recipe is the original model's (``model.meta['train_config']``, written by training and by
 the experiment runner) unless the config overrides a field; the backbone is rebuilt with the

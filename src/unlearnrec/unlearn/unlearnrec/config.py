@@ -9,7 +9,7 @@ from unlearnrec.config import check_ranges
 
 @dataclass(frozen=True)
 class UnlearnRecConfig:
-    """Every knob of UnlearnRec (METHOD.md §3-5), with the ablation switches of the paper's Table 3.
+    """Every knob of UnlearnRec (docs/method.md §3-5), with the ablation switches of the paper's Table 3.
 
     Influence Encoder (§3): ``ie_layers`` (L_IE), ``alpha`` (α of Eq. 17), ``eta_init`` (η at
     start), ``readout`` (``"sum"`` of H⁰..H^L as the authors' code, or ``"last"`` = H^L as the

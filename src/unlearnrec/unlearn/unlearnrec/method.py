@@ -1,4 +1,4 @@
-"""UnlearnRec as an :class:`~unlearnrec.unlearn.base.Unlearner` (METHOD.md §2-5).
+"""UnlearnRec as an :class:`~unlearnrec.unlearn.base.Unlearner` (docs/method.md §2-5).
 
 ``prepare(model, train)`` pre-trains the Influence Encoder on simulated requests against the
 trained model (or reuses one loaded with ``load_prepared``). ``forget(model, train, request)``
