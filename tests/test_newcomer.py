@@ -480,3 +480,35 @@ def test_real_titles_ml100k(realdata):
     d = load_dataset("ml-100k", realdata)
     info = item_metadata(d.meta["folder"], d.num_items, d.meta.get("item_ids"))
     assert info.label(0) == "item 0 (raw 1: Toy Story (1995))"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"seeds": [-1]}, "experiment.seeds must be in [0, 4294967295], got -1"),
+        ({"ratios": [math.nan]}, "experiment.ratios[0] must be a finite number"),
+        ({"ratios": [1.5]}, "experiment.ratios must be in [0, 1], got 1.5"),
+        ({"attack_batch": 0}, "experiment.attack_batch must be in [1, 16777216], got 0"),
+        ({"val_ratio": 1.0}, "experiment.val_ratio must be in [0, 1), got 1.0"),
+        ({"max_retained": 0}, "experiment.max_retained must be >= 1, got 0"),
+    ],
+)
+def test_experiment_grid_ranges(extra, message):
+    from unlearnrec.experiments.runner import load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config({"datasets": ["x"], "methods": ["retrain"], **extra})
+    assert str(e.value).startswith(message)
+
+
+def test_experiment_and_report_never_write_over_inputs(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('datasets = ["x"]\nmethods = ["retrain"]\n')
+    code, _, err = cli("experiment", grid, "--out", grid, "-q")
+    assert "is the input CONFIG" in one_line_error(code, err)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "results.jsonl").write_text("{}\n")
+    code, _, err = cli("report", exp, "--html", exp / "results.jsonl")
+    assert "--html" in one_line_error(code, err)
+    assert (exp / "results.jsonl").read_text() == "{}\n"
