@@ -119,6 +119,8 @@ def cmd_study(args) -> int:
 
 def register(sub, common) -> None:
     """Add ``experiment`` and ``report`` to the ``unlearnrec`` parser."""
+    from unlearnrec.cli import K
+
     e = sub.add_parser("experiment", help="run (or resume) a TOML grid of datasets x backbones x methods")
     e.add_argument("config", help="experiment TOML (see experiments/)")
     e.add_argument("--out", required=True, help="output directory (results.jsonl, cached models)")
@@ -148,7 +150,7 @@ def register(sub, common) -> None:
     s.add_argument("config", help="the experiment TOML that produced --out")
     s.add_argument("--out", required=True, help="the experiment output directory")
     s.add_argument("--labels", nargs="+", default=None, help="only these method labels")
-    s.add_argument("--k", type=int, default=10, help="similar items in the case study")
+    s.add_argument("--k", type=K, default=10, help="similar items in the case study (1..100000)")
     s.add_argument("--device", default=None)
     common(s)
     s.set_defaults(func=cmd_study)
