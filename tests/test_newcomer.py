@@ -512,3 +512,16 @@ def test_experiment_and_report_never_write_over_inputs(tmp_path):
     code, _, err = cli("report", exp, "--html", exp / "results.jsonl")
     assert "--html" in one_line_error(code, err)
     assert (exp / "results.jsonl").read_text() == "{}\n"
+
+
+def test_diverged_training_is_one_line_and_saves_nothing(world, tmp_path, monkeypatch):
+    from unlearnrec.errors import TrainingError
+    from unlearnrec.train import loop
+
+    def diverge(*a, **k):
+        raise TrainingError("loss became nan at epoch 1; lower lr (1.0)")
+
+    monkeypatch.setattr(loop, "fit", diverge)
+    code, _, err = cli("train", "--dataset", world["data"], "--epochs", 1, "--out", tmp_path / "m", "-q")
+    assert "loss became nan at epoch 1" in one_line_error(code, err)
+    assert not (tmp_path / "m").exists()

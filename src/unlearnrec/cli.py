@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from unlearnrec import __version__
-from unlearnrec.errors import UnlearnRecError
+from unlearnrec.errors import TrainingError, UnlearnRecError
 from unlearnrec.runtime import tune_allocator
 
 log = logging.getLogger("unlearnrec")
@@ -444,6 +444,9 @@ def _main(argv: list[str] | None) -> int:
         sys.stdout.flush()  # surface a closed pipe here, not in the interpreter's exit
         return status
     except UnlearnRecError as e:
+        print(f"unlearnrec: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except TrainingError as e:  # diverged: a setting to change (the message names it), nothing saved
         print(f"unlearnrec: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
