@@ -61,7 +61,7 @@ How to read it (docs/method.md §6):
   MI-NG           mean σ(score) of random non-interactions / of the forgotten edges, after. > 1: the
                   forgotten edges now score below things the users never did (paper: 4.28). Retrain's
                   values are the reference: adversarial edges are implausible, so Retrain's are large.
-  AUC             (in the HTML report) how well the score tells forgotten edges from non-edges: 0.5 = not
+  AUC             (second table) how well the score tells forgotten edges from non-edges: 0.5 = not
                   at all; under this protocol Retrain sits well below 0.5, and lower is more forgotten.
 TXT
 $BIN/unlearnrec report "$OUT/experiment" --html "$OUT/report.html" >/dev/null
