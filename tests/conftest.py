@@ -132,9 +132,10 @@ def counted_fit(monkeypatch):
 def build_cli_world(root: Path, capsys=None) -> dict[str, Path]:
     """Every input file kind of the command line, made once by the CLI itself on the tiny graph.
 
-    ``data`` (LightGCN folder), ``model`` (trained LightGCN), ``encoder`` (pre-trained IE),
-    ``request`` (sampled edges), ``ledger`` (one honoured request), ``forgot`` (the model after it),
-    ``train_toml`` and ``ie_toml`` (configs). Output is captured with redirect (no capsys needed).
+    ``data`` (LightGCN folder), ``pkl`` (the same split as pickled COO matrices), ``model``
+    (trained LightGCN), ``encoder`` (pre-trained IE), ``request`` (sampled edges), ``ledger`` (one
+    honoured request), ``forgot`` (the model after it), ``train_toml`` and ``ie_toml`` (configs).
+    Output is captured with redirect (no capsys needed).
     """
     import contextlib
     import io
@@ -147,6 +148,16 @@ def build_cli_world(root: Path, capsys=None) -> dict[str, Path]:
     write_adjacency_list(train.union(val), data / "train.txt")
     write_adjacency_list(test, data / "test.txt")
     w = {"data": data, "root": root}
+    import pickle
+
+    import scipy.sparse as sp
+
+    w["pkl"] = root / "authors"  # the UnlearnRec authors' layout: pickled COO matrices
+    w["pkl"].mkdir()
+    for name, part in (("trn_mat.pkl", train.union(val)), ("tst_mat.pkl", test)):
+        shape = (part.num_users, part.num_items)
+        m = sp.coo_matrix((np.ones(len(part)), (part.users, part.items)), shape=shape)
+        (w["pkl"] / name).write_bytes(pickle.dumps(m, protocol=4))
     w["train_toml"] = root / "train.toml"
     w["train_toml"].write_text("[model]\ndim = 8\n\n[train]\nepochs = 4\nlr = 0.05\n")
     w["ie_toml"] = root / "ie.toml"

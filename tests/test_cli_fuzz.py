@@ -99,6 +99,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, st.SearchStrategy]]] = {
     ),
     "ledger": (["ledger", "@ledger"], {"--json": st.just(None)}),
     "data": (["data", "info", "@data"], {"--shipped": st.just(None), "--json": st.just(None)}),
+    "data-pkl": (["data", "info", "@pkl"], {"--shipped": st.just(None), "--json": st.just(None)}),
 }
 
 # one of these completes the command's required options (the fuzzed options may still add more)
@@ -116,6 +117,7 @@ REQUIRED = {
 # what an input kind's corruptible files are, relative to its path
 FILES = {
     "data": ["train.txt", "test.txt"],
+    "pkl": ["trn_mat.pkl", "tst_mat.pkl"],
     "model": ["tensors.safetensors", "meta.json"],
     "forgot": ["tensors.safetensors", "meta.json"],
     "encoder": ["tensors.safetensors", "meta.json"],
