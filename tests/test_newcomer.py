@@ -525,3 +525,22 @@ def test_diverged_training_is_one_line_and_saves_nothing(world, tmp_path, monkey
     code, _, err = cli("train", "--dataset", world["data"], "--epochs", 1, "--out", tmp_path / "m", "-q")
     assert "loss became nan at epoch 1" in one_line_error(code, err)
     assert not (tmp_path / "m").exists()
+
+
+def test_malformed_titles_never_break_recommend(tmp_path):
+    from unlearnrec.data.items import item_metadata
+
+    (tmp_path / "u.item").write_bytes(b"no separator here\n")
+    info = item_metadata(tmp_path, 3, [1, 2, 3])
+    assert info.label(0) == "item 0" and "malformed line" in info.note
+
+
+def test_verify_without_the_dataset_says_how_it_drew_negatives(world, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(world["forgot"], model)
+    meta = json.loads((model / "meta.json").read_text())
+    meta["dataset"] = str(tmp_path / "gone")  # the dataset folder moved away
+    (model / "meta.json").write_text(json.dumps(meta))
+    code, o, err = cli("verify", "--model", model, "--edges", world["request"], "--min-mi-ng", 0, "--json")
+    assert code == 0, err
+    assert "MI-NG can differ slightly" in json.loads(o)["negatives"]

@@ -274,7 +274,7 @@ def _item_info(dataset: str | None, data_dir: str | None, num_items: int):
     try:
         data = load_dataset(dataset, data_dir, val_ratio=0.0)
         return item_metadata(data.meta.get("folder"), num_items, data.meta.get("item_ids"))
-    except UnlearnRecError as e:
+    except (UnlearnRecError, OSError) as e:  # titles are a courtesy: recommend works without them
         log.info("no item metadata: %s", e)
         return ItemInfo()
 

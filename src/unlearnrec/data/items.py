@@ -86,7 +86,18 @@ def _rated_movies(path: Path) -> np.ndarray:
 
 
 def item_metadata(folder: str | Path | None, num_items: int, item_ids=None) -> ItemInfo:
-    """What ``folder`` tells about the ``num_items`` items (``item_ids``: raw ids the loader found)."""
+    """What ``folder`` tells about the ``num_items`` items (``item_ids``: raw ids the loader found).
+
+    Display only: a malformed or unreadable metadata file leaves the items as bare indices and
+    says why in ``note``; it never makes the command that displays them fail.
+    """
+    try:
+        return _item_metadata(folder, num_items, item_ids)
+    except (DataError, OSError, ValueError) as e:
+        return ItemInfo(note=f"no item metadata: {e}")
+
+
+def _item_metadata(folder: str | Path | None, num_items: int, item_ids=None) -> ItemInfo:
     if folder is None or not Path(folder).is_dir():
         return ItemInfo(note="no dataset folder")
     folder = Path(folder)
