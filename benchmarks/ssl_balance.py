@@ -28,7 +28,7 @@ from unlearnrec.data.datasets import load_dataset
 from unlearnrec.data.graph import Graph, propagate
 from unlearnrec.data.sampling import bpr_batches
 
-# (label, backbone, SSL settings): UnlearnRec's (METHOD.md §8) and the SGL / SimGCL papers'
+# (label, backbone, SSL settings): UnlearnRec's (docs/method.md §8) and the SGL / SimGCL papers'
 SGL_UR = {"keep": 0.8, "ssl_weight": 0.01, "temperature": 0.1}
 SGL_PAPER = {"keep": 0.9, "ssl_weight": 0.1, "temperature": 0.2}
 SIMGCL_UR = {"eps": 0.2, "ssl_weight": 0.01, "temperature": 0.1}

@@ -127,3 +127,58 @@ def counted_fit(monkeypatch):
 
     monkeypatch.setattr(runner_mod, "fit", fit)
     return calls
+
+
+def build_cli_world(root: Path, capsys=None) -> dict[str, Path]:
+    """Every input file kind of the command line, made once by the CLI itself on the tiny graph.
+
+    ``data`` (LightGCN folder), ``pkl`` (the same split as pickled COO matrices), ``model``
+    (trained LightGCN), ``encoder`` (pre-trained IE), ``request`` (sampled edges), ``ledger`` (one
+    honoured request), ``forgot`` (the model after it), ``train_toml`` and ``ie_toml`` (configs).
+    Output is captured with redirect (no capsys needed).
+    """
+    import contextlib
+    import io
+
+    from unlearnrec.cli import main
+
+    train, val, test = split_fractions(planted_clusters(60, 40, clusters=4, seed=0), (0.7, 0.1, 0.2), seed=0)
+    data = root / "tinyset"
+    data.mkdir(parents=True)
+    write_adjacency_list(train.union(val), data / "train.txt")
+    write_adjacency_list(test, data / "test.txt")
+    w = {"data": data, "root": root}
+    import pickle
+
+    import scipy.sparse as sp
+
+    w["pkl"] = root / "authors"  # the UnlearnRec authors' layout: pickled COO matrices
+    w["pkl"].mkdir()
+    for name, part in (("trn_mat.pkl", train.union(val)), ("tst_mat.pkl", test)):
+        shape = (part.num_users, part.num_items)
+        m = sp.coo_matrix((np.ones(len(part)), (part.users, part.items)), shape=shape)
+        (w["pkl"] / name).write_bytes(pickle.dumps(m, protocol=4))
+    w["train_toml"] = root / "train.toml"
+    w["train_toml"].write_text("[model]\ndim = 8\n\n[train]\nepochs = 4\nlr = 0.05\n")
+    w["ie_toml"] = root / "ie.toml"
+    w["ie_toml"].write_text("epochs = 1\nbatch_size = 256\n")
+    w.update(
+        model=root / "model",
+        encoder=root / "encoder",
+        request=root / "request.tsv",
+        ledger=root / "ledger.jsonl",
+        forgot=root / "forgot",
+    )
+    steps = [
+        ["train", "--dataset", data, "--config", w["train_toml"], "--out", w["model"]],
+        ["pretrain", "--model", w["model"], "--config", w["ie_toml"], "--out", w["encoder"]],
+        ["sample-request", "--model", w["model"], "--ratio", 0.05, "--out", w["request"]],
+        ["forget", "--model", w["model"], "--encoder", w["encoder"], "--edges", w["request"]]
+        + ["--out", w["forgot"], "--ledger", w["ledger"]],
+    ]
+    for argv in steps:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in [*argv, "-q"]])
+        assert code == 0, (argv, err.getvalue())
+    return w

@@ -82,6 +82,6 @@ def test_train_on_the_whole_split_reports_no_validation(tmp_path, tiny_dir, caps
     assert code == 0, e
     res = json.loads(o)
     assert res["val"] is None and 0 < res["test"]["recall@20"] <= 1
-    code, o, _ = run(capsys, *args)
+    code, o, _ = run(capsys, *args, "--force")
     assert code == 0
     assert "val   none (no validation split: val_ratio = 0)" in o

@@ -1,4 +1,4 @@
-"""UnlearnRec at the level of its equations (METHOD.md §2-5), its contract, persistence and CLI."""
+"""UnlearnRec at the level of its equations (docs/method.md §2-5), its contract, persistence and CLI."""
 
 from __future__ import annotations
 

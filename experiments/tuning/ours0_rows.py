@@ -1,6 +1,6 @@
 """Where does UnlearnRec(0) lose Recall? Split its change of the layer-0 table by the rows it touches.
 
-Ours(0) writes Ẽ⁰ = E⁰ + MLP(ΔE⁰) (METHOD.md Eq. 15-18) into three kinds of rows: every node gets
+Ours(0) writes Ẽ⁰ = E⁰ + MLP(ΔE⁰) (docs/method.md Eq. 15-18) into three kinds of rows: every node gets
 H⁰ (the readout includes layer 0), and the request's users and items get, in addition, the terms
 propagated over the IDM (H¹..H^L and the η term). This script serves one request of a cached grid
 cell with a pre-trained encoder, applying ΔE⁰ to one kind of rows at a time, and prints for each

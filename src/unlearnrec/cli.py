@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,13 +19,68 @@ import numpy as np
 import torch
 
 from unlearnrec import __version__
-from unlearnrec.errors import UnlearnRecError
+from unlearnrec.errors import TrainingError, UnlearnRecError
 from unlearnrec.runtime import tune_allocator
 
 log = logging.getLogger("unlearnrec")
 
 
 # ----------------------------------------------------------------------------------- helpers
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``unlearnrec CMD: error: ...``, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def number(kind: type, interval: str):
+    """An argparse ``type`` accepting a finite ``kind`` (int or float) within ``interval``."""
+    from unlearnrec.config import Interval
+
+    iv = Interval.parse(interval)
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number {iv}, got {text}")
+        if v not in iv:
+            raise argparse.ArgumentTypeError(f"must be {iv}, got {text}")
+        return v
+
+    parse.__name__ = f"{kind.__name__} {iv}"
+    return parse
+
+
+K = number(int, "[1, 100000]")
+SEED = number(int, "[0, 4294967295]")
+ID = number(int, "[0, 2147483647]")  # ids beyond the model are refused by the model
+
+
+def check_out(args, inputs: dict[str, Any], option: str = "--out", must_be_new: bool = True) -> None:
+    """:func:`unlearnrec.io.paths.check_output` for ``args.<option>`` (shared by every writing command)."""
+    from unlearnrec.io.paths import check_output
+
+    value = getattr(args, option.lstrip("-").replace("-", "_"))
+    if value is not None:
+        check_output(
+            value, inputs, force=getattr(args, "force", False), option=option, must_be_new=must_be_new
+        )
+
+
+def dataset_folder(name: str, data_dir: str | None) -> str | None:
+    """The folder a dataset name resolves to (an input that no output may touch), if it exists."""
+    if Path(name).is_dir():
+        return name
+    root = data_dir or os.environ.get("UNLEARNREC_DATA")
+    if root and (Path(root) / name).exists():
+        return str(Path(root) / name)
+    return None
+
+
 NO_VAL = "none (no validation split: val_ratio = 0)"
 
 
@@ -78,6 +135,19 @@ def _load_train_config(args):
     unknown = sorted(set(data_raw) - {"val_ratio", "split_seed"})
     if unknown:
         raise ConfigError(f"unknown config key 'data.{unknown[0]}' (valid: split_seed, val_ratio)")
+    from unlearnrec.config import check_value
+
+    for key, kind, interval in (("val_ratio", float, "[0, 1)"), ("split_seed", int, "[0, 4294967295]")):
+        if key in data_raw:
+            v = data_raw[key]
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or (kind is int and isinstance(v, float))
+            ):
+                what = "an integer" if kind is int else "a number"
+                raise ConfigError(f"data.{key}: expected {what}, got {v!r}")
+            check_value(f"data.{key}", v, interval)
     return name, mcfg, tcfg, data_raw
 
 
@@ -90,6 +160,7 @@ def cmd_train(args) -> int:
     from unlearnrec.train.loop import fit
 
     name, mcfg, tcfg, data_raw = _load_train_config(args)
+    check_out(args, {"--config": args.config, "--dataset": dataset_folder(args.dataset, args.data_dir)})
     split = {"seed": int(data_raw.get("split_seed", 0)), "val_ratio": float(data_raw.get("val_ratio", 0.1))}
     data = load_dataset(args.dataset, args.data_dir, val_ratio=split["val_ratio"], seed=split["seed"])
     device = torch.device(args.device)
@@ -173,13 +244,39 @@ def cmd_recommend(args) -> int:
     items, scores = model.recommend([args.user], args.k)
     ok = np.isfinite(scores[0])
     items, scores = items[0][ok], scores[0][ok]
+    info = _item_info(model.dataset, args.data_dir, model.train.num_items)
     _emit(
         args,
-        {"user": args.user, "items": items.tolist(), "scores": scores.tolist()},
+        {
+            "user": args.user,
+            "items": items.tolist(),
+            "scores": scores.tolist(),
+            "raw_ids": [info.raw(int(i)) for i in items],
+            "titles": [info.title(int(i)) for i in items],
+        },
         [f"user {args.user}: top {len(items)}"]
-        + [f"{r + 1:3d}. item {i}  ({s:.4f})" for r, (i, s) in enumerate(zip(items, scores, strict=True))],
+        + [
+            f"{r + 1:3d}. {info.label(int(i))}  ({s:.4f})"
+            for r, (i, s) in enumerate(zip(items, scores, strict=True))
+        ]
+        + ([f"({info.note})"] if info.note else []),
     )
     return 0
+
+
+def _item_info(dataset: str | None, data_dir: str | None, num_items: int):
+    """Raw ids and titles of the dataset's items where its folder has them (else an empty ItemInfo)."""
+    from unlearnrec.data.datasets import load_dataset
+    from unlearnrec.data.items import ItemInfo, item_metadata
+
+    if not dataset:
+        return ItemInfo()
+    try:
+        data = load_dataset(dataset, data_dir, val_ratio=0.0)
+        return item_metadata(data.meta.get("folder"), num_items, data.meta.get("item_ids"))
+    except (UnlearnRecError, OSError) as e:  # titles are a courtesy: recommend works without them
+        log.info("no item metadata: %s", e)
+        return ItemInfo()
 
 
 def cmd_data_info(args) -> int:
@@ -187,6 +284,12 @@ def cmd_data_info(args) -> int:
 
     data = load_dataset(args.name, args.data_dir, val_ratio=0.0 if args.shipped else 0.1)
     st = data.stats()
+    from unlearnrec.data.items import item_metadata
+
+    info = item_metadata(data.meta.get("folder"), data.num_items, data.meta.get("item_ids"))
+    st["item_metadata"] = list(info.sources)
+    if info.note:
+        st["item_metadata_note"] = info.note
     if st["split"] == "shipped":
         split = (
             f"  train {st['shipped_train']:,} / test {st['test']:,} (shipped split; validation carved "
@@ -204,6 +307,9 @@ def cmd_data_info(args) -> int:
             f"{st['name']}: {st['users']:,} users, {st['items']:,} items, "
             f"{st['interactions']:,} interactions",
             split,
+            "  items: "
+            + ("; ".join(info.sources) if info.sources else "indices only (no raw ids or titles)")
+            + (f" ({info.note})" if info.note else ""),
         ],
     )
     return 0
@@ -224,7 +330,7 @@ def cmd_data_download(args) -> int:
 
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unlearnrec", description="Make GNN recommenders forget.")
+    p = Parser(prog="unlearnrec", description="Make GNN recommenders forget.")
     p.add_argument("--version", action="version", version=f"unlearnrec {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO) to stderr")
     sub = p.add_subparsers(dest="command", required=True)
@@ -246,20 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--device", default="cpu")
     t.add_argument("--out", required=True)
+    t.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
     common(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="full-ranking Recall/NDCG of a saved model on its test split")
     e.add_argument("--model", required=True)
-    e.add_argument("--k", type=int, nargs="+", default=[20])
+    e.add_argument("--k", type=K, nargs="+", default=[20], help="cut-offs K (1..100000)")
     common(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("recommend", help="top-k items for a user")
     r.add_argument("--model", required=True)
-    r.add_argument("--user", type=int, required=True)
-    r.add_argument("-k", "--k", type=int, default=20)
-    common(r, data=False)
+    r.add_argument("--user", type=ID, required=True)
+    r.add_argument("-k", "--k", type=K, default=20, help="how many items (1..100000)")
+    common(r)
     r.set_defaults(func=cmd_recommend)
 
     d = sub.add_parser("data", help="dataset information and download")
@@ -295,8 +402,33 @@ def _register_extensions(sub, common) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 a failed check, 2 bad input).
+
+    Output to a closed pipe (``unlearnrec ledger x --json | head -1``) ends quietly with 141
+    (128 + SIGPIPE, as a tool killed by SIGPIPE reports it).
+    """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured in tests)
+        pass
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed on one line)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -308,13 +440,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unlearnrec: error: {e}", file=sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # surface a closed pipe here, not in the interpreter's exit
+        return status
     except UnlearnRecError as e:
-        print(f"unlearnrec: error: {e}", file=sys.stderr)
+        print(f"unlearnrec: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except TrainingError as e:  # diverged: a setting to change (the message names it), nothing saved
+        print(f"unlearnrec: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # a path that cannot be read or written (a directory, no permission, disk full)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"unlearnrec: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("unlearnrec: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -18,6 +19,88 @@ else:  # pragma: no cover
 
 T = TypeVar("T")
 
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds both accept 0..2**32-1
+
+
+class RangeError(ConfigError):
+    """A config value outside its valid range; ``key`` names the field."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key} {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A closed/open interval of valid values, parsed from text like ``"(0, 1]"`` or ``">= 1"``."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        t = text.replace(" ", "")
+        for op, kw in ((">=", {}), (">", {"lo_open": True})):
+            if t.startswith(op):
+                return cls(lo=float(t[len(op) :]), **kw)
+        for op, kw in (("<=", {}), ("<", {"hi_open": True})):
+            if t.startswith(op):
+                return cls(hi=float(t[len(op) :]), **kw)
+        if t[0] not in "[(" or t[-1] not in "])" or "," not in t:
+            raise ValueError(f"bad interval {text!r}")
+        lo, hi = t[1:-1].split(",")
+        return cls(float(lo), float(hi), t[0] == "(", t[-1] == ")")
+
+    def __contains__(self, v: float) -> bool:
+        lo_ok = v > self.lo if self.lo_open else v >= self.lo
+        hi_ok = v < self.hi if self.hi_open else v <= self.hi
+        return lo_ok and hi_ok
+
+    def __str__(self) -> str:
+        def num(x: float) -> str:
+            return f"{int(x)}" if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+        if self.hi == math.inf:
+            return f"{'>' if self.lo_open else '>='} {num(self.lo)}"
+        if self.lo == -math.inf:
+            return f"{'<' if self.hi_open else '<='} {num(self.hi)}"
+        return (
+            f"in {'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
+        )
+
+
+def check_value(key: str, value: Any, interval: str | Interval) -> None:
+    """Raise :class:`RangeError` unless ``value`` is a finite number within ``interval``."""
+    iv = interval if isinstance(interval, Interval) else Interval.parse(interval)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RangeError(key, f"must be a finite number {iv}, got {value}")
+    if value not in iv:
+        raise RangeError(key, f"must be {iv}, got {value}")
+
+
+def check_ranges(obj: Any) -> None:
+    """Check a config dataclass against its class attribute ``RANGES`` ({field: interval text}).
+
+    Every float field must be finite (NaN and inf are never a valid setting); a ``None`` value
+    (an unset optional) and the members of a tuple field are checked against the field's interval.
+    Called by the configs' ``__post_init__``, so a config built in Python or read from TOML (via
+    :func:`from_dict`, which adds the section to the key) is checked the same way.
+    """
+    spec: dict[str, str] = getattr(type(obj), "RANGES", {})
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        values = v if isinstance(v, tuple) else (v,)
+        for x in values:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                continue
+            if f.name in spec:
+                check_value(f.name, x, spec[f.name])
+            elif isinstance(x, float) and not math.isfinite(x):
+                raise RangeError(f.name, f"must be a finite number, got {x}")
+
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; a missing file or a syntax error is a :class:`ConfigError`."""
@@ -29,6 +112,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:
@@ -57,6 +142,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -88,6 +175,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     kwargs = {k: _check(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         obj = cls(**kwargs)
+    except RangeError as e:
+        raise ConfigError(f"{prefix}{e.key} {e.message}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
     return obj

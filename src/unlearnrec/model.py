@@ -22,7 +22,7 @@ from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.eval.ranking import evaluate_embeddings, recommend
-from unlearnrec.io.checkpoint import load_checkpoint, save_checkpoint
+from unlearnrec.io.checkpoint import load_checkpoint, reading, save_checkpoint
 
 
 @dataclass
@@ -106,7 +106,13 @@ class TrainedModel:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: torch.device | str = "cpu") -> TrainedModel:
+        """Read a checkpoint directory; anything missing, inconsistent or corrupt is one clear error."""
         tensors, meta = load_checkpoint(directory)
+        with reading(directory, "model checkpoint"):
+            return cls._from_checkpoint(directory, tensors, meta, device)
+
+    @classmethod
+    def _from_checkpoint(cls, directory, tensors: dict, meta: dict, device) -> TrainedModel:
         if meta.get("kind") != "model":
             raise UnlearnRecError(f"{directory}: not a model checkpoint (kind={meta.get('kind')!r})")
         nu, ni = int(meta["num_users"]), int(meta["num_items"])
@@ -115,6 +121,8 @@ class TrainedModel:
             raise UnlearnRecError(f"{directory}: training interactions do not match their fingerprint")
         cfg = backbone_config(meta["backbone"], meta["backbone_config"], LOADABLE)
         backbone = build_backbone(meta["backbone"], nu, ni, cfg, registry=LOADABLE)
+        if tensors["e0"].is_floating_point() and not bool(torch.isfinite(tensors["e0"]).all()):
+            raise UnlearnRecError(f"{directory}: corrupt checkpoint (NaN or inf in the embedding table)")
         state = {"e0": tensors["e0"]}
         state.update({k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")})
         backbone.load_state_dict(state)

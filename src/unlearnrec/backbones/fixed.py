@@ -7,12 +7,18 @@ from dataclasses import dataclass
 import torch
 
 from unlearnrec.backbones.base import Backbone
+from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph
 
 
 @dataclass(frozen=True)
 class FixedEmbeddingConfig:
     dim: int = 64
+
+    RANGES = {"dim": "[1, 65536]"}
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 class FixedEmbedding(Backbone):

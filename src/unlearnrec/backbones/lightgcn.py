@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from unlearnrec.backbones.base import Backbone, check_init
+from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph, propagate_sum
 
 
@@ -22,12 +23,15 @@ class LightGCNConfig:
     init_std: float = 0.1
     init: str = "normal"
 
+    RANGES = {"dim": "[1, 65536]", "layers": "[0, 64]", "reg": ">= 0", "init_std": "> 0"}
+
     def __post_init__(self):
+        check_ranges(self)
         check_init(self.init, self.init_std)
 
 
 class LightGCN(Backbone):
-    """Ē = mean(E⁰, ÂE⁰, ..., Â^L E⁰) (METHOD.md §1), score ŷ_ui = ē_u · ē_i."""
+    """Ē = mean(E⁰, ÂE⁰, ..., Â^L E⁰) (docs/method.md §1), score ŷ_ui = ē_u · ē_i."""
 
     name = "lightgcn"
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from unlearnrec.backbones.base import Backbone, check_init
+from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph
 
 
@@ -20,7 +21,10 @@ class MFConfig:
     init_std: float = 0.1
     init: str = "normal"  # or "xavier" (see LightGCNConfig)
 
+    RANGES = {"dim": "[1, 65536]", "reg": ">= 0", "init_std": "> 0"}
+
     def __post_init__(self):
+        check_ranges(self)
         check_init(self.init, self.init_std)
 
 

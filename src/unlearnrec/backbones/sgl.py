@@ -18,6 +18,7 @@ import torch
 
 from unlearnrec.backbones.base import Batch, ssl_term
 from unlearnrec.backbones.lightgcn import LightGCN, LightGCNConfig
+from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph
 
 
@@ -34,7 +35,10 @@ class SGLConfig(LightGCNConfig):
     ssl_weight: float = 1e-2
     temperature: float = 0.1
 
+    RANGES = {**LightGCNConfig.RANGES, "keep": "(0, 1]", "ssl_weight": ">= 0", "temperature": "> 0"}
+
     def __post_init__(self):
+        check_ranges(self)
         super().__post_init__()
         if not 0.0 < self.keep <= 1.0:
             raise ValueError(f"keep must be in (0, 1], got {self.keep}")

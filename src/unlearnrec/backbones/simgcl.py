@@ -14,6 +14,7 @@ import torch
 
 from unlearnrec.backbones.base import Batch, ssl_term
 from unlearnrec.backbones.lightgcn import LightGCN, LightGCNConfig
+from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph, propagate, propagate_sum
 
 
@@ -30,7 +31,16 @@ class SimGCLConfig(LightGCNConfig):
     ssl_weight: float = 1e-2
     temperature: float = 0.1
 
+    RANGES = {
+        **LightGCNConfig.RANGES,
+        "layers": "[1, 64]",
+        "eps": ">= 0",
+        "ssl_weight": ">= 0",
+        "temperature": "> 0",
+    }
+
     def __post_init__(self):
+        check_ranges(self)
         super().__post_init__()
         if self.layers < 1:
             raise ValueError("SimGCL needs layers >= 1 (its readout leaves layer 0 out)")

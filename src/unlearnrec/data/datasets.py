@@ -15,6 +15,7 @@ from unlearnrec.data.formats import (
     load_interactions,
     open_text,
     read_adjacency_list,
+    read_coo_interactions,
     read_id_list,
     read_udata,
 )
@@ -126,6 +127,46 @@ def _lightgcn_dir(folder: Path) -> tuple[Interactions, Interactions, dict]:
     return train, test, meta
 
 
+# the UnlearnRec authors' and SSLRec's layout: one pickled scipy COO matrix (users x items) per split
+PICKLE_SPLITS = (
+    {"train": "trnMat.pkl", "val": "valMat.pkl", "test": "tstMat.pkl"},
+    {"train": "trn_mat.pkl", "val": "val_mat.pkl", "test": "tst_mat.pkl"},
+)
+
+
+def _pickle_split_files(folder: Path) -> dict[str, Path] | None:
+    """{split: file} of a folder in the pickled-matrix layout (train and test required), or None."""
+    for names in PICKLE_SPLITS:
+        found = {}
+        for split, stem in names.items():
+            try:
+                found[split] = find_file(folder, stem)
+            except DataError:
+                continue
+        if "train" in found and "test" in found:
+            return found
+    return None
+
+
+def _pickle_dir(folder: Path) -> tuple[Interactions, Interactions | None, Interactions, dict]:
+    """(train, shipped val or None, test, meta) of a folder of pickled COO matrices.
+
+    Each file goes through the restricted unpickler (:func:`read_coo_interactions`): a pickle that
+    references anything but numpy arrays and a scipy COO matrix is refused. The matrices must share
+    one shape (the id space) and the splits must be disjoint.
+    """
+    files = _pickle_split_files(folder)
+    if files is None:
+        raise DataError(f"{folder}: no trnMat.pkl + tstMat.pkl (or trn_mat.pkl + tst_mat.pkl)")
+    mats = {split: read_coo_interactions(path) for split, path in files.items()}
+    shapes = {split: (m.num_users, m.num_items) for split, m in mats.items()}
+    if len(set(shapes.values())) > 1:
+        detail = ", ".join(f"{files[k].name} {v[0]}x{v[1]}" for k, v in shapes.items())
+        raise DataError(f"{folder}: the split matrices have different shapes ({detail})")
+    meta = {"files": {k: str(v) for k, v in files.items()}}
+    return mats["train"], mats.get("val"), mats["test"], meta
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     kind: str  # "lightgcn" (shipped train/test) or "udata" (unsplit ratings)
@@ -152,13 +193,19 @@ def _resolve(name: str, root) -> tuple[Path, str]:
                 f"dataset folder not found: {folder} (set --data-dir or ${ENV_VAR}, "
                 f"or run 'unlearnrec data download {name}')"
             )
-        return folder, DATASETS[name].kind
+        kind = DATASETS[name].kind
+        has_txt = any((folder / f).is_file() for f in ("train.txt", "train.txt.gz"))
+        if kind == "lightgcn" and not has_txt and _pickle_split_files(folder) is not None:
+            kind = "pickle"
+        return folder, kind
     p = Path(name).expanduser()
     if p.is_file():
         return p, "file"
     if p.is_dir():
         if any((p / f).is_file() for f in ("train.txt", "train.txt.gz")):
             return p, "lightgcn"
+        if _pickle_split_files(p) is not None:
+            return p, "pickle"
         for stem, _fmt in _FOLDER_FILES:
             for f in (p / stem, p / f"{stem}.gz"):
                 if f.is_file():
@@ -167,8 +214,8 @@ def _resolve(name: str, root) -> tuple[Path, str]:
         if len(inters) == 1:
             return inters[0], "file"
         raise DataError(
-            f"{p}: no dataset files found (expected train.txt + test.txt, u.data, ratings.dat, "
-            "ratings.csv or one .inter file)"
+            f"{p}: no dataset files found (expected train.txt + test.txt, trnMat.pkl + tstMat.pkl, "
+            "u.data, ratings.dat, ratings.csv or one .inter file)"
         )
     raise DataError(
         f"unknown dataset '{name}' (valid: {', '.join(sorted(DATASETS))}, "
@@ -185,8 +232,12 @@ def load_dataset(
 ) -> Dataset:
     """Load a named dataset from ``data_dir(root)/name``, or a dataset folder / file by path.
 
-    Shipped train/test splits are kept; a seeded ``val_ratio`` of each user's training edges
-    becomes the validation split (for early stopping; never the test set). Unsplit data (GroupLens
+    Shipped train/test splits are kept (LightGCN ``train.txt`` / ``test.txt``, or the UnlearnRec
+    authors' and SSLRec's pickled matrices ``trnMat.pkl`` / ``valMat.pkl`` / ``tstMat.pkl`` or
+    ``trn_mat.pkl`` / ``tst_mat.pkl``, plain or ``.gz``, read by a restricted unpickler; a shipped
+    validation matrix is the validation split as it is); otherwise a seeded ``val_ratio`` of each
+    user's training edges becomes the validation split (for early stopping; never the test set).
+    Unsplit data (GroupLens
     ``u.data``, ``ratings.dat``, CSV/TSV, RecBole ``.inter``, pickled COO) is split per user by
     ``fractions`` (train/val/test), each user keeping at least one training edge. The splits are
     checked disjoint. Files with raw ids are remapped to contiguous ids; ``meta["user_ids"]`` /
@@ -202,6 +253,16 @@ def load_dataset(
         full, test, extra = _lightgcn_dir(path)
         meta.update(extra, split="shipped", format="lightgcn")
         if val_ratio > 0:
+            train, val = holdout(full, val_ratio, seed)
+        else:
+            train, val = full, Interactions.empty(full.num_users, full.num_items)
+    elif kind == "pickle":
+        full, shipped_val, test, extra = _pickle_dir(path)
+        meta.update(extra, split="shipped", format="coo-pickle")
+        if shipped_val is not None:
+            train, val = full, shipped_val
+            meta["val"] = "shipped"
+        elif val_ratio > 0:
             train, val = holdout(full, val_ratio, seed)
         else:
             train, val = full, Interactions.empty(full.num_users, full.num_items)

@@ -25,7 +25,7 @@ def normalized_adjacency(
 ) -> torch.Tensor:
     """D^-1/2 Ā D^-1/2 of the bipartite graph, as an (N x N) torch sparse CSR tensor, in O(nnz).
 
-    Ā = [[0, A], [Aᵀ, 0]] with users first and items offset by ``num_users`` (METHOD.md §1).
+    Ā = [[0, A], [Aᵀ, 0]] with users first and items offset by ``num_users`` (docs/method.md §1).
     Degrees are counted inside the given edge set (so the IDM of §2 is this function applied
     to the request edges alone). Degree-0 nodes get an all-zero row (never inf or NaN).
     ``weights`` (optional, one per edge) scales an edge before normalisation (edge dropout
@@ -209,7 +209,7 @@ def propagate_layers(adj: torch.Tensor, x: torch.Tensor, layers: int) -> list[to
 class Graph:
     """A training graph: the interactions and their normalised adjacency Â (N x N sparse CSR).
 
-    ``residual(edges)`` gives the graph of E_r = E \\ E_Δ (METHOD.md §1), in O(nnz).
+    ``residual(edges)`` gives the graph of E_r = E \\ E_Δ (docs/method.md §1), in O(nnz).
     """
 
     interactions: Interactions

@@ -35,7 +35,11 @@ def read_edges_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not p.is_file():
         raise RequestError(f"request file not found: {p}")
     us, its = [], []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RequestError(f"{p}: not a text file of 'user item' lines ({e.reason})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         s = line.split("#", 1)[0].strip()
         if not s:
             continue
@@ -49,6 +53,8 @@ def read_edges_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             its.append(int(parts[1]))
         except ValueError:
             raise RequestError(f"{p}:{n}: ids must be integers, got {s[:60]!r}") from None
+        if max(abs(us[-1]), abs(its[-1])) >= 2**62:
+            raise RequestError(f"{p}:{n}: id out of range, got {s[:60]!r}")
     if not us:
         raise RequestError(f"{p}: empty request file (no edges)")
     return np.asarray(us, dtype=np.int64), np.asarray(its, dtype=np.int64)

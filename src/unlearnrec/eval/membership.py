@@ -1,4 +1,4 @@
-"""Forgetting efficacy by membership inference (METHOD.md §6): MI-BF, MI-NG and score statistics."""
+"""Forgetting efficacy by membership inference (docs/method.md §6): MI-BF, MI-NG and score statistics."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def forgetting_metrics(
     seed: int = 0,
     max_retained: int = 100_000,
 ) -> dict[str, float]:
-    """Every forgetting metric of one unlearning step (METHOD.md §6, plus AUC and distances).
+    """Every forgetting metric of one unlearning step (docs/method.md §6, plus AUC and distances).
 
     ``before`` / ``after``: (user (U, d), item (I, d)) final embeddings of the model before and
     after unlearning; ``forgotten``: E_Δ; ``known``: every edge ever seen (train ∪ val ∪ test ∪

@@ -10,10 +10,13 @@ from pathlib import Path
 def cmd_experiment(args) -> int:
     from tqdm import tqdm
 
+    from unlearnrec.cli import check_out
     from unlearnrec.experiments.report import report
     from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
 
     cfg = load_config(args.config)
+    # an existing --out is how a grid resumes, so it may exist; it may never be (or hold) an input
+    check_out(args, {"CONFIG": args.config, "--data-dir": args.data_dir}, must_be_new=False)
     total = len(cfg.datasets) * len(cfg.seeds) * len(cfg.request_axis) * len(cfg.backbones) * len(cfg.methods)
     bar = tqdm(total=total, desc=f"experiment {cfg.name}", disable=args.quiet, file=sys.stderr, leave=False)
 
@@ -51,6 +54,12 @@ def cmd_report(args) -> int:
     from unlearnrec.experiments.report import aggregate, to_csv, to_markdown
     from unlearnrec.experiments.runner import RESULTS, read_results
 
+    if args.html:
+        from unlearnrec.cli import check_out
+
+        if Path(args.html).is_dir():
+            raise UnlearnRecError(f"--html {args.html} is a directory: name the HTML file to write")
+        check_out(args, {"DIR/" + RESULTS: Path(args.dir) / RESULTS}, option="--html", must_be_new=False)
     if args.html and not (Path(args.dir) / RESULTS).is_file():
         # a parent folder of several experiment folders: the HTML page gathers them all
         from unlearnrec.experiments.html import render_html
@@ -110,6 +119,8 @@ def cmd_study(args) -> int:
 
 def register(sub, common) -> None:
     """Add ``experiment`` and ``report`` to the ``unlearnrec`` parser."""
+    from unlearnrec.cli import K
+
     e = sub.add_parser("experiment", help="run (or resume) a TOML grid of datasets x backbones x methods")
     e.add_argument("config", help="experiment TOML (see experiments/)")
     e.add_argument("--out", required=True, help="output directory (results.jsonl, cached models)")
@@ -139,7 +150,7 @@ def register(sub, common) -> None:
     s.add_argument("config", help="the experiment TOML that produced --out")
     s.add_argument("--out", required=True, help="the experiment output directory")
     s.add_argument("--labels", nargs="+", default=None, help="only these method labels")
-    s.add_argument("--k", type=int, default=10, help="similar items in the case study")
+    s.add_argument("--k", type=K, default=10, help="similar items in the case study (1..100000)")
     s.add_argument("--device", default=None)
     common(s)
     s.set_defaults(func=cmd_study)

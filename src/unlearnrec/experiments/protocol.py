@@ -1,4 +1,4 @@
-"""The adversarial evaluation protocol (METHOD.md §7, paper §4.1.4).
+"""The adversarial evaluation protocol (docs/method.md §7, paper §4.1.4).
 
 A LightGCN trained on the clean data scores every user-item pair. For a seeded subset of users
 we add the item the model scores *lowest* among the items the user never interacted with, and
@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from unlearnrec.config import check_ranges
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError, DataError
 from unlearnrec.io.checkpoint import atomic_write_bytes, atomic_write_text
@@ -43,7 +44,10 @@ class AttackConfig:
     item_ratio: float = 0.0
     batch_size: int = 1024
 
+    RANGES = {"user_ratio": "[0, 1]", "item_ratio": "[0, 1]", "batch_size": "[1, 16777216]"}
+
     def __post_init__(self):
+        check_ranges(self)
         for k in ("user_ratio", "item_ratio"):
             v = getattr(self, k)
             if not 0.0 <= v <= 1.0:

@@ -90,7 +90,7 @@ import torch
 
 from unlearnrec import __version__
 from unlearnrec.backbones import backbone_config, build_backbone
-from unlearnrec.config import from_dict, read_toml, to_dict
+from unlearnrec.config import check_ranges, from_dict, read_toml, to_dict
 from unlearnrec.data.datasets import Dataset, load_dataset
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
@@ -157,12 +157,23 @@ class ExperimentConfig:
     request: str = "adversarial"
     request_ratios: tuple[float, ...] = ()
 
+    RANGES = {
+        "ratios": "[0, 1]",
+        "seeds": "[0, 4294967295]",
+        "item_ratio": "[0, 1]",
+        "attack_batch": "[1, 16777216]",
+        "val_ratio": "[0, 1)",
+        "split_seed": "[0, 4294967295]",
+        "max_retained": ">= 1",
+    }
+
     @property
     def request_axis(self) -> tuple[float, ...]:
         """The ratios the grid iterates over: ``ratios`` (adversarial) or ``request_ratios``."""
         return self.request_ratios if self.request != "adversarial" else self.ratios
 
     def __post_init__(self):
+        check_ranges(self)
         if not self.datasets or not self.methods or not self.backbones:
             raise ValueError("datasets, backbones and methods must each name at least one entry")
         titles = [m.title for m in self.methods]

@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,23 @@ def save_checkpoint(
     return directory
 
 
+@contextmanager
+def reading(directory: str | os.PathLike, what: str = "checkpoint") -> Iterator[None]:
+    """Turn any failure while interpreting a checkpoint's contents into one :class:`UnlearnRecError`.
+
+    A sidecar edited by hand or a damaged tensor file can hold the wrong keys, types or shapes;
+    the loader then fails deep inside (a KeyError, a size mismatch in ``load_state_dict``). For
+    the user that is one fact: the checkpoint is corrupt.
+    """
+    try:
+        yield
+    except UnlearnRecError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as e:
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise UnlearnRecError(f"{directory}: corrupt {what} ({type(e).__name__}: {detail})") from None
+
+
 def _json_default(o):
     if hasattr(o, "tolist"):
         return o.tolist()
@@ -104,8 +123,10 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tenso
         raise UnlearnRecError(f"not a checkpoint: {directory} (expected {META} and {TENSORS})")
     try:
         meta = json.loads((directory / META).read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UnlearnRecError(f"{directory / META}: corrupt JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise UnlearnRecError(f"{directory / META}: corrupt JSON: not an object")
     if meta.get("format") != FORMAT:
         raise UnlearnRecError(f"{directory}: unknown checkpoint format {meta.get('format')!r}")
     try:

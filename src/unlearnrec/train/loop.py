@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from unlearnrec.backbones.base import Backbone, Batch
+from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.sampling import bpr_batches
@@ -40,7 +41,21 @@ class TrainConfig:
     threads: int = 0
     lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch (1: constant)
 
+    RANGES = {
+        "epochs": "[0, 100000]",
+        "batch_size": "[1, 16777216]",
+        "lr": "(0, 100]",
+        "eval_every": "[1, 100000]",
+        "patience": "[0, 100000]",
+        "ks": "[1, 100000]",
+        "eval_batch": "[1, 16777216]",
+        "seed": "[0, 4294967295]",
+        "threads": "[0, 4096]",
+        "lr_decay": "(0, 1]",
+    }
+
     def __post_init__(self):
+        check_ranges(self)
         if self.epochs < 0 or self.batch_size <= 0 or self.lr <= 0 or self.eval_every <= 0:
             raise ValueError("epochs >= 0, batch_size > 0, lr > 0 and eval_every > 0 are required")
         if self.threads < 0:

@@ -13,10 +13,12 @@ from unlearnrec.unlearn.base import Request
 
 def add_request_args(p, required: bool = True) -> None:
     """``--edges FILE | --user U [U ...] | --item I [I ...]`` (exactly one)."""
+    from unlearnrec.cli import ID
+
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--edges", help="file of 'user item' lines (TSV/CSV, optional header)")
-    g.add_argument("--user", type=int, nargs="+", help="forget these users entirely")
-    g.add_argument("--item", type=int, nargs="+", help="forget these items entirely")
+    g.add_argument("--user", type=ID, nargs="+", help="forget these users entirely")
+    g.add_argument("--item", type=ID, nargs="+", help="forget these items entirely")
 
 
 def request_from_args(train: Interactions, args) -> Request:
@@ -34,9 +36,11 @@ def request_from_args(train: Interactions, args) -> Request:
 
 
 def cmd_sample_request(args) -> int:
+    from unlearnrec.cli import check_out
     from unlearnrec.data.requests import sample_edges, write_edges_file
     from unlearnrec.model import TrainedModel
 
+    check_out(args, {"--model": args.model})
     model = TrainedModel.load(args.model)
     edges = sample_edges(model.train, args.ratio, np.random.default_rng(args.seed))
     write_edges_file(edges, args.out)
@@ -53,27 +57,57 @@ def cmd_verify(args) -> int:
     from unlearnrec.unlearn.ledger import Ledger
     from unlearnrec.unlearn.verify import verify_forgetting
 
+    ledger = Ledger(args.ledger) if args.ledger else None
+    if ledger is not None:
+        ledger.require()  # a missing or empty ledger is an error, never "0 of 0 entries"
     model = TrainedModel.load(args.model)
     original = TrainedModel.load(args.original) if args.original else None
     reference = original if original is not None else model
     if original is None and not args.edges:
         raise RequestError("verifying a whole-user or whole-item request needs --original (the model before)")
     request = request_from_args(reference.train if original is not None else _with_edges(model, args), args)
+    known, negatives = _known_edges(model, request, args.data_dir)
     v = verify_forgetting(
         model,
         request,
         original=original,
-        ledger=Ledger(args.ledger) if args.ledger else None,
+        ledger=ledger,
         min_mi_ng=args.min_mi_ng,
+        seed=args.seed,
+        known=known,
     )
     if args.json:
-        print(json.dumps({"passed": v.passed, "checks": v.checks}, default=float))
+        print(json.dumps({"passed": v.passed, "checks": v.checks, "negatives": negatives}, default=float))
     else:
+        print(f"MI negatives: {negatives}")
         for c in v.checks:
             mark = {True: "PASS", False: "FAIL", None: "n/a "}[c["passed"]]
             print(f"[{mark}] {c['name']}: {c['detail']}")
         print("verified: the request is honoured" if v.passed else "NOT verified")
     return 0 if v.passed else 1
+
+
+def _known_edges(model, request: Request, data_dir) -> tuple[Interactions | None, str]:
+    """Every edge ever seen (train ∪ val ∪ test ∪ request), as ``forget`` uses for MI-NG's non-edges.
+
+    With the model's dataset at hand, verify draws the same non-edges as ``forget`` (same seed), so
+    both report the same MI-NG; without it the non-edges avoid only the model's graph and the
+    request, which can change a few draws (and MI-NG in its second or third decimal).
+    """
+    from unlearnrec.errors import UnlearnRecError
+
+    try:
+        data = model.load_dataset(data_dir)
+    except UnlearnRecError as e:
+        return None, (
+            f"drawn avoiding the model's graph and the request only ({e}); "
+            "MI-NG can differ slightly from the one 'forget' printed"
+        )
+    known = data.train.union(data.val).union(data.test).union(request.edges)
+    return (
+        known,
+        f"drawn avoiding every edge of {model.dataset} (as 'forget' does: same MI-NG for the same seed)",
+    )
 
 
 def _with_edges(model, args) -> Interactions:
@@ -90,7 +124,7 @@ def cmd_ledger(args) -> int:
     from unlearnrec.unlearn.ledger import Ledger
 
     led = Ledger(args.path)
-    n = led.check()
+    n = led.require()
     entries = led.entries()
     if args.json:
         print(json.dumps({"entries": entries, "intact": True}))
@@ -106,11 +140,14 @@ def cmd_ledger(args) -> int:
 
 
 def register(sub, common) -> None:
+    from unlearnrec.cli import SEED, number
+
     s = sub.add_parser("sample-request", help="write a random request of training edges to a file")
     s.add_argument("--model", required=True)
-    s.add_argument("--ratio", type=float, default=0.005)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--ratio", type=number(float, "(0, 1)"), default=0.005, help="share of training edges")
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
     common(s, data=False)
     s.set_defaults(func=cmd_sample_request)
 
@@ -121,8 +158,9 @@ def register(sub, common) -> None:
     )
     add_request_args(v)
     v.add_argument("--ledger", default=None, help="JSONL ledger that must record the request")
-    v.add_argument("--min-mi-ng", type=float, default=1.0)
-    common(v, data=False)
+    v.add_argument("--min-mi-ng", type=number(float, ">= 0"), default=1.0)
+    v.add_argument("--seed", type=SEED, default=0, help="seed of MI-NG's random non-edges (as forget's)")
+    common(v)
     v.set_defaults(func=cmd_verify)
 
     led = sub.add_parser("ledger", help="show and check a forgetting ledger")

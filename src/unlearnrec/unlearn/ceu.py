@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unlearnrec.config import check_ranges
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError
 from unlearnrec.model import TrainedModel
@@ -41,7 +42,18 @@ class CEUConfig:
     lanczos_iterations: int = 30  # HVPs for the extreme eigenvalues of H (damping, scale)
     psd_shift: bool = True  # add max(0, -λ_min) to the damping: H + λI positive definite
 
+    RANGES = {
+        "iterations": "[0, 100000]",
+        "damping": ">= 0",
+        "tol": ">= 0",
+        "hessian_edges": ">= 0",
+        "batch_size": ">= 1",
+        "noise_std": ">= 0",
+        "lanczos_iterations": "[1, 10000]",
+    }
+
     def __post_init__(self):
+        check_ranges(self)
         if self.iterations < 0 or self.lanczos_iterations < 1:
             raise ConfigError("ceu: iterations must be >= 0 and lanczos_iterations >= 1")
         if self.damping < 0 or self.tol < 0 or self.hessian_edges < 0 or self.batch_size <= 0:

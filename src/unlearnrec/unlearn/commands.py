@@ -36,10 +36,33 @@ def _unlearnrec_config(args, extra: dict[str, Any]):
     return from_dict(UnlearnRecConfig, raw, "unlearnrec")
 
 
+class EpochMeans:
+    """Running means of the loss terms over the current epoch's steps, for the progress bar.
+
+    At an epoch's last step they are exactly the epoch's row of the loss curve (the same sums in
+    the same order, divided by the same step count), so the bar's final numbers and the summary
+    line ("last epoch ...") agree; a bar showing the last batch's terms would not.
+    """
+
+    def __init__(self, keys: tuple[str, ...]):
+        self.keys = keys
+        self.sums: dict[str, float] = {}
+        self.step = 0
+
+    def update(self, step: int, terms: dict[str, float]) -> dict[str, float]:
+        if step == 1:
+            self.sums = {}
+        self.step = step
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        return {k: self.sums[k] / step for k in self.keys if k in self.sums}
+
+
 def cmd_pretrain(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from unlearnrec.cli import check_out
     from unlearnrec.io.checkpoint import atomic_write_text
     from unlearnrec.model import TrainedModel
     from unlearnrec.unlearn.unlearnrec import UnlearnRec
@@ -47,13 +70,17 @@ def cmd_pretrain(args) -> int:
     cfg = _unlearnrec_config(
         args, {"epochs": args.epochs, "ratio": args.ratio, "batch_size": args.batch_size}
     )
+    check_out(args, {"--model": args.model, "--config": args.config})
+    check_out(args, {"--model": args.model, "--config": args.config}, option="--curve")
     model = TrainedModel.load(args.model, device=torch.device(args.device))
     method = UnlearnRec(cfg, seed=args.seed)
     bar = tqdm(total=cfg.epochs, desc="pre-train IE", disable=args.quiet, file=sys.stderr, leave=False)
     shown = ("model", "unlearn", "preserve", "contrast", "total")
+    means = EpochMeans(shown)
 
     def on_step(epoch: int, step: int, steps: int, terms: dict[str, float]) -> None:
-        bar.set_postfix({k: f"{terms[k]:.4f}" for k in shown if k in terms}, refresh=False)
+        running = means.update(step, terms)  # the epoch's means so far: the curve's row at the end
+        bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
         if step == steps:
             bar.update(1)
 
@@ -76,7 +103,8 @@ def cmd_pretrain(args) -> int:
         },
         [
             f"pre-trained the Influence Encoder for {cfg.epochs} epochs in {secs:.1f}s (ratio {cfg.ratio})",
-            "last epoch  " + "  ".join(f"{k}={last[k]:.4f}" for k in shown if k in last),
+            f"last epoch (mean of its {last.get('steps', 0)} steps)  "
+            + "  ".join(f"{k}={last[k]:.4f}" for k in shown if k in last),
             f"saved to {args.out} (loss curve: {curve})",
         ],
     )
@@ -109,10 +137,27 @@ def cmd_forget(args) -> int:
     import numpy as np
     import torch
 
+    from unlearnrec.cli import check_out
     from unlearnrec.eval.membership import forgetting_metrics
     from unlearnrec.model import TrainedModel
     from unlearnrec.unlearn.audit import request_from_args
 
+    inputs = {
+        "--model": args.model,
+        "--encoder": args.encoder,
+        "--original": args.original,
+        "--edges": args.edges,
+        "--config": args.config,
+        "--ledger": args.ledger,
+    }
+    check_out(args, inputs)
+    if args.ledger:  # appended to: it may exist, but never inside (or be) another input or the output
+        check_out(
+            args,
+            {**{k: v for k, v in inputs.items() if k != "--ledger"}, "--out": args.out},
+            option="--ledger",
+            must_be_new=False,
+        )
     device = torch.device(args.device)
     model = TrainedModel.load(args.model, device=device)
     data = model.load_dataset(args.data_dir)
@@ -197,21 +242,25 @@ def cmd_forget(args) -> int:
 
 def register(sub, common) -> None:
     """Add ``pretrain`` and ``forget`` to the ``unlearnrec`` parser."""
+    from unlearnrec.cli import SEED
     from unlearnrec.unlearn.audit import add_request_args
     from unlearnrec.unlearn.registry import METHOD_NAMES
 
     p = sub.add_parser("pretrain", help="pre-train UnlearnRec's Influence Encoder for a trained model")
     p.add_argument("--model", required=True, help="trained model directory")
     p.add_argument("--epochs", type=int, default=None, help="pre-training rounds (default: config, 10)")
-    p.add_argument("--ratio", type=float, default=None, help="simulated request size ρ (default 0.2)")
+    p.add_argument(
+        "--ratio", type=float, default=None, help="simulated request size ρ in (0, 1) (default 0.2)"
+    )
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument(
         "--config", default=None, help="TOML with UnlearnRecConfig keys (top level or [unlearnrec])"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--curve", default=None, help="where to write the loss curve JSON (default: IE_DIR)")
     p.add_argument("--out", required=True, help="encoder directory to write")
+    p.add_argument("--force", action="store_true", help="replace an existing non-empty --out / --curve")
     common(p, data=False)
     p.set_defaults(func=cmd_pretrain)
 
@@ -231,9 +280,10 @@ def register(sub, common) -> None:
         help="the stored original model: forget cumulatively from it (see docs/forgetting.md)",
     )
     f.add_argument("--config", default=None, help="TOML with the method's config keys")
-    f.add_argument("--seed", type=int, default=0, help="seed of the method and of MI-NG's negatives")
+    f.add_argument("--seed", type=SEED, default=0, help="seed of the method and of MI-NG's negatives")
     f.add_argument("--device", default="cpu")
     f.add_argument("--out", required=True, help="directory for the new model")
+    f.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
     f.add_argument("--ledger", default=None, help="append a record of this request to this JSONL ledger")
     common(f)
     f.set_defaults(func=cmd_forget)

@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from unlearnrec.config import check_ranges
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError
 from unlearnrec.model import TrainedModel
@@ -44,7 +45,19 @@ class GIFConfig:
     lanczos_iterations: int = 30  # HVPs for the extreme eigenvalues of H (damping, scale)
     psd_shift: bool = True  # add max(0, -λ_min) to the damping: H + λI positive definite
 
+    RANGES = {
+        "iterations": "[0, 100000]",
+        "scale": "> 1",
+        "damping": ">= 0",
+        "tol": ">= 0",
+        "hessian_edges": ">= 0",
+        "batch_size": ">= 1",
+        "hops": "[-1, 64]",
+        "lanczos_iterations": "[1, 10000]",
+    }
+
     def __post_init__(self):
+        check_ranges(self)
         if self.iterations < 0 or self.lanczos_iterations < 1:
             raise ConfigError("gif: iterations must be >= 0 and lanczos_iterations >= 1")
         if self.scale <= 1.0:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError
@@ -67,7 +68,22 @@ class GraphEraserConfig:
     agg_sample: float = 0.1
     mask_unseen: bool = True
 
+    RANGES = {
+        "num_shards": "[1, 10000]",
+        "partition_iters": "[1, 100000]",
+        "slack": ">= 0",
+        "shard_epochs": "[0, 100000]",
+        "agg_epochs": "[0, 100000]",
+        "lr": "(0, 100]",
+        "agg_lr": "(0, 100]",
+        "batch_size": "[1, 16777216]",
+        "agg_batch_size": "[1, 16777216]",
+        "workers": "[1, 256]",
+        "agg_sample": "(0, 1]",
+    }
+
     def __post_init__(self):
+        check_ranges(self)
         check_sharded_config(self, GRAPHERASER_KINDS, "GraphEraser", "partition_iters")
         if not 0 < self.agg_sample <= 1:
             raise ConfigError(f"agg_sample must be in (0, 1], got {self.agg_sample}")

@@ -42,13 +42,20 @@ class Ledger:
         if not self.path.is_file():
             return []
         out = []
-        for n, line in enumerate(self.path.read_text().splitlines(), 1):
+        try:
+            text = self.path.read_text()
+        except UnicodeDecodeError:
+            raise UnlearnRecError(f"{self.path}: not a ledger (not UTF-8 text)") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+                entry = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 raise UnlearnRecError(f"{self.path}:{n}: corrupt ledger entry") from None
+            if not isinstance(entry, dict):
+                raise UnlearnRecError(f"{self.path}:{n}: corrupt ledger entry (not a JSON object)")
+            out.append(entry)
         return out
 
     def check(self) -> int:
@@ -76,6 +83,21 @@ class Ledger:
         text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in [*entries, entry])
         atomic_write_text(self.path, text)
         return entry
+
+    def require(self) -> int:
+        """:meth:`check` for an audit: a missing file or a ledger with no entries is an error.
+
+        An audit must never report "intact" about nothing: a mistyped path or an empty file says
+        nothing about what was forgotten.
+        """
+        if not self.path.exists():
+            raise UnlearnRecError(f"no ledger at {self.path}")
+        if not self.path.is_file():
+            raise UnlearnRecError(f"{self.path}: not a ledger file")
+        n = self.check()
+        if n == 0:
+            raise UnlearnRecError(f"{self.path}: the ledger has no entries")
+        return n
 
     def find(self, request_fingerprint: str) -> list[dict[str, Any]]:
         """Entries that honoured the request with this fingerprint."""

@@ -1,6 +1,6 @@
 """Balanced partitions of the training interactions into K shards, and per-shard sub-models.
 
-Shared by the two SISA-style baselines (METHOD.md §9):
+Shared by the two SISA-style baselines (docs/method.md §9):
 
 - RecEraser (Chen et al., WWW 2022): balanced k-means on pre-trained embeddings over users (UBP),
   items (IBP) or interactions (InBP), with a balance cap. As in the authors' ``data_partition.py``:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.model import TrainedModel
@@ -75,7 +76,22 @@ class RecEraserConfig:
     transfer: bool = True
     mask_unseen: bool = False
 
+    RANGES = {
+        "num_shards": "[1, 10000]",
+        "kmeans_iters": "[1, 100000]",
+        "slack": ">= 0",
+        "shard_epochs": "[0, 100000]",
+        "agg_epochs": "[0, 100000]",
+        "lr": "(0, 100]",
+        "agg_lr": "(0, 100]",
+        "batch_size": "[1, 16777216]",
+        "agg_batch_size": "[1, 16777216]",
+        "workers": "[1, 256]",
+        "attention_size": "[0, 65536]",
+    }
+
     def __post_init__(self):
+        check_ranges(self)
         check_sharded_config(self, RECERASER_KINDS, "RecEraser", "kmeans_iters")
 
 

@@ -1,4 +1,4 @@
-"""Retrain: the ground truth of forgetting (METHOD.md §1, §9) — train f from scratch on E_r.
+"""Retrain: the ground truth of forgetting (docs/method.md §1, §9) — train f from scratch on E_r.
 
 The recipe is the original model's (``model.meta['train_config']``, written by training and by
 the experiment runner) unless the config overrides a field; the backbone is rebuilt with the
@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from unlearnrec.backbones import build_backbone
-from unlearnrec.config import from_dict, to_dict
+from unlearnrec.config import check_ranges, from_dict, to_dict
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError
@@ -46,7 +46,16 @@ class RetrainConfig:
     patience: int | None = None
     use_validation: bool = True
 
+    RANGES = {
+        "epochs": "[0, 100000]",
+        "batch_size": "[1, 16777216]",
+        "lr": "(0, 100]",
+        "eval_every": "[1, 100000]",
+        "patience": "[0, 100000]",
+    }
+
     def __post_init__(self):
+        check_ranges(self)
         if self.epochs is not None and self.epochs < 0:
             raise ValueError("epochs must be >= 0")
 

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearnrec.eval.membership import edge_scores, mi_bf, mi_ng, sample_non_edges
+from unlearnrec.data.interactions import Interactions
+from unlearnrec.eval.membership import forgetting_metrics
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request
 from unlearnrec.unlearn.ledger import Ledger
@@ -35,6 +36,7 @@ def verify_forgetting(
     ledger: Ledger | None = None,
     min_mi_ng: float = 1.0,
     seed: int = 0,
+    known: Interactions | None = None,
 ) -> Verification:
     """Check that ``model`` no longer reflects ``request``.
 
@@ -43,7 +45,11 @@ def verify_forgetting(
     3. *membership*: on edges whose endpoints are not erased, MI-NG (mean σ of random never-seen
        non-edges / mean σ of the forgotten edges) is at least ``min_mi_ng``: an attacker cannot
        tell the forgotten interactions from things the user never did. With ``original``,
-       MI-BF (before / after) is reported too;
+       MI-BF (before / after) is reported too. ``known`` (default: the model's graph plus the
+       requested edges) is every edge ever seen, from which the non-edges are excluded; with the
+       dataset's train ∪ val ∪ test ∪ request and the same ``seed``, MI-NG and MI-BF are computed
+       exactly as ``forget`` computes them (:func:`~unlearnrec.eval.membership.forgetting_metrics`),
+       so the two report the same numbers for an edge request;
     4. *ledger*: with ``ledger``, the request's fingerprint is recorded and the chain is intact.
     """
     v = Verification()
@@ -68,21 +74,22 @@ def verify_forgetting(
         )
 
     keep = ~np.isin(edges.users, request.users) & ~np.isin(edges.items, request.items)
-    eu, ei = edges.users[keep], edges.items[keep]
+    eu = edges.users[keep]
     if len(eu):
-        ue, ie = model.embeddings()
-        after = edge_scores(ue, ie, eu, ei)
-        known = model.train.union(edges)
-        nu_, ni_ = sample_non_edges(known, eu, seed)
-        neg = edge_scores(ue, ie, nu_, ni_)
-        ng = mi_ng(neg, after)
+        scored = edges if keep.all() else edges.subset(keep)
+        after = model.embeddings()
+        before = original.embeddings() if original is not None else after
+        if known is None:
+            known = model.train.union(edges)
+        fm = forgetting_metrics(before, after, scored, known, seed=seed)
+        ng = fm["mi_ng"]
         values: dict[str, Any] = {"mi_ng": ng}
-        detail = f"MI-NG {ng:.3f} (>= {min_mi_ng} required) over {len(eu)} edges"
+        detail = f"MI-NG {ng:.4f} (>= {min_mi_ng} required) over {len(eu)} edges"
+        if not keep.all():
+            detail += f" (the {int((~keep).sum())} edges touching erased nodes are left out)"
         if original is not None:
-            oue, oie = original.embeddings()
-            bf = mi_bf(edge_scores(oue, oie, eu, ei), after)
-            values["mi_bf"] = bf
-            detail += f"; MI-BF {bf:.3f}"
+            values["mi_bf"] = fm["mi_bf"]
+            detail += f"; MI-BF {fm['mi_bf']:.4f}"
         v.add("membership", ng >= min_mi_ng, detail, **values)
     else:
         v.add("membership", None, "not applicable: every requested edge touches an erased node")

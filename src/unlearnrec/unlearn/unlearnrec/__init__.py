@@ -1,5 +1,5 @@
 """UnlearnRec (Chen, Xia, Huang, SIGIR 2025): a pre-trained Influence Encoder that turns an
-unlearning request into new layer-0 embeddings in one forward pass (METHOD.md §2-5)."""
+unlearning request into new layer-0 embeddings in one forward pass (docs/method.md §2-5)."""
 
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import (

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unlearnrec.config import check_ranges
+
 
 @dataclass(frozen=True)
 class UnlearnRecConfig:
-    """Every knob of UnlearnRec (METHOD.md §3-5), with the ablation switches of the paper's Table 3.
+    """Every knob of UnlearnRec (docs/method.md §3-5), with the ablation switches of the paper's Table 3.
 
     Influence Encoder (§3): ``ie_layers`` (L_IE), ``alpha`` (α of Eq. 17), ``eta_init`` (η at
     start), ``readout`` (``"sum"`` of H⁰..H^L as the authors' code, or ``"last"`` = H^L as the
@@ -61,7 +63,28 @@ class UnlearnRecConfig:
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
 
+    RANGES = {
+        "ie_layers": "[1, 64]",
+        "alpha": "[0, 1]",
+        "eta_init": ">= 0",
+        "epochs": "[0, 100000]",
+        "ratio": "(0, 1)",
+        "batch_size": "[1, 16777216]",
+        "steps_per_epoch": ">= 0",
+        "lr": "(0, 100]",
+        "lambda_u": ">= 0",
+        "lambda_p": ">= 0",
+        "lambda_c": ">= 0",
+        "tau_p": "> 0",
+        "tau_c": "> 0",
+        "contrast_keep": "(0, 1]",
+        "contrast_nodes": ">= 2",
+        "finetune_epochs": "[0, 100000]",
+        "finetune_lr": "(0, 100]",
+    }
+
     def __post_init__(self):
+        check_ranges(self)
         if self.readout not in ("sum", "last"):
             raise ValueError(f"readout must be 'sum' or 'last', got {self.readout!r}")
         if self.influence_on not in ("both", "items"):

@@ -1,4 +1,4 @@
-"""The Influence Dependency Matrix (METHOD.md §2) and the Influence Encoder (§3, Eq. 15-18)."""
+"""The Influence Dependency Matrix (docs/method.md §2) and the Influence Encoder (§3, Eq. 15-18)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ours(k): fine-tuning the unlearned model for k epochs on E_r (METHOD.md §5)."""
+"""Ours(k): fine-tuning the unlearned model for k epochs on E_r (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""UnlearnRec as an :class:`~unlearnrec.unlearn.base.Unlearner` (METHOD.md §2-5).
+"""UnlearnRec as an :class:`~unlearnrec.unlearn.base.Unlearner` (docs/method.md §2-5).
 
 ``prepare(model, train)`` pre-trains the Influence Encoder on simulated requests against the
 trained model (or reuses one loaded with ``load_prepared``). ``forget(model, train, request)``
@@ -39,7 +39,7 @@ import torch
 from unlearnrec.config import from_dict, to_dict
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import UnlearnRecError
-from unlearnrec.io.checkpoint import META, TENSORS, load_checkpoint, save_checkpoint
+from unlearnrec.io.checkpoint import META, TENSORS, load_checkpoint, reading, save_checkpoint
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request, Result, Unlearner
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
@@ -252,14 +252,15 @@ class UnlearnRec(Unlearner):
         ``overrides`` change serving fields (``finetune_epochs``, ``finetune_lr``, ...).
         A clear :class:`UnlearnRecError` if the encoder does not belong to ``model``."""
         tensors, meta = _read_encoder(Path(directory))
-        if not _same_lineage(meta, model):
-            raise UnlearnRecError(
-                f"{directory}: this encoder was pre-trained for another model or dataset "
-                "(training-set fingerprints differ)"
-            )
-        config = from_dict(UnlearnRecConfig, {**meta["config"], **overrides}, "unlearnrec")
-        self = cls(config, seed=int(meta.get("seed", 0)))
-        self._install(tensors, meta, model)
+        with reading(directory, "encoder"):
+            if not _same_lineage(meta, model):
+                raise UnlearnRecError(
+                    f"{directory}: this encoder was pre-trained for another model or dataset "
+                    "(training-set fingerprints differ)"
+                )
+            config = from_dict(UnlearnRecConfig, {**meta["config"], **overrides}, "unlearnrec")
+            self = cls(config, seed=int(meta.get("seed", 0)))
+            self._install(tensors, meta, model)
         return self
 
     def _install(self, tensors: dict[str, torch.Tensor], meta: dict, model: TrainedModel) -> None:

@@ -1,4 +1,4 @@
-"""Pre-training the Influence Encoder on simulated requests (METHOD.md §4, Eq. 19-25)."""
+"""Pre-training the Influence Encoder on simulated requests (docs/method.md §4, Eq. 19-25)."""
 
 from __future__ import annotations
 
