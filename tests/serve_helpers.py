@@ -15,7 +15,7 @@ import shutil
 import socket
 import tempfile
 import uuid
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -29,14 +29,14 @@ PG_ENV = "UNLEARNREC_TEST_PG"
 BACKENDS = ["sqlite", "postgresql"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _session_dir() -> Path:
     d = Path(tempfile.mkdtemp(prefix="unlearnrec-serve-tests-"))
     atexit.register(shutil.rmtree, d, True)
     return d
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_artifacts() -> tuple[Path, Path]:
     """(model dir, encoder dir): a tiny LightGCN on 60 users x 40 items and its encoder."""
     from tests.contracts import tiny_trained_model
@@ -50,7 +50,7 @@ def tiny_artifacts() -> tuple[Path, Path]:
     return d / "model", d / "encoder"
 
 
-@lru_cache(maxsize=None)
+@cache
 def ml100k_artifacts(data_dir: str) -> tuple[Path, Path]:
     """(model dir, encoder dir) on ML-100K: LightGCN dim 32, 3 epochs; encoder 2 short epochs."""
     import torch
