@@ -134,7 +134,9 @@ def test_publish_is_one_transaction(store):
     assert store.get(b["id"])["status"] == "queued"
     assert store.verify_ledger()["entries"] == 1
     # the same version number again is refused too (primary key): never two rows for one version
-    with pytest.raises(Exception):
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):
         store.publish(vrow(1), [b], [{}])
     assert store.get(b["id"])["status"] == "queued"
 

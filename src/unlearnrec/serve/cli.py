@@ -95,7 +95,8 @@ def cmd_keys(args) -> int:
         print(json.dumps({"key_id": key_id, "role": args.role, "key": key}))
     else:
         print(key)
-        print(f"(key id {key_id}, role {args.role}: shown once, stored only as a salted hash)", file=sys.stderr)
+        note = f"(key id {key_id}, role {args.role}: shown once, stored only as a salted hash)"
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -127,4 +128,3 @@ def register(sub, common) -> None:
     c.add_argument("--label", default=None, help="a note stored with the key")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_serve)
-
