@@ -67,7 +67,7 @@ def ml100k_artifacts(data_dir: str) -> tuple[Path, Path]:
     bb = build_backbone(
         "lightgcn", data.num_users, data.num_items, {"dim": 32}, generator=torch.Generator().manual_seed(0)
     )
-    fit(bb, graph, TrainConfig(epochs=3, batch_size=2048, lr=1e-2, eval_every=0, patience=0, seed=0))
+    fit(bb, graph, TrainConfig(epochs=3, batch_size=2048, lr=1e-2, eval_every=1, patience=0, seed=0))
     model = TrainedModel(
         bb,
         graph,
