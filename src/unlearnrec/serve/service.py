@@ -40,7 +40,8 @@ class ServeConfig:
     request may name; ``max_request_edges``: edges one request may remove (a user's or an item's
     edges count); ``max_batch``: requests merged into one version; ``max_k``: largest ``k`` of a
     recommendation; ``page_limit``: largest page of a listing; ``finetune_epochs``: k of Ours(k)
-    when the queue is idle (0: off); ``finetune_idle_s``: idle seconds before fine-tuning;
+    when the queue is idle (0: off); ``finetune_idle_s``: idle seconds before fine-tuning; ``metrics_idle_s``: idle seconds before
+    the served version's test metrics are computed (when the dataset is known);
     ``verify``: compute each request's verification; ``seed``: of membership negatives.
     """
 
@@ -52,6 +53,7 @@ class ServeConfig:
     page_limit: int = 1000
     finetune_epochs: int = 0
     finetune_idle_s: float = 5.0
+    metrics_idle_s: float = 10.0
     verify: bool = True
     seed: int = 0
 
@@ -59,8 +61,8 @@ class ServeConfig:
         for f in ("max_body_bytes", "max_ids", "max_request_edges", "max_batch", "max_k", "page_limit"):
             if getattr(self, f) < 1:
                 raise ConfigError(f"{f} must be >= 1, got {getattr(self, f)}")
-        if self.finetune_epochs < 0 or self.finetune_idle_s < 0:
-            raise ConfigError("finetune_epochs and finetune_idle_s must be >= 0")
+        if self.finetune_epochs < 0 or self.finetune_idle_s < 0 or self.metrics_idle_s < 0:
+            raise ConfigError("finetune_epochs, finetune_idle_s and metrics_idle_s must be >= 0")
 
 
 class ApiError(Exception):
@@ -174,6 +176,7 @@ class Service:
             max_batch=config.max_batch,
             finetune_method=finetune_method,
             finetune_idle_s=config.finetune_idle_s,
+            metrics_idle_s=config.metrics_idle_s,
             verify=config.verify,
             seed=config.seed,
             on_applied=self.metrics.observe_applied,

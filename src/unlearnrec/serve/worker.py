@@ -128,7 +128,7 @@ class Worker:
     ``method`` is an UnlearnRec with its encoder loaded, configured for Ours(0);
     ``finetune_method`` (optional) the same with ``finetune_epochs = k`` for idle fine-tuning.
     ``known``: every edge ever seen (for membership negatives); ``data`` (optional) a Dataset
-    for the versions' test metrics, computed when idle. ``on_applied(latencies)`` is called with
+    for the versions' test metrics, computed once the queue has been idle ``metrics_idle_s``. ``on_applied(latencies)`` is called with
     the accepted-to-applied seconds of each request of a published version.
     """
 
@@ -144,6 +144,7 @@ class Worker:
         max_batch: int = 1000,
         finetune_method: Unlearner | None = None,
         finetune_idle_s: float = 5.0,
+        metrics_idle_s: float = 10.0,
         verify: bool = True,
         seed: int = 0,
         on_applied: Callable[[list[float], float], None] | None = None,
@@ -154,6 +155,7 @@ class Worker:
         self.method = method
         self.finetune_method = finetune_method
         self.finetune_idle_s = float(finetune_idle_s)
+        self.metrics_idle_s = float(metrics_idle_s)
         self.known = known if known is not None else base.train
         self.data = data
         self.max_batch = int(max_batch)
@@ -372,7 +374,9 @@ class Worker:
         if self.finetune_method is not None and served.kind == "ours0" and idle >= self.finetune_idle_s:
             self._finetune(served)
             return
-        if self.data is not None:
+        if self.data is not None and idle >= self.metrics_idle_s:
+            # full-ranking test metrics cost seconds on a large dataset: only once the queue
+            # has been quiet for a while, never between two versions under load
             latest = self.store.latest_version()
             if latest is not None and latest["metrics"] is None and int(latest["version"]) == served.version:
                 test = served.model.evaluate(self.data, "test", ks=(20,))
