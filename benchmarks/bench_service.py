@@ -380,7 +380,8 @@ def main() -> None:
             out["deletions"].append(d)
             print(
                 f"  {rate:g} deletions/s (achieved {d['achieved_rate']:.1f}/s, {d['accepted']} accepted, "
-                f"POST p50 {d['post_p50_ms']:.1f} ms): deletion-to-effect p50 {d['effect_p50_s'] * 1e3:.0f} ms  "
+                f"POST p50 {d['post_p50_ms']:.1f} ms): deletion-to-effect "
+                f"p50 {d['effect_p50_s'] * 1e3:.0f} ms  "
                 f"p99 {d['effect_p99_s'] * 1e3:.0f} ms  max {d['effect_max_s'] * 1e3:.0f} ms "
                 f"over {d['measured']} user deletions",
                 flush=True,

@@ -40,8 +40,8 @@ class ServeConfig:
     request may name; ``max_request_edges``: edges one request may remove (a user's or an item's
     edges count); ``max_batch``: requests merged into one version; ``max_k``: largest ``k`` of a
     recommendation; ``page_limit``: largest page of a listing; ``finetune_epochs``: k of Ours(k)
-    when the queue is idle (0: off); ``finetune_idle_s``: idle seconds before fine-tuning; ``metrics_idle_s``: idle seconds before
-    the served version's test metrics are computed (when the dataset is known);
+    when the queue is idle (0: off); ``finetune_idle_s``: idle seconds before fine-tuning;
+    ``metrics_idle_s``: idle seconds before the served version's test metrics are computed;
     ``verify``: compute each request's verification; ``seed``: of membership negatives.
     """
 

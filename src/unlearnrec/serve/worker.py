@@ -128,8 +128,9 @@ class Worker:
     ``method`` is an UnlearnRec with its encoder loaded, configured for Ours(0);
     ``finetune_method`` (optional) the same with ``finetune_epochs = k`` for idle fine-tuning.
     ``known``: every edge ever seen (for membership negatives); ``data`` (optional) a Dataset
-    for the versions' test metrics, computed once the queue has been idle ``metrics_idle_s``. ``on_applied(latencies)`` is called with
-    the accepted-to-applied seconds of each request of a published version.
+    for the versions' test metrics, computed once the queue has been idle ``metrics_idle_s``.
+    ``on_applied(latencies, forget_seconds)`` gets the accepted-to-applied seconds of each
+    request of a published version.
     """
 
     def __init__(
