@@ -444,7 +444,7 @@ def test_crash_between_version_write_and_commit(tmp_path, base, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         svc.worker.step()
     assert svc.versions.path(1).is_dir()  # written, not recorded
-    svc.store.close()
+    svc.close()
     monkeypatch.undo()
     again = open_service(state)
     again.start(worker=False)
@@ -477,7 +477,7 @@ def test_crash_between_commit_and_swap(tmp_path, monkeypatch):
         svc.worker.step()
     assert calls and svc.store.get(view["id"])["status"] == "applied"
     assert svc.get_deletion(view["id"])["status"] == "queued"  # not served yet: not reported applied
-    svc.store.close()
+    svc.close()
     monkeypatch.setattr(worker_mod.Served, "of", real)
     again = open_service(state)
     again.start(worker=False)
@@ -530,7 +530,7 @@ def test_state_is_bound_to_its_base_model(tmp_path):
     from tests.contracts import tiny_trained_model
 
     state = tmp_path / "state"
-    open_service(state).store.close()
+    open_service(state).close()
     other = tiny_trained_model(seed=1)
     other.save(tmp_path / "other")
     with pytest.raises(Exception, match="another base model|another model"):
@@ -545,11 +545,19 @@ def test_an_unlearned_model_cannot_be_the_base(tmp_path, base):
         Service.open(tmp_path / "unlearned", tiny_artifacts()[1], tmp_path / "state")
 
 
+def test_one_service_per_state_directory(tmp_path):
+    svc = open_service(tmp_path / "state")
+    with pytest.raises(ConfigError, match="another 'unlearnrec serve' is running"):
+        open_service(tmp_path / "state")
+    svc.close()
+    open_service(tmp_path / "state").close()  # released
+
+
 def test_newer_schema_is_refused_at_start(tmp_path):
     state = tmp_path / "state"
     svc = open_service(state)
     svc.store.set_meta("schema_version", "99")
-    svc.store.close()
+    svc.close()
     with pytest.raises(StoreError, match="schema version 99"):
         open_service(state)
 
@@ -563,7 +571,7 @@ def test_service_on_each_backend_round_trip(tmp_path, backend):
         ids = [svc.submit({"users": [u]}, f"k{u}")[1]["id"] for u in range(4)]
         svc.worker.step()
         svc.submit({"items": [5]}, "k-item")
-        svc.store.close()
+        svc.close()
         again = open_service(tmp_path / "state", db=url)
         again.start(worker=False)
         assert again.submit({"users": [0]}, "k0")[1]["id"] == ids[0]  # the same key after restart

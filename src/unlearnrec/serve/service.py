@@ -199,11 +199,26 @@ class Service:
         data_dir: str | os.PathLike | None = None,
         config: ServeConfig = ServeConfig(),
     ) -> Service:
-        """Load the base model, its encoder and dataset; open (or create) the state."""
-        from unlearnrec.unlearn.unlearnrec import UnlearnRec
+        """Load the base model, its encoder and dataset; open (or create) the state.
 
+        One service per state directory: a second one is refused while the first runs (an
+        exclusive lock on ``STATE/service.lock``, released by the kernel if the process dies).
+        """
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
+        lock = _lock_state(state)
+        try:
+            svc = cls._open(model_dir, encoder_dir, state, db_url, data_dir, config)
+        except BaseException:
+            lock.close()
+            raise
+        svc._state_lock = lock
+        return svc
+
+    @classmethod
+    def _open(cls, model_dir, encoder_dir, state: Path, db_url, data_dir, config: ServeConfig) -> Service:
+        from unlearnrec.unlearn.unlearnrec import UnlearnRec
+
         base = TrainedModel.load(model_dir)
         if len(base.forgotten_users) or len(base.forgotten_items) or base.meta.get("unlearned_from"):
             raise ConfigError(
@@ -266,8 +281,16 @@ class Service:
             self.worker.recover()
 
     def stop(self) -> None:
+        """Stop the worker (it finishes its current step), close the database, release the state."""
         self.worker.stop()
+        self.close()
+
+    def close(self) -> None:
         self.store.close()
+        lock = getattr(self, "_state_lock", None)
+        if lock is not None:
+            lock.close()
+            self._state_lock = None
 
     def _block(self, kind: str, ids: list) -> None:
         if kind == "users":
@@ -515,6 +538,18 @@ class Service:
             "version": served.version if served else None,
             "worker_error": self.worker.last_error,
         }
+
+
+def _lock_state(state: Path):
+    import fcntl
+
+    f = open(state / "service.lock", "a+")  # noqa: SIM115 - held for the service's lifetime
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ConfigError(f"{state}: another 'unlearnrec serve' is running on this state directory") from None
+    return f
 
 
 def _cursor(cursor: str | None) -> int:
