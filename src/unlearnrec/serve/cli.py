@@ -40,6 +40,7 @@ def cmd_serve(args) -> int:
     missing = [f"--{n}" for n in ("model", "encoder", "state") if not getattr(args, n)]
     if missing:
         raise ConfigError(f"'unlearnrec serve' needs {', '.join(missing)}")
+    import torch
     import uvicorn
 
     from unlearnrec.serve.app import create_app
@@ -54,6 +55,9 @@ def cmd_serve(args) -> int:
         finetune_idle_s=args.finetune_idle,
         verify=not args.no_verify,
     )
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     service = Service.open(args.model, args.encoder, args.state, args.db, args.data_dir, config)
     app = create_app(service)
     print(
@@ -117,6 +121,9 @@ def register(sub, common) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0, help="k of Ours(k) when idle (0: off)")
     p.add_argument("--finetune-idle", type=float, default=5.0, help="idle seconds before fine-tuning")
     p.add_argument("--no-verify", action="store_true", help="skip the per-request verification")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: many small requests on few cores)"
+    )
     p.set_defaults(func=cmd_serve, serve_command=None)
     ks = p.add_subparsers(dest="serve_command")
     k = ks.add_parser("keys", help="API keys")
