@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unlearnrec import __version__
-from unlearnrec.serve.auth import ROLES, AuthError, Principal, authenticate, create_key
+from unlearnrec.serve.auth import ROLES, AuthError, KeyRows, Principal, authenticate, create_key
 from unlearnrec.serve.metrics import CONTENT_TYPE
 from unlearnrec.serve.service import ApiError, Service
 
@@ -143,8 +143,11 @@ def create_app(service: Service, start_worker: bool = True) -> FastAPI:
     async def _http(_req: Request, e: StarletteHTTPException):
         return _error(e.status_code, _HTTP_CODES.get(e.status_code, "error"), str(e.detail))
 
+    keys = KeyRows(service.store)
+
     def role(needed: str):
-        def dep(
+        # async: runs on the event loop, no thread hop (a cache miss reads one row)
+        async def dep(
             authorization: Annotated[str | None, Header()] = None,
             x_api_key: Annotated[str | None, Header()] = None,
         ) -> Principal:
@@ -152,7 +155,7 @@ def create_app(service: Service, start_worker: bool = True) -> FastAPI:
             if authorization:
                 scheme, _, value = authorization.partition(" ")
                 key = value.strip() if scheme.lower() == "bearer" else None
-            return authenticate(service.store, key, needed)
+            return authenticate(keys, key, needed)
 
         return Depends(dep)
 
@@ -186,14 +189,16 @@ def create_app(service: Service, start_worker: bool = True) -> FastAPI:
 
     # ------------------------------------------------------------------ reads
     @app.get("/v1/users/{user_id}/recommendations", tags=["recommendations"])
-    def recommendations(
+    async def recommendations(
         user_id: str, k: Annotated[int, Query(ge=1)] = 20, _p: Principal = reader
-    ) -> dict[str, Any]:
-        """Top-k items for a user from the current version (410 for a forgotten user)."""
+    ) -> JSONResponse:
+        """Top-k items for a user from the current version (410 for a forgotten user).
+
+        Served on the event loop: one small product against the served snapshot, no I/O."""
         t = time.perf_counter()
         out = service.recommendations(user_id, k)
         service.metrics.rec_seconds.observe(time.perf_counter() - t)
-        return out
+        return JSONResponse(out)
 
     @app.get("/v1/models", tags=["admin"])
     def models(_p: Principal = admin) -> dict[str, Any]:
@@ -241,6 +246,7 @@ def create_app(service: Service, start_worker: bool = True) -> FastAPI:
     def revoke_key(key_id: str, _p: Principal = admin) -> Response:
         if not service.store.revoke_key(key_id):
             raise ApiError(404, "not_found", f"no active key {key_id!r}")
+        keys.drop(key_id)
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ operations

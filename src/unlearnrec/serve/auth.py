@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from unlearnrec.serve.store import Store
 
@@ -59,12 +62,42 @@ class Principal:
     role: str
 
 
-def authenticate(store: Store, presented: str | None, needed: str) -> Principal:
+class KeyRows:
+    """Key rows by key id, read from the store and kept for ``ttl`` seconds, so that a request
+    costs no database read. Unknown ids are not cached (a key created by the CLI works at once);
+    a key revoked through the API is dropped at once (:meth:`drop`), one revoked behind the
+    service's back stops working within ``ttl``."""
+
+    def __init__(self, store: Store, ttl: float = 5.0):
+        self.store = store
+        self.ttl = float(ttl)
+        self._rows: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._rows.get(key_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        row = self.store.key(key_id)
+        if row is not None:
+            with self._lock:
+                self._rows[key_id] = (now, row)
+        return row
+
+    def drop(self, key_id: str) -> None:
+        with self._lock:
+            self._rows.pop(key_id, None)
+
+
+def authenticate(store: Store | KeyRows, presented: str | None, needed: str) -> Principal:
     """The principal behind ``presented`` if it may act as ``needed``; else :class:`AuthError`."""
     if not presented:
         raise AuthError(401, "missing API key (send 'Authorization: Bearer <key>' or 'X-API-Key')")
     key_id, secret = _split(presented)
-    row = store.key(key_id) if key_id else None
+    lookup = store.get if isinstance(store, KeyRows) else store.key
+    row = lookup(key_id) if key_id else None
     salt = row["salt"] if row else _DUMMY_SALT
     expected = row["hash"] if row else "0" * 64
     ok = hmac.compare_digest(hash_secret(salt, secret), expected)
