@@ -393,16 +393,17 @@ class Store:
             ).first()
             seq, prev = (int(last[0]), last[1]) if last else (0, GENESIS)
             stamp = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds")
+            rows = []
             for rid, rec in zip(ids, entries, strict=True):
                 seq += 1
                 entry = {"seq": seq, "time": stamp, "deletion_id": rid, **rec, "prev": prev}
                 entry["hash"] = prev = entry_hash(entry)
-                c.execute(
-                    insert(ledger).values(
-                        seq=seq, deletion_id=rid, entry=json.dumps(entry), hash=entry["hash"]
-                    )
+                rows.append(
+                    {"seq": seq, "deletion_id": rid, "entry": json.dumps(entry), "hash": entry["hash"]}
                 )
                 out.append(entry)
+            if rows:
+                c.execute(insert(ledger), rows)
         return out
 
     def publish_finetuned(self, version_row: dict[str, Any], ids: Sequence[int]) -> None:
