@@ -193,7 +193,7 @@ def deletion_load(httpx, url: str, keys: dict, plan, rate: float, seconds: float
     n = int(rate * seconds)
     items = [plan.pop() for _ in range(n)]
     sched = [i / rate for i in range(n)]
-    pending: dict[str, float] = {}  # raw user -> accepted time
+    pending: dict[int, tuple[str, float]] = {}  # request id -> (raw user, accepted time)
     effect: list[float] = []
     accept_ms: list[float] = []
     lock = threading.Lock()
@@ -225,20 +225,26 @@ def deletion_load(httpx, url: str, keys: dict, plan, rate: float, seconds: float
                 with lock:
                     accept_ms.append((done - t) * 1e3)
                     if watched is not None:
-                        pending[watched] = done
+                        pending[r.json()["id"]] = (watched, done)
 
     def watcher() -> None:
+        # the worker applies requests in acceptance order, so only the oldest pending user needs
+        # polling; once it answers 410 the next ones are checked at once (few requests of load)
         with httpx.Client(base_url=url, headers=rd, timeout=30.0) as c:
             while not (sent_done.is_set() and not pending):
-                with lock:
-                    todo = list(pending.items())
-                for u, t in todo:
+                while True:
+                    with lock:
+                        oldest = min(pending) if pending else None
+                    if oldest is None:
+                        break
+                    u, t = pending[oldest]
                     r = c.get(f"/v1/users/{u}/recommendations", params={"k": 20})
-                    if r.status_code == 410:
-                        now = time.perf_counter()
-                        with lock:
-                            pending.pop(u, None)
-                            effect.append(now - t)
+                    if r.status_code != 410:
+                        break
+                    now = time.perf_counter()
+                    with lock:
+                        pending.pop(oldest, None)
+                        effect.append(now - t)
                 time.sleep(poll_ms / 1e3)
 
     senders = [threading.Thread(target=sender) for _ in range(max(2, min(16, int(rate * 0.1))))]
@@ -307,6 +313,9 @@ def main() -> None:
     p.add_argument("--db", default=None, help="database URL (default: SQLite in a temporary state dir)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument(
+        "--work", default=None, help="keep the trained model here and reuse it on the next run (same options)"
+    )
     args = p.parse_args()
     import httpx
 
@@ -314,22 +323,37 @@ def main() -> None:
     from unlearnrec.serve.store import Store
 
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="bench-service-"))
-    print(f"[{args.dataset}] training LightGCN dim {args.dim} for {args.epochs} epochs ...", flush=True)
-    model, encoder, train_s, enc_s, data = build(
-        args.dataset,
-        args.data_dir,
-        args.epochs,
-        args.dim,
-        args.encoder_epochs,
-        args.encoder_steps,
-        args.threads,
-        work,
-    )
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-service-"))
+    work.mkdir(parents=True, exist_ok=True)
+    built = work / "build.json"
+    recipe = {k: getattr(args, k) for k in ("dataset", "epochs", "dim", "encoder_epochs", "encoder_steps")}
+    if built.is_file() and json.loads(built.read_text())["recipe"] == recipe:
+        from unlearnrec.data.datasets import load_dataset
+
+        b = json.loads(built.read_text())
+        model, encoder, train_s, enc_s = work / "model", work / "encoder", b["train_s"], b["enc_s"]
+        data = load_dataset(args.dataset, args.data_dir, val_ratio=0.1, seed=0)
+        print(f"[{args.dataset}] reusing {work} (trained in {train_s:.1f}s when built)", flush=True)
+    else:
+        print(f"[{args.dataset}] training LightGCN dim {args.dim} for {args.epochs} epochs ...", flush=True)
+        model, encoder, train_s, enc_s, data = build(
+            args.dataset,
+            args.data_dir,
+            args.epochs,
+            args.dim,
+            args.encoder_epochs,
+            args.encoder_steps,
+            args.threads,
+            work,
+        )
+        built.write_text(json.dumps({"recipe": recipe, "train_s": train_s, "enc_s": enc_s}))
     print(
         f"  trained in {train_s:.1f}s ({train_s / args.epochs:.1f}s an epoch); encoder {enc_s:.1f}s",
         flush=True,
     )
+    import shutil
+
+    shutil.rmtree(work / "state", ignore_errors=True)
     state = work / "state"
     state.mkdir()
     db = args.db or f"sqlite:///{state / 'service.sqlite'}"
@@ -364,34 +388,39 @@ def main() -> None:
             flush=True,
         )
         out["deletions"] = []
-        for rate in args.rates:
-            rec_during: dict = {}
-            if rate == 10:
-                t = threading.Thread(
-                    target=lambda into=rec_during: into.update(
-                        rec_load(httpx, server.url, keys["reader"], rec_users, args.seconds, args.rec_clients)
-                    )
-                )
-                t.start()
-            d = deletion_load(httpx, server.url, keys, plan, rate, args.seconds, args.poll_ms)
-            if rate == 10:
-                t.join()
-                out["rec_with_deletions_10_per_s"] = rec_during
-            out["deletions"].append(d)
+
+        def report(d: dict, label: str) -> None:
             print(
-                f"  {rate:g} deletions/s (achieved {d['achieved_rate']:.1f}/s, {d['accepted']} accepted, "
+                f"  {label}: {d['rate']:g}/s (achieved {d['achieved_rate']:.1f}/s, {d['accepted']} accepted, "
                 f"POST p50 {d['post_p50_ms']:.1f} ms): deletion-to-effect "
                 f"p50 {d['effect_p50_s'] * 1e3:.0f} ms  "
                 f"p99 {d['effect_p99_s'] * 1e3:.0f} ms  max {d['effect_max_s'] * 1e3:.0f} ms "
                 f"over {d['measured']} user deletions",
                 flush=True,
             )
-            if rec_during:
-                print(
-                    f"  recommendations while 10 deletions/s arrive: p50 {rec_during['p50_ms']:.1f} ms  "
-                    f"p99 {rec_during['p99_ms']:.1f} ms  {rec_during['throughput_rps']:.0f}/s",
-                    flush=True,
-                )
+
+        for rate in args.rates:
+            d = deletion_load(httpx, server.url, keys, plan, rate, args.seconds, args.poll_ms)
+            out["deletions"].append(d)
+            report(d, "deletions alone")
+        # recommendations with deletions arriving at 10/s (both measured, in their own phase)
+        rec_during: dict = {}
+        t = threading.Thread(
+            target=lambda: rec_during.update(
+                rec_load(httpx, server.url, keys["reader"], rec_users, args.seconds, args.rec_clients)
+            )
+        )
+        t.start()
+        d = deletion_load(httpx, server.url, keys, plan, 10, args.seconds, args.poll_ms)
+        t.join()
+        out["rec_with_deletions_10_per_s"] = rec_during
+        out["deletions_under_rec_load"] = d
+        print(
+            f"  recommendations while 10 deletions/s arrive: p50 {rec_during['p50_ms']:.1f} ms  "
+            f"p99 {rec_during['p99_ms']:.1f} ms  {rec_during['throughput_rps']:.0f}/s",
+            flush=True,
+        )
+        report(d, "deletions beside the recommendation load")
         with httpx.Client(base_url=server.url, timeout=10.0) as c:
             metrics = c.get("/metrics").text
         versions = [ln for ln in metrics.splitlines() if ln.startswith("unlearnrec_model_version ")]
