@@ -341,3 +341,32 @@ def test_exactly_once_under_sigkill(realdata, tmp_path, db):
     # raw ids were used on the wire: the mapping covers every planned request
     assert all(user_of_raw[int(data.meta["user_ids"][u])] == u for p in plan for u in p.users)
     print(f"crash test: {server.starts - 1} kills, {len(recs)} recommendations checked in {elapsed:.1f}s")
+
+
+def test_ml100k_raw_ids_and_titles(realdata, tmp_path):
+    """On MovieLens-100K the API speaks the dataset's raw ids and gives the movies' titles."""
+    from fastapi.testclient import TestClient
+
+    from unlearnrec.data.datasets import load_dataset
+    from unlearnrec.serve.app import create_app
+    from unlearnrec.serve.auth import create_key
+    from unlearnrec.serve.service import Service
+
+    model_dir, enc_dir = ml100k_artifacts(str(realdata))
+    data = load_dataset("ml-100k", realdata, val_ratio=0.1, seed=0)
+    svc = Service.open(model_dir, enc_dir, tmp_path / "state", data_dir=realdata)
+    with TestClient(create_app(svc, start_worker=False)) as c:
+        h = {"Authorization": f"Bearer {create_key(svc.store, 'admin')[1]}"}
+        raw_user = int(data.meta["user_ids"][0])
+        body = c.get(f"/v1/users/{raw_user}/recommendations?k=5", headers=h).json()
+        assert body["user"] == raw_user and len(body["items"]) == 5
+        raw_items = set(int(x) for x in data.meta["item_ids"])
+        assert all(e["id"] in raw_items and e["title"] for e in body["items"])
+        assert "Toy Story (1995)" == svc.titles[1]
+        top = body["items"][0]["id"]
+        assert c.post("/v1/deletions", json={"items": [top]}, headers=h).status_code == 202
+        svc.worker.step()
+        again = c.get(f"/v1/users/{raw_user}/recommendations?k=5", headers=h).json()
+        assert top not in [e["id"] for e in again["items"]] and again["version"] == 1
+        r = c.post("/v1/deletions", json={"users": [0]}, headers=h)  # MovieLens user ids start at 1
+        assert r.status_code == 422 and "unknown user id 0" in r.json()["error"]["message"]
