@@ -3,7 +3,8 @@
 ``unlearnrec_queue_depth`` (queued requests), ``unlearnrec_requests{status=...}`` (requests by
 status), ``unlearnrec_model_version`` (the version being served), the histograms
 ``unlearnrec_apply_latency_seconds`` (accepted -> applied, per request) and
-``unlearnrec_forget_seconds`` (the forgetting step of a version), and
+``unlearnrec_forget_seconds`` (the forgetting step of a version), ``unlearnrec_version_seconds``
+(taking a batch to serving its version), and
 ``unlearnrec_recommendation_seconds`` (time to answer a recommendation request).
 """
 
@@ -57,6 +58,12 @@ class ServiceMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
             registry=self.registry,
         )
+        self.version_seconds = Histogram(
+            "unlearnrec_version_seconds",
+            "Seconds from taking a batch to serving its version (forget, write, commit, swap)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
         self.rec_seconds = Histogram(
             "unlearnrec_recommendation_seconds",
             "Seconds to answer a recommendation request",
@@ -65,10 +72,11 @@ class ServiceMetrics:
         )
         self.registry.register(_ByStatus(service))
 
-    def observe_applied(self, latencies: list[float], forget_seconds: float) -> None:
+    def observe_applied(self, latencies: list[float], forget_seconds: float, step_seconds: float) -> None:
         for s in latencies:
             self.apply_latency.observe(max(s, 0.0))
         self.forget_seconds.observe(forget_seconds)
+        self.version_seconds.observe(step_seconds)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -129,8 +130,8 @@ class Worker:
     ``finetune_method`` (optional) the same with ``finetune_epochs = k`` for idle fine-tuning.
     ``known``: every edge ever seen (for membership negatives); ``data`` (optional) a Dataset
     for the versions' test metrics, computed once the queue has been idle ``metrics_idle_s``.
-    ``on_applied(latencies, forget_seconds)`` gets the accepted-to-applied seconds of each
-    request of a published version.
+    ``on_applied(latencies, forget_seconds, step_seconds)`` gets the accepted-to-applied seconds
+    of each request of a published version, its forgetting step's and its whole step's seconds.
     """
 
     def __init__(
@@ -148,7 +149,7 @@ class Worker:
         metrics_idle_s: float = 10.0,
         verify: bool = True,
         seed: int = 0,
-        on_applied: Callable[[list[float], float], None] | None = None,
+        on_applied: Callable[[list[float], float, float], None] | None = None,
     ):
         self.store = store
         self.versions = versions
@@ -168,6 +169,9 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # verification and metrics run beside the writer, off the deletion-to-effect path
+        self._bg: queue.Queue = queue.Queue()
+        self._bg_thread: threading.Thread | None = None
         self._base_emb: tuple[torch.Tensor, torch.Tensor] | None = None
         self._idle_since = time.monotonic()
         self.last_error: str | None = None
@@ -183,7 +187,8 @@ class Worker:
 
     @property
     def ready(self) -> bool:
-        return self._served is not None and (self._thread is None or self._thread.is_alive())
+        threads = [t for t in (self._thread, self._bg_thread) if t is not None]
+        return self._served is not None and all(t.is_alive() for t in threads)
 
     def recover(self) -> None:
         """Bring memory in line with the database: drop unrecorded version directories, serve
@@ -214,6 +219,8 @@ class Worker:
     # ------------------------------------------------------------------------ thread
     def start(self) -> None:
         self.recover()
+        self._bg_thread = threading.Thread(target=self._bg_run, name="unlearnrec-verifier", daemon=True)
+        self._bg_thread.start()
         self._thread = threading.Thread(target=self._run, name="unlearnrec-worker", daemon=True)
         self._thread.start()
 
@@ -226,6 +233,9 @@ class Worker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._bg_thread is not None:
+            self._bg.put(None)
+            self._bg_thread.join(timeout)
 
     def _run(self) -> None:
         backoff = 0.5
@@ -285,6 +295,7 @@ class Worker:
             self.on_failed()
 
     def _apply(self, rows: Sequence[dict[str, Any]]) -> None:
+        t_start = time.perf_counter()
         reqs = [request_of(r, self.base.train) for r in rows]
         merged = self._cum
         for r in reqs:
@@ -300,7 +311,7 @@ class Worker:
         path = self.versions.publish(
             v, new, serve={"version": v, "set_fingerprint": fp, "requests": n_requests}
         )
-        train_fp = new.train.fingerprint()
+        train_fp = json.loads((path / "meta.json").read_text())["train_fingerprint"]  # hashed once, by save
         vrow = {
             "version": v,
             "parent": int(latest["version"]),
@@ -344,10 +355,15 @@ class Worker:
             res.seconds,
         )
         if self.on_applied is not None:
-            self.on_applied([now - float(r["accepted_at"]) for r in rows], res.seconds)
+            self.on_applied(
+                [now - float(r["accepted_at"]) for r in rows], res.seconds, time.perf_counter() - t_start
+            )
         del prev
         if self.verify_enabled:
-            self._verify(self._served, rows, reqs)
+            if self._bg_thread is not None:
+                self._bg.put((self._served, rows, reqs))
+            else:
+                self._verify(self._served, rows, reqs)
 
     # ------------------------------------------------------------------------ verification
     def _base_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,13 +391,36 @@ class Worker:
         if self.finetune_method is not None and served.kind == "ours0" and idle >= self.finetune_idle_s:
             self._finetune(served)
             return
-        if self.data is not None and idle >= self.metrics_idle_s:
-            # full-ranking test metrics cost seconds on a large dataset: only once the queue
-            # has been quiet for a while, never between two versions under load
-            latest = self.store.latest_version()
-            if latest is not None and latest["metrics"] is None and int(latest["version"]) == served.version:
-                test = served.model.evaluate(self.data, "test", ks=(20,))
-                self.store.set_metrics(served.version, {"test": test})
+        if self._bg_thread is None:
+            self._maybe_metrics()
+
+    def _maybe_metrics(self) -> None:
+        """The served version's test metrics, once the queue has been quiet ``metrics_idle_s``
+        (full ranking costs seconds on a large dataset: never between two versions under load)."""
+        served = self._served
+        if self.data is None or served is None or time.monotonic() - self._idle_since < self.metrics_idle_s:
+            return
+        latest = self.store.latest_version()
+        if latest is not None and latest["metrics"] is None and int(latest["version"]) == served.version:
+            test = served.model.evaluate(self.data, "test", ks=(20,))
+            self.store.set_metrics(served.version, {"test": test})
+
+    def _bg_run(self) -> None:
+        while True:
+            try:
+                item = self._bg.get(timeout=1.0)
+            except queue.Empty:
+                item = False
+            if item is None:
+                return
+            try:
+                if item:
+                    self._verify(*item)
+                else:
+                    self._maybe_metrics()
+            except Exception as e:  # recomputed at the next start if it was a verification
+                self.last_error = f"{e.__class__.__name__}: {e}"
+                log.exception("verification or metrics failed")
 
     def _finetune(self, served: Served) -> None:
         applied = self.store.with_status(("applied",))
