@@ -596,3 +596,24 @@ def test_cli_keys_create_and_serve_errors(tmp_path, capsys):
     assert code == 2 and "unknown role 'root'" in err and len(err.strip().splitlines()) == 1
     code, out, err = run_cli(capsys, "serve", "--state", tmp_path / "st")
     assert code == 2 and "needs --model, --encoder" in err
+
+
+def test_base_index_and_merge_all_equal_the_library_requests(base):
+    from unlearnrec.serve.worker import BaseIndex, empty_request, merge_all, set_fingerprint
+
+    idx = BaseIndex(base.train)
+    users = [7, 3, 11]
+    shared = int(base.train.items[base.train.users == 7][0])  # an item of user 7: the sets overlap
+    items = sorted({shared, 0})
+    ru = idx.request({"kind": "users", "payload": json.dumps(users)})
+    ri = idx.request({"kind": "items", "payload": json.dumps(items)})
+    lu, li = Request.of_users(base.train, users), Request.of_items(base.train, items)
+    for got, want in ((ru, lu), (ri, li)):
+        assert got.edges.fingerprint() == want.edges.fingerprint() and len(got.edges) > 0
+        assert np.array_equal(got.users, want.users) and np.array_equal(got.items, want.items)
+    e = edge_avoiding(base, users=users, items=items)
+    re_ = idx.request({"kind": "edges", "payload": json.dumps([e])})
+    merged = merge_all(empty_request(base.train), [ru, ri, re_])
+    pairwise = lu.merge(li).merge(Request.of_edges(base.train, [e[0]], [e[1]]))
+    assert set_fingerprint(merged) == set_fingerprint(pairwise)
+    assert len(merged.edges) == len(pairwise.edges) < len(lu.edges) + len(li.edges) + 1  # overlaps merged
