@@ -53,6 +53,7 @@ def cmd_serve(args) -> int:
         max_batch=args.max_batch,
         finetune_epochs=args.finetune_epochs,
         finetune_idle_s=args.finetune_idle,
+        metrics_idle_s=args.metrics_idle,
         verify=not args.no_verify,
     )
     if args.threads < 1:
@@ -120,6 +121,12 @@ def register(sub, common) -> None:
     p.add_argument("--max-batch", type=int, default=1000, help="requests merged into one version")
     p.add_argument("--finetune-epochs", type=int, default=0, help="k of Ours(k) when idle (0: off)")
     p.add_argument("--finetune-idle", type=float, default=5.0, help="idle seconds before fine-tuning")
+    p.add_argument(
+        "--metrics-idle",
+        type=float,
+        default=60.0,
+        help="idle seconds before the served version's test metrics are computed (full ranking)",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the per-request verification")
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1: many small requests on few cores)"

@@ -53,7 +53,7 @@ class ServeConfig:
     page_limit: int = 1000
     finetune_epochs: int = 0
     finetune_idle_s: float = 5.0
-    metrics_idle_s: float = 10.0
+    metrics_idle_s: float = 60.0
     verify: bool = True
     seed: int = 0
 

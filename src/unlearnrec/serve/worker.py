@@ -189,7 +189,7 @@ class Worker:
         max_batch: int = 1000,
         finetune_method: Unlearner | None = None,
         finetune_idle_s: float = 5.0,
-        metrics_idle_s: float = 10.0,
+        metrics_idle_s: float = 60.0,
         verify: bool = True,
         seed: int = 0,
         on_applied: Callable[[list[float], float, float], None] | None = None,
