@@ -362,7 +362,7 @@ def test_ml100k_raw_ids_and_titles(realdata, tmp_path):
         assert body["user"] == raw_user and len(body["items"]) == 5
         raw_items = set(int(x) for x in data.meta["item_ids"])
         assert all(e["id"] in raw_items and e["title"] for e in body["items"])
-        assert "Toy Story (1995)" == svc.titles[1]
+        assert "Toy Story (1995)" == svc.titles["1"]
         top = body["items"][0]["id"]
         assert c.post("/v1/deletions", json={"items": [top]}, headers=h).status_code == 202
         svc.worker.step()

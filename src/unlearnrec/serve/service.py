@@ -111,23 +111,14 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
 
 
-def load_titles(data) -> dict[int, str]:
-    """Item titles by raw id where the dataset ships them (MovieLens-100K ``u.item``)."""
-    if data is None or data.meta.get("format") != "udata":
-        return {}
-    from unlearnrec.data.formats import find_file, open_text
+def item_info(data):
+    """Raw ids and titles of the dataset's items (``data.items.item_metadata``: the loader's ids,
+    ML-1M MovieIDs where ``ratings.dat`` allows, ``movies.dat`` / ``u.item`` titles)."""
+    from unlearnrec.data.items import ItemInfo, item_metadata
 
-    try:
-        path = find_file(Path(data.meta["folder"]), "u.item")
-    except UnlearnRecError:
-        return {}
-    out: dict[int, str] = {}
-    with open_text(path, encoding="latin-1") as f:
-        for line in f:
-            parts = line.rstrip("\n").split("|")
-            if len(parts) >= 2 and parts[0].strip().isdigit():
-                out[int(parts[0])] = parts[1]
-    return out
+    if data is None:
+        return ItemInfo(note="no dataset")
+    return item_metadata(data.meta.get("folder"), data.num_items, data.meta.get("item_ids"))
 
 
 class Service:
@@ -150,10 +141,10 @@ class Service:
         self.config = config
         self.data = data
         raw_u = data.meta.get("user_ids") if data is not None else None
-        raw_i = data.meta.get("item_ids") if data is not None else None
+        info = item_info(data)
         self.users = IdMap(raw_u, base.train.num_users, "user")
-        self.items = IdMap(raw_i, base.train.num_items, "item")
-        self.titles = load_titles(data)
+        self.items = IdMap(info.raw_ids, base.train.num_items, "item")
+        self.titles: dict[str, str] = dict(info.titles)  # by raw id, as text
         # items a user interacted with in the base training set are never recommended back to
         # them, including those whose interaction was forgotten (a forgotten interaction must not
         # come back as a recommendation)
@@ -502,7 +493,7 @@ class Service:
         for i, s in zip(items.tolist(), scores.tolist(), strict=True):
             raw = self.items.to_raw(i)
             e = {"id": raw, "score": round(float(s), 6)}
-            t = self.titles.get(raw) if isinstance(raw, int) else None
+            t = self.titles.get(str(raw))
             if t is not None:
                 e["title"] = t
             out.append(e)
