@@ -342,15 +342,56 @@ class Worker:
         merged = merge_all(self._cum, reqs)
         res = self.method.forget(self.base, self.base.train, merged)
         new = res.model
-        prev = self.served
         latest = self.store.latest_version()
         v = int(latest["version"]) + 1
         fp = set_fingerprint(merged)
         counts = self.store.counts()
         n_requests = sum(counts[s] for s in HONOURED) + len(rows)
-        path = self.versions.publish(
-            v, new, serve={"version": v, "set_fingerprint": fp, "requests": n_requests}
+        # the served snapshot (one propagation) is built while the version is written and
+        # committed (mostly fsync waits); it is swapped in only after the commit
+        snapshot: dict[str, Any] = {}
+
+        def build() -> None:
+            try:
+                snapshot["served"] = Served.of(v, "ours0", new)
+            except BaseException as e:  # re-raised below, after the commit, in this thread
+                snapshot["error"] = e
+
+        builder = threading.Thread(target=build, name="unlearnrec-snapshot", daemon=True)
+        builder.start()
+        try:
+            path = self.versions.publish(
+                v, new, serve={"version": v, "set_fingerprint": fp, "requests": n_requests}
+            )
+            self._commit(v, latest, fp, n_requests, merged, path, res, rows, reqs)
+        finally:
+            builder.join()
+        if "error" in snapshot:
+            raise snapshot["error"]
+        # the version is durable and recorded: serve it
+        self._served = snapshot["served"]
+        self._cum = merged
+        now = self._committed_at
+        log.info(
+            "version %d: %d requests (%d edges in all) in %.3fs (forget %.3fs)",
+            v,
+            len(rows),
+            len(merged.edges),
+            time.perf_counter() - t_start,
+            res.seconds,
         )
+        if self.on_applied is not None:
+            self.on_applied(
+                [now - float(r["accepted_at"]) for r in rows], res.seconds, time.perf_counter() - t_start
+            )
+        if self.verify_enabled:
+            if self._bg_thread is not None:
+                self._bg.put((self._served, rows, reqs))
+            else:
+                self._verify(self._served, rows, reqs)
+
+    def _commit(self, v, latest, fp, n_requests, merged, path, res, rows, reqs) -> None:
+        """The outbox transaction of a written version: its row, its requests applied, their entries."""
         train_fp = json.loads((path / "meta.json").read_text())["train_fingerprint"]  # hashed once, by save
         vrow = {
             "version": v,
@@ -383,27 +424,7 @@ class Worker:
         ]
         now = time.time()
         self.store.publish(vrow, rows, entries, now=now)
-        # the version is durable and recorded: serve it
-        self._served = Served.of(v, "ours0", new)
-        self._cum = merged
-        log.info(
-            "version %d: %d requests (%d edges in all) in %.3fs (forget %.3fs)",
-            v,
-            len(rows),
-            len(merged.edges),
-            time.time() - now + res.seconds,
-            res.seconds,
-        )
-        if self.on_applied is not None:
-            self.on_applied(
-                [now - float(r["accepted_at"]) for r in rows], res.seconds, time.perf_counter() - t_start
-            )
-        del prev
-        if self.verify_enabled:
-            if self._bg_thread is not None:
-                self._bg.put((self._served, rows, reqs))
-            else:
-                self._verify(self._served, rows, reqs)
+        self._committed_at = now
 
     # ------------------------------------------------------------------------ verification
     def _base_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
