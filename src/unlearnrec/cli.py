@@ -394,10 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_extensions(sub, common) -> None:
     """Commands contributed by the other packages (forgetting, experiments, reports)."""
     from unlearnrec.experiments import commands as experiment_commands
+    from unlearnrec.serve import cli as serve_cli
     from unlearnrec.unlearn import audit
     from unlearnrec.unlearn import commands as unlearn_commands
 
-    for mod in (unlearn_commands, audit, experiment_commands):
+    for mod in (unlearn_commands, audit, experiment_commands, serve_cli):
         mod.register(sub, common)
 
 

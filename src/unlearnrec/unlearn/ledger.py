@@ -102,3 +102,19 @@ class Ledger:
     def find(self, request_fingerprint: str) -> list[dict[str, Any]]:
         """Entries that honoured the request with this fingerprint."""
         return [e for e in self.entries() if e.get("request_fingerprint") == request_fingerprint]
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """sha256 of an entry without its own ``hash`` field (canonical JSON): the chain's link."""
+    return _entry_hash(entry)
+
+
+def check_chain(entries: list[dict[str, Any]], where: str = "ledger") -> int:
+    """Verify a hash chain of entries (each ``prev`` = the previous ``hash``, from :data:`GENESIS`);
+    returns the number of entries or raises :class:`UnlearnRecError` naming the first broken one."""
+    prev = GENESIS
+    for n, e in enumerate(entries, 1):
+        if e.get("prev") != prev or e.get("hash") != _entry_hash(e):
+            raise UnlearnRecError(f"{where}: entry {n} was altered or removed (hash chain broken)")
+        prev = e["hash"]
+    return len(entries)
