@@ -20,7 +20,7 @@ import torch
 
 from unlearnrec import __version__
 from unlearnrec.errors import TrainingError, UnlearnRecError
-from unlearnrec.runtime import tune_allocator
+from unlearnrec.runtime import resolve_device, tune_allocator
 
 log = logging.getLogger("unlearnrec")
 
@@ -82,6 +82,7 @@ def dataset_folder(name: str, data_dir: str | None) -> str | None:
 
 
 NO_VAL = "none (no validation split: val_ratio = 0)"
+DEVICE_HELP = "cpu, cuda or cuda:N (default cpu)"
 
 
 def _emit(args, obj: dict[str, Any], lines: list[str]) -> None:
@@ -162,8 +163,8 @@ def cmd_train(args) -> int:
     name, mcfg, tcfg, data_raw = _load_train_config(args)
     check_out(args, {"--config": args.config, "--dataset": dataset_folder(args.dataset, args.data_dir)})
     split = {"seed": int(data_raw.get("split_seed", 0)), "val_ratio": float(data_raw.get("val_ratio", 0.1))}
+    device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, val_ratio=split["val_ratio"], seed=split["seed"])
-    device = torch.device(args.device)
     graph = Graph.from_interactions(data.train, device=device)
     gen = torch.Generator().manual_seed(tcfg.seed)
     backbone = build_backbone(name, data.num_users, data.num_items, mcfg, generator=gen).to(device)
@@ -225,7 +226,7 @@ def _asdict(cfg) -> dict:
 def cmd_evaluate(args) -> int:
     from unlearnrec.model import TrainedModel
 
-    model = TrainedModel.load(args.model)
+    model = TrainedModel.load(args.model, device=resolve_device(args.device))
     data = model.load_dataset(args.data_dir)
     ks = tuple(args.k)
     test = model.evaluate(data, "test", ks=ks)
@@ -240,7 +241,7 @@ def cmd_evaluate(args) -> int:
 def cmd_recommend(args) -> int:
     from unlearnrec.model import TrainedModel
 
-    model = TrainedModel.load(args.model)
+    model = TrainedModel.load(args.model, device=resolve_device(args.device))
     items, scores = model.recommend([args.user], args.k)
     ok = np.isfinite(scores[0])
     items, scores = items[0][ok], scores[0][ok]
@@ -350,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", default="cpu", help=DEVICE_HELP)
     t.add_argument("--out", required=True)
     t.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
     common(t)
@@ -359,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="full-ranking Recall/NDCG of a saved model on its test split")
     e.add_argument("--model", required=True)
     e.add_argument("--k", type=K, nargs="+", default=[20], help="cut-offs K (1..100000)")
+    e.add_argument("--device", default="cpu", help=DEVICE_HELP)
     common(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -366,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", required=True)
     r.add_argument("--user", type=ID, required=True)
     r.add_argument("-k", "--k", type=K, default=20, help="how many items (1..100000)")
+    r.add_argument("--device", default="cpu", help=DEVICE_HELP)
     common(r)
     r.set_defaults(func=cmd_recommend)
 
