@@ -158,17 +158,19 @@ def cmd_train(args) -> int:
     from unlearnrec.data.datasets import load_dataset
     from unlearnrec.data.graph import Graph
     from unlearnrec.model import TrainedModel
+    from unlearnrec.train import distributed
     from unlearnrec.train.loop import fit
 
     name, mcfg, tcfg, data_raw = _load_train_config(args)
     check_out(args, {"--config": args.config, "--dataset": dataset_folder(args.dataset, args.data_dir)})
     split = {"seed": int(data_raw.get("split_seed", 0)), "val_ratio": float(data_raw.get("val_ratio", 0.1))}
     device = resolve_device(args.device)
+    part = distributed.init_from_env(device)  # under torchrun: data-parallel, rank 0 writes
     data = load_dataset(args.dataset, args.data_dir, val_ratio=split["val_ratio"], seed=split["seed"])
     graph = Graph.from_interactions(data.train, device=device)
     gen = torch.Generator().manual_seed(tcfg.seed)
     backbone = build_backbone(name, data.num_users, data.num_items, mcfg, generator=gen).to(device)
-    bar = _progress(tcfg.epochs, f"train {name} on {args.dataset}", not args.quiet)
+    bar = _progress(tcfg.epochs, f"train {name} on {args.dataset}", not args.quiet and part.is_main)
 
     def on_epoch(row):
         bar.update(1)
@@ -176,6 +178,9 @@ def cmd_train(args) -> int:
 
     res = fit(backbone, graph, tcfg, val=data.val, on_epoch=on_epoch)
     bar.close()
+    distributed.finish()
+    if not part.is_main:  # every rank holds the same model; rank 0 evaluates, saves and reports
+        return 0
     model = TrainedModel(
         backbone,
         graph,

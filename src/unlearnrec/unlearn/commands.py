@@ -65,6 +65,7 @@ def cmd_pretrain(args) -> int:
     from unlearnrec.io.checkpoint import atomic_write_text
     from unlearnrec.model import TrainedModel
     from unlearnrec.runtime import resolve_device
+    from unlearnrec.train import distributed
     from unlearnrec.unlearn.unlearnrec import UnlearnRec
 
     cfg = _unlearnrec_config(
@@ -72,9 +73,12 @@ def cmd_pretrain(args) -> int:
     )
     check_out(args, {"--model": args.model, "--config": args.config})
     check_out(args, {"--model": args.model, "--config": args.config}, option="--curve")
-    model = TrainedModel.load(args.model, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    part = distributed.init_from_env(device)  # under torchrun: data-parallel, rank 0 writes
+    model = TrainedModel.load(args.model, device=device)
     method = UnlearnRec(cfg, seed=args.seed)
-    bar = tqdm(total=cfg.epochs, desc="pre-train IE", disable=args.quiet, file=sys.stderr, leave=False)
+    quiet = args.quiet or not part.is_main
+    bar = tqdm(total=cfg.epochs, desc="pre-train IE", disable=quiet, file=sys.stderr, leave=False)
     shown = ("model", "unlearn", "preserve", "contrast", "total")
     means = EpochMeans(shown)
 
@@ -87,6 +91,9 @@ def cmd_pretrain(args) -> int:
     method.on_step = on_step
     method.prepare(model, model.train)
     bar.close()
+    distributed.finish()
+    if not part.is_main:
+        return 0
     method.save_prepared(args.out)
     curve = Path(args.curve) if args.curve else Path(args.out) / "loss_curve.json"
     atomic_write_text(curve, json.dumps(method.history, indent=1))
