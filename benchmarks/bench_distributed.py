@@ -10,7 +10,11 @@ For every (dataset, backbone) it runs ``fit`` (the library's loop, unchanged) fo
 steps): the wall time, the all-reduce of the gradients and loss terms (``comm``), the time a rank
 waited for the other before it (``wait``: a barrier taken just before the all-reduce, so ``comm``
 is the collective alone), and the product ÂX (N x d) timed in the single process, the unit of the
-propagation that every rank repeats. ``bytes`` is what each all-reduce carries (the N x d gradient
+propagation that every rank repeats. The single process also times ``half step``: the steps with the
+loss of part 0 of 2 of each batch, i.e. what one rank of two computes, without any communication or
+a second process competing for the cores; the 2-process run also times a one-float all-reduce (the
+fixed latency of a collective). ``load`` is the highest 1-minute load average seen at the start or
+end of a run (the machine is shared). ``bytes`` is what each all-reduce carries (the N x d gradient
 of E⁰ in float32). On a 2-core machine two processes share the cores, so the point is the
 communication share, not a speed-up. The model is the shipped ``configs/<backbone>-<dataset>.toml``
 (dim, layers, batch size) unless ``--dim`` / ``--batch-size`` are given.
@@ -85,13 +89,29 @@ def child(args) -> int:
         if step >= total:
             raise _Enough
 
-    cfg = TrainConfig(epochs=1_000, batch_size=batch, lr=1e-3, seed=0, patience=0)
-    start = time.perf_counter()
-    try:
-        fit(model, graph, cfg, on_step=on_step)
-    except _Enough:
-        pass
-    times = [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)][args.warmup :]
+    def run_fit(loss_fn=None) -> list[float]:
+        stamps.clear()
+        cfg = TrainConfig(epochs=1_000, batch_size=batch, lr=1e-3, seed=0, patience=0)
+        start = time.perf_counter()
+        try:
+            fit(model, graph, cfg, on_step=on_step, loss_fn=loss_fn)
+        except _Enough:
+            pass
+        return [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)][args.warmup :]
+
+    load = os.getloadavg()[0]
+    times = run_fit()
+    half = []
+    if part.world == 1:  # what one rank of two computes (its part of each batch), without communication
+        half = run_fit(lambda b, g: model.loss(graph, b.parted(0, 2), generator=g))
+    latency = []
+    if part.world > 1:  # a one-float all-reduce: the fixed cost of a collective
+        one = torch.zeros(1)
+        for _ in range(20):
+            dist.barrier()
+            t = time.perf_counter()
+            dist.all_reduce(one)
+            latency.append(time.perf_counter() - t)
     product = []
     x = model.e0.detach()
     with torch.no_grad():
@@ -115,6 +135,9 @@ def child(args) -> int:
         "comm_s": statistics.median(comms[args.warmup :]) if comms else 0.0,
         "bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         "product_s": statistics.median(product),
+        "half_step_s": statistics.median(half) if half else None,
+        "latency_s": statistics.median(latency) if latency else None,
+        "load": [load, os.getloadavg()[0]],
     }
     rows = [row]
     if part.world > 1:
@@ -150,7 +173,12 @@ def run(args, dataset: str, backbone: str, world: int) -> list[dict]:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         src = str(ROOT / "src")
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        subprocess.run(cmd, env=env, check=True)
+        rc = subprocess.run(cmd, env=env).returncode
+        if not out.is_file():
+            print(f"{dataset}/{backbone}/{world}: failed (exit status {rc})", file=sys.stderr)
+            return []
+        if rc:  # the figures were written: the failure came after them (kept, and said so)
+            print(f"{dataset}/{backbone}/{world}: exit status {rc} after writing", file=sys.stderr)
         return json.loads(out.read_text())
 
 
@@ -179,18 +207,24 @@ def main(argv=None) -> int:
         for backbone in args.backbones:
             for world in args.worlds:
                 rows.extend(run(args, dataset, backbone, world))
+                if args.json:  # as it goes: a later failure loses nothing
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
 
 
+def _ms(v, digits: int = 1) -> str:
+    return "" if v is None else f"{v * 1e3:.{digits}f} ms"
+
+
 def table(rows: list[dict]) -> str:
     """One line per (dataset, backbone, processes): medians over ranks of each rank's median."""
     out = [
         "| dataset | backbone | N | nnz | d | batch | procs | step | steps/s | x 1 proc | all-reduce "
-        "| share | wait | MB | ÂX |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| share | wait | MB | ÂX | half step | 1-float all-reduce | load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     single = {}
     groups: dict[tuple, list[dict]] = {}
@@ -207,7 +241,9 @@ def table(rows: list[dict]) -> str:
             f"| {med['step_s'] * 1e3:.1f} ms | {1 / med['step_s']:.2f} "
             f"| {base / med['step_s']:.2f} | {med['comm_s'] * 1e3:.2f} ms "
             f"| {med['comm_s'] / med['step_s']:.1%} | {med['wait_s'] * 1e3:.1f} ms "
-            f"| {r0['bytes'] / 2**20:.1f} | {med['product_s'] * 1e3:.1f} ms |"
+            f"| {r0['bytes'] / 2**20:.1f} | {med['product_s'] * 1e3:.1f} ms "
+            f"| {_ms(r0.get('half_step_s'))} | {_ms(r0.get('latency_s'), 3)} "
+            f"| {max(max(r['load']) for r in rs):.1f} |"
             if base
             else f"| {ds} | {bb} | {world} | (no single-process baseline) |"
         )

@@ -53,6 +53,28 @@ def _cases(trained) -> dict:
         cfg = TrainConfig(epochs=1, batch_size=TRAIN_BATCH, lr=0.05, seed=0, patience=0)
         fit(model, graph, cfg, on_step=lambda s, t, steps=steps: steps.append(t))
         out[name] = (steps, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    # validation on rank 0, broadcast: the same early stop and best state on every rank
+    inter, graph = _tiny()
+    rng = np.random.default_rng(1)
+    held = rng.random(len(inter)) < 0.15
+    from unlearnrec.data.interactions import Interactions
+
+    fit_edges = Interactions(inter.users[~held], inter.items[~held], 60, 40)
+    val = Interactions(inter.users[held], inter.items[held], 60, 40)
+    model = build_backbone("lightgcn", 60, 40, {"dim": 8}, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(epochs=6, batch_size=TRAIN_BATCH, lr=0.2, seed=0, eval_every=1, patience=2)
+    res = fit(model, Graph.from_interactions(fit_edges), cfg, val=val)
+    curve = [h["val_recall@20"] for h in res.history]
+    out["early_stop"] = ((res.best_epoch, res.epochs_run, curve), {"e0": model.e0.detach().clone()})
+    # the partition baselines' shards: dealt out to the ranks (3 shards on 2 ranks), all gathered
+    from unlearnrec.unlearn.partition import ShardJob, train_shards
+
+    jobs = [
+        ShardJob(k, inter.users[k::3], inter.items[k::3], 60, 40, "lightgcn", {"dim": 8}, 2, 0.05, 64, k)
+        for k in range(3)
+    ]
+    shards = train_shards(jobs)
+    out["shards"] = ((), {f"shard{k}": torch.from_numpy(e) for k, e in enumerate(shards)})
     # the encoder's pre-training, every term on (L_model with SGL's InfoNCE, L_u, L_p, L_c)
     cfg = UnlearnRecConfig(epochs=1, batch_size=PRETRAIN_BATCH, steps_per_epoch=STEPS, lr=1e-2)
     method = UnlearnRec(cfg, seed=0)
@@ -81,7 +103,18 @@ def test_two_gloo_processes_take_the_same_steps_as_one(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     single = _cases(tiny_trained_model("sgl", epochs=2, dim=8))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    assert set(single) == set(BACKBONES) | {"pretrain"}
+    assert set(single) == set(BACKBONES) | {"pretrain", "early_stop", "shards"}
+    _, shards = single.pop("shards")
+    for r in ranks:
+        for k, v in shards.items():  # a shard trained on another rank equals the one trained here
+            torch.testing.assert_close(r["shards"][1][k], v, rtol=0, atol=1e-6)
+    assert not torch.equal(shards["shard0"], shards["shard1"])
+    (best, ran, curve), want = single.pop("early_stop")
+    for r in ranks:
+        (got_best, got_ran, got_curve), got = r["early_stop"]
+        assert (got_best, got_ran) == (best, ran)
+        assert got_curve == pytest.approx(curve, abs=1e-6)
+        torch.testing.assert_close(got["e0"], want["e0"], rtol=0, atol=1e-5)
     for case, (steps, params) in single.items():
         assert len(steps) == STEPS, case
         for got_steps, got_params in (r[case] for r in ranks):
@@ -100,7 +133,7 @@ def test_two_gloo_processes_take_the_same_steps_as_one(tmp_path):
             moved = params["e0"] - start.e0.detach()
         assert moved.abs().max() > 1e-3, case
     # the two ranks hold bit-identical models (one all-reduce result, the same Adam step)
-    for case in single:
+    for case in [*single, "early_stop"]:
         for k, v in ranks[0][case][1].items():
             assert torch.equal(v, ranks[1][case][1][k]), (case, k)
 

@@ -105,8 +105,14 @@ def current() -> Part:
 
 
 def finish() -> None:
-    """Leave the default process group if this process joined one (a no-op otherwise)."""
+    """Leave the default process group if this process joined one (a no-op otherwise).
+
+    Every rank first waits for the others (a barrier), so that no collective is still in flight
+    when the group is torn down: a process that exits while gloo's threads still hold work can
+    abort in the interpreter's finalisation (pytorch/pytorch#179291).
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

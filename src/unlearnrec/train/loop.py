@@ -103,7 +103,7 @@ def fit(
     embed_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-    parallel: bool = True,
+    parallel: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``graph.interactions`` with Adam and mini-batch BPR (+ the model's terms).
 
@@ -117,11 +117,13 @@ def fit(
     batch's loss terms (step counts from 1 over the whole run).
 
     Data-parallel: when a ``torch.distributed`` default group of several processes is initialised
-    (``torchrun``; see :mod:`unlearnrec.train.distributed`) and ``parallel`` is true, every rank
-    draws the same global batches, computes the loss of its part (``batch.parted(rank, world)``;
-    a ``loss_fn`` must honour ``batch.part`` the way :meth:`Backbone.loss` does), and the gradients
-    and loss terms are summed over the ranks before the step. Rank 0 evaluates and its metrics
-    (hence early stopping and the best state) are broadcast, so every rank ends with the same model.
+    (``torchrun``; see :mod:`unlearnrec.train.distributed`), every rank draws the same global
+    batches, computes the loss of its part (``batch.parted(rank, world)``), and the gradients and
+    loss terms are summed over the ranks before the step. ``parallel`` (default: only when
+    ``loss_fn`` is None, i.e. the model's own loss) turns this on or off; a ``loss_fn`` trained
+    with ``parallel=True`` must honour ``batch.part`` the way :meth:`Backbone.loss` does. Rank 0
+    evaluates and its metrics (hence early stopping and the best state) are broadcast, so every
+    rank ends with the same model.
     """
     previous = torch.get_num_threads()
     if config.threads > 0:
@@ -146,6 +148,8 @@ def fit(
 
 def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch, on_step, parallel) -> FitResult:
     train = graph.interactions
+    if parallel is None:
+        parallel = loss_fn is None  # a custom loss may not know how to compute a part of a batch
     part = distributed.current() if parallel else distributed.Part()
     device = graph.device
     rng = np.random.default_rng(config.seed)

@@ -147,6 +147,7 @@ def cmd_forget(args) -> int:
     from unlearnrec.eval.membership import forgetting_metrics
     from unlearnrec.model import TrainedModel
     from unlearnrec.runtime import resolve_device
+    from unlearnrec.train import distributed
     from unlearnrec.unlearn.audit import request_from_args
 
     inputs = {
@@ -166,6 +167,7 @@ def cmd_forget(args) -> int:
             must_be_new=False,
         )
     device = resolve_device(args.device)
+    part = distributed.init_from_env(device)  # torchrun: shards (and Retrain) across the ranks
     model = TrainedModel.load(args.model, device=device)
     data = model.load_dataset(args.data_dir)
     request = request_from_args(model.train, args)
@@ -183,6 +185,9 @@ def cmd_forget(args) -> int:
         result = method.forget_cumulative(original, model, request)
     else:
         result = method.forget(model, model.train, request)
+    distributed.finish()
+    if not part.is_main:  # every rank holds the same result; rank 0 evaluates, saves and reports
+        return 0
     new = result.model
     test = new.evaluate(data, "test", ks=(20,))
     known = data.train.union(data.val).union(data.test).union(request.edges)
