@@ -10,11 +10,12 @@ For every (dataset, backbone) it runs ``fit`` (the library's loop, unchanged) fo
 steps): the wall time, the all-reduce of the gradients and loss terms (``comm``), the time a rank
 waited for the other before it (``wait``: a barrier taken just before the all-reduce, so ``comm``
 is the collective alone), and the product ÂX (N x d) timed in the single process, the unit of the
-propagation that every rank repeats. The single process also times ``half step``: the steps with the
-loss of part 0 of 2 of each batch, i.e. what one rank of two computes, without any communication or
-a second process competing for the cores; the 2-process run also times a one-float all-reduce (the
-fixed latency of a collective). ``load`` is the highest 1-minute load average seen at the start or
-end of a run (the machine is shared). ``bytes`` is what each all-reduce carries (the N x d gradient
+propagation that every rank repeats. The single process also times ``half / whole``: steps on
+part 0 of 2 of each batch (what one rank of two computes) against steps on the whole batch,
+alternated step by step on the same batches (medians, and the median of the per-step ratio),
+without communication or a second process competing for the cores. The 2-process run also times
+a one-float all-reduce (the fixed latency of a collective). ``load`` is the highest 1-minute load
+average seen at the start or end of a run (the machine is shared). ``bytes`` is what each all-reduce carries (the N x d gradient
 of E⁰ in float32). On a 2-core machine two processes share the cores, so the point is the
 communication share, not a speed-up. The model is the shipped ``configs/<backbone>-<dataset>.toml``
 (dim, layers, batch size) unless ``--dim`` / ``--batch-size`` are given.
@@ -101,9 +102,10 @@ def child(args) -> int:
 
     load = os.getloadavg()[0]
     times = run_fit()
-    half = []
+    whole, half = [], []
     if part.world == 1:  # what one rank of two computes (its part of each batch), without communication
-        half = run_fit(lambda b, g: model.loss(graph, b.parted(0, 2), generator=g))
+        whole, half = interleaved(model, graph, data.train, batch, args.warmup + args.steps)
+        whole, half = whole[args.warmup :], half[args.warmup :]
     latency = []
     if part.world > 1:  # a one-float all-reduce: the fixed cost of a collective
         one = torch.zeros(1)
@@ -135,7 +137,9 @@ def child(args) -> int:
         "comm_s": statistics.median(comms[args.warmup :]) if comms else 0.0,
         "bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         "product_s": statistics.median(product),
+        "whole_step_s": statistics.median(whole) if whole else None,
         "half_step_s": statistics.median(half) if half else None,
+        "half_ratio": statistics.median(h / w for h, w in zip(half, whole, strict=True)) if half else None,
         "latency_s": statistics.median(latency) if latency else None,
         "load": [load, os.getloadavg()[0]],
     }
@@ -147,6 +151,34 @@ def child(args) -> int:
         Path(args.json_out).write_text(json.dumps(rows))
     distributed.finish()
     return 0
+
+
+def interleaved(model, graph, train, batch_size: int, steps: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``steps`` optimiser steps on the whole batch and on part 0 of 2 of the same batch,
+    alternated step by step (which one goes first alternates too), so that the machine's load
+    drifts over both alike: ([whole], [half])."""
+    import numpy as np
+    import torch
+
+    from unlearnrec.data.sampling import bpr_batches
+    from unlearnrec.train.loop import adam
+
+    opt = adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+    gen = torch.Generator().manual_seed(1)
+    model.train()
+    model.on_epoch_start(graph, gen)
+    batches = bpr_batches(train, batch_size, np.random.default_rng(1))
+    whole, half = [], []
+    for i in range(steps):
+        b = next(batches)
+        for parted in (False, True) if i % 2 == 0 else (True, False):
+            t = time.perf_counter()
+            terms = model.loss(graph, b.parted(0, 2) if parted else b, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            (half if parted else whole).append(time.perf_counter() - t)
+    return whole, half
 
 
 def _free_port() -> int:
@@ -215,6 +247,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _half(r: dict) -> str:
+    if r.get("half_ratio") is None:
+        return ""
+    return f"{r['half_step_s'] * 1e3:.0f} / {r['whole_step_s'] * 1e3:.0f} ms = {r['half_ratio']:.2f}"
+
+
 def _ms(v, digits: int = 1) -> str:
     return "" if v is None else f"{v * 1e3:.{digits}f} ms"
 
@@ -223,7 +261,7 @@ def table(rows: list[dict]) -> str:
     """One line per (dataset, backbone, processes): medians over ranks of each rank's median."""
     out = [
         "| dataset | backbone | N | nnz | d | batch | procs | step | steps/s | x 1 proc | all-reduce "
-        "| share | wait | MB | ÂX | half step | 1-float all-reduce | load |",
+        "| share | wait | MB | ÂX | half / whole step | 1-float all-reduce | load |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     single = {}
@@ -242,7 +280,7 @@ def table(rows: list[dict]) -> str:
             f"| {base / med['step_s']:.2f} | {med['comm_s'] * 1e3:.2f} ms "
             f"| {med['comm_s'] / med['step_s']:.1%} | {med['wait_s'] * 1e3:.1f} ms "
             f"| {r0['bytes'] / 2**20:.1f} | {med['product_s'] * 1e3:.1f} ms "
-            f"| {_ms(r0.get('half_step_s'))} | {_ms(r0.get('latency_s'), 3)} "
+            f"| {_half(r0)} | {_ms(r0.get('latency_s'), 3)} "
             f"| {max(max(r['load']) for r in rs):.1f} |"
             if base
             else f"| {ds} | {bb} | {world} | (no single-process baseline) |"
