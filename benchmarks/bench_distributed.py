@@ -9,16 +9,20 @@ For every (dataset, backbone) it runs ``fit`` (the library's loop, unchanged) fo
 127.0.0.1 (gloo, one intra-op thread per process), and reports per step (medians over the timed
 steps): the wall time, the all-reduce of the gradients and loss terms (``comm``), the time a rank
 waited for the other before it (``wait``: a barrier taken just before the all-reduce, so ``comm``
-is the collective alone), and the product ÂX (N x d) timed in the single process, the unit of the
-propagation that every rank repeats. The single process also times ``half / whole``: steps on
-part 0 of 2 of each batch (what one rank of two computes) against steps on the whole batch,
-alternated step by step on the same batches (medians, and the median of the per-step ratio),
-without communication or a second process competing for the cores. The 2-process run also times
-a one-float all-reduce (the fixed latency of a collective). ``load`` is the highest 1-minute load
-average seen at the start or end of a run (the machine is shared). ``bytes`` is what each all-reduce carries (the N x d gradient
-of E⁰ in float32). On a 2-core machine two processes share the cores, so the point is the
-communication share, not a speed-up. The model is the shipped ``configs/<backbone>-<dataset>.toml``
-(dim, layers, batch size) unless ``--dim`` / ``--batch-size`` are given.
+is the collective alone), and the product ÂX (N x d), the unit of the propagation that every rank
+repeats. ``bytes`` is what each all-reduce carries (the N x d gradient of E⁰ in float32).
+
+The single process also times ``half / whole``: steps on part 0 of 2 of each batch (what one rank
+of two computes) against steps on the whole batch, alternated step by step on the same batches
+(``--ab-steps`` pairs; medians and the median of the per-step ratio, in wall time and in this
+process's CPU time, which other jobs on a shared machine delay but do not add to), without
+communication or a second process competing for the cores. The 2-process run also times a
+one-float all-reduce (the fixed latency of a collective). ``load`` is the highest 1-minute load
+average seen at the start or end of a run (the machine is shared).
+
+On a 2-core machine two processes share the cores, so the point is the communication share, not
+a speed-up. The model is the shipped ``configs/<backbone>-<dataset>.toml`` (dim, layers, batch
+size) unless ``--dim`` / ``--batch-size`` are given.
 """
 
 from __future__ import annotations
@@ -102,10 +106,10 @@ def child(args) -> int:
 
     load = os.getloadavg()[0]
     times = run_fit()
-    whole, half = [], []
+    ab: dict[str, list[float]] = {}
     if part.world == 1:  # what one rank of two computes (its part of each batch), without communication
-        whole, half = interleaved(model, graph, data.train, batch, args.warmup + args.steps)
-        whole, half = whole[args.warmup :], half[args.warmup :]
+        ab = interleaved(model, graph, data.train, batch, args.warmup + args.ab_steps)
+        ab = {k: v[args.warmup :] for k, v in ab.items()}
     latency = []
     if part.world > 1:  # a one-float all-reduce: the fixed cost of a collective
         one = torch.zeros(1)
@@ -137,9 +141,7 @@ def child(args) -> int:
         "comm_s": statistics.median(comms[args.warmup :]) if comms else 0.0,
         "bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         "product_s": statistics.median(product),
-        "whole_step_s": statistics.median(whole) if whole else None,
-        "half_step_s": statistics.median(half) if half else None,
-        "half_ratio": statistics.median(h / w for h, w in zip(half, whole, strict=True)) if half else None,
+        **_ab_summary(ab),
         "latency_s": statistics.median(latency) if latency else None,
         "load": [load, os.getloadavg()[0]],
     }
@@ -153,10 +155,11 @@ def child(args) -> int:
     return 0
 
 
-def interleaved(model, graph, train, batch_size: int, steps: int) -> tuple[list[float], list[float]]:
+def interleaved(model, graph, train, batch_size: int, steps: int) -> dict[str, list[float]]:
     """Seconds of ``steps`` optimiser steps on the whole batch and on part 0 of 2 of the same batch,
     alternated step by step (which one goes first alternates too), so that the machine's load
-    drifts over both alike: ([whole], [half])."""
+    drifts over both alike: wall and CPU seconds of this process (one intra-op thread: the CPU
+    time is the step's own work, which other jobs on a shared machine delay but do not add to)."""
     import numpy as np
     import torch
 
@@ -168,17 +171,32 @@ def interleaved(model, graph, train, batch_size: int, steps: int) -> tuple[list[
     model.train()
     model.on_epoch_start(graph, gen)
     batches = bpr_batches(train, batch_size, np.random.default_rng(1))
-    whole, half = [], []
+    out: dict[str, list[float]] = {"whole": [], "half": [], "whole_cpu": [], "half_cpu": []}
     for i in range(steps):
         b = next(batches)
         for parted in (False, True) if i % 2 == 0 else (True, False):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             terms = model.loss(graph, b.parted(0, 2) if parted else b, generator=gen)
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             opt.step()
-            (half if parted else whole).append(time.perf_counter() - t)
-    return whole, half
+            key = "half" if parted else "whole"
+            out[key].append(time.perf_counter() - t)
+            out[f"{key}_cpu"].append(time.process_time() - c)
+    return out
+
+
+def _ab_summary(ab: dict[str, list[float]]) -> dict:
+    """Medians of the half / whole steps and of their per-step ratios, wall and CPU."""
+    if not ab:
+        return {}
+    out = {}
+    for suffix in ("", "_cpu"):
+        whole, half = ab[f"whole{suffix}"], ab[f"half{suffix}"]
+        out[f"whole_step{suffix}_s"] = statistics.median(whole)
+        out[f"half_step{suffix}_s"] = statistics.median(half)
+        out[f"half_ratio{suffix}"] = statistics.median(h / w for h, w in zip(half, whole, strict=True))
+    return out
 
 
 def _free_port() -> int:
@@ -191,7 +209,7 @@ def run(args, dataset: str, backbone: str, world: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
         tail = ["--child", "--dataset", dataset, "--backbone", backbone, "--json-out", str(out)]
-        for k in ("steps", "warmup", "threads", "dim", "batch_size", "data_dir"):
+        for k in ("steps", "warmup", "ab_steps", "threads", "dim", "batch_size", "data_dir"):
             v = getattr(args, k)
             if v is not None:
                 tail += [f"--{k.replace('_', '-')}", str(v)]
@@ -221,6 +239,7 @@ def main(argv=None) -> int:
     p.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--ab-steps", type=int, default=10, help="whole/half step pairs (one process)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
     p.add_argument("--dim", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -250,7 +269,11 @@ def main(argv=None) -> int:
 def _half(r: dict) -> str:
     if r.get("half_ratio") is None:
         return ""
-    return f"{r['half_step_s'] * 1e3:.0f} / {r['whole_step_s'] * 1e3:.0f} ms = {r['half_ratio']:.2f}"
+    return (
+        f"wall {r['half_step_s'] * 1e3:.0f} / {r['whole_step_s'] * 1e3:.0f} ms = {r['half_ratio']:.2f}; "
+        f"CPU {r['half_step_cpu_s'] * 1e3:.0f} / {r['whole_step_cpu_s'] * 1e3:.0f} ms "
+        f"= {r['half_ratio_cpu']:.2f}"
+    )
 
 
 def _ms(v, digits: int = 1) -> str:
