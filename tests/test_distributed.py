@@ -4,6 +4,7 @@ pre-training; and the parts of a batch's loss add up to the whole batch's loss a
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -225,3 +226,22 @@ def test_torchrun_train_writes_one_checkpoint_from_rank_zero(tiny_dir, tmp_path)
     single = load_file(tmp_path / "single" / "tensors.safetensors")["e0"]
     torch.testing.assert_close(dp, single, rtol=0, atol=1e-5)
     assert sorted(q.name for q in tmp_path.iterdir()) == ["dp", "single", "tinyset"]
+
+
+@pytest.mark.realdata
+def test_bench_distributed_reports_one_and_two_processes(realdata, capsys, tmp_path):
+    from .conftest import load_benchmark
+
+    bench = load_benchmark("bench_distributed")
+    out = tmp_path / "rows.json"
+    argv = ["--datasets", "ml-100k", "--data-dir", str(realdata), "--steps", "2", "--warmup", "1"]
+    assert bench.main([*argv, "--ab-steps", "2", "--dim", "16", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert sorted((r["world"], r["rank"]) for r in rows) == [(1, 0), (2, 0), (2, 1)]
+    for r in rows:
+        assert r["bytes"] == r["nodes"] * 16 * 4  # the N x d float32 gradient of E⁰
+        assert (r["comm_s"] > 0) == (r["world"] == 2) and r["step_s"] > 0
+    single = next(r for r in rows if r["world"] == 1)
+    assert single["half_step_cpu_s"] > 0 and single["whole_step_cpu_s"] > 0
+    table = capsys.readouterr().out
+    assert table.count("| ml-100k | lightgcn |") == 2
