@@ -467,6 +467,10 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("unlearnrec: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from unlearnrec.train.distributed import leave
+
+        leave()  # a torchrun rank that failed leaves its process group before the interpreter exits
 
 
 def _one_line(e: BaseException) -> str:

@@ -116,6 +116,13 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
+def leave() -> None:
+    """Leave the default process group at once, without waiting for the other ranks (an error
+    path: they may never arrive); a no-op when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def all_reduce_step(params: Sequence[torch.nn.Parameter], values: torch.Tensor) -> torch.Tensor:
     """Sum every parameter's gradient and ``values`` (the step's loss terms, a small 1-D tensor)
     over the default group, in place; returns the summed ``values``.
