@@ -199,6 +199,16 @@ def test_without_a_group_everything_is_rank_zero_of_one(monkeypatch):
     distributed.finish()  # a no-op without a group
 
 
+@pytest.mark.parametrize("argv", [["evaluate", "--model", "M"], ["experiment", "G.toml", "--out", "O"]])
+def test_commands_that_are_not_parallel_refuse_torchrun(argv, monkeypatch, capsys, tmp_path):
+    from .conftest import run_cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = run_cli(capsys, *[str(tmp_path / a) if a in ("M", "O") else a for a in argv])
+    assert code == 2 and f"'{argv[0]}' does not run under torchrun (WORLD_SIZE=2)" in err
+    assert not (tmp_path / "O").exists()
+
+
 # --------------------------------------------------------------------- torchrun, end to end
 def test_torchrun_train_writes_one_checkpoint_from_rank_zero(tiny_dir, tmp_path):
     """``torchrun --nproc-per-node 2 -m unlearnrec train``: the saved model equals a single-process

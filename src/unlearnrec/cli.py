@@ -448,6 +448,16 @@ def _main(argv: list[str] | None) -> int:
     except ValueError as e:
         print(f"unlearnrec: error: {e}", file=sys.stderr)
         return 2
+    from unlearnrec.train.distributed import PARALLEL_COMMANDS, env_world_size
+
+    if env_world_size() > 1 and args.command not in PARALLEL_COMMANDS:
+        # every rank would run the whole command and write the same files
+        print(
+            f"unlearnrec: error: '{args.command}' does not run under torchrun (WORLD_SIZE="
+            f"{env_world_size()}); only {', '.join(PARALLEL_COMMANDS)} do",
+            file=sys.stderr,
+        )
+        return 2
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # surface a closed pipe here, not in the interpreter's exit

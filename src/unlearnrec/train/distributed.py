@@ -53,6 +53,9 @@ class CommStats:
     steps: int = 0
 
 
+#: the command-line commands that run data-parallel under ``torchrun`` (the others refuse to)
+PARALLEL_COMMANDS = ("train", "pretrain", "forget")
+
 #: accumulated by :func:`all_reduce_step` (benchmarks read and reset it)
 STATS = CommStats()
 
