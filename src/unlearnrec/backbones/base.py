@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnrec.data.graph import Graph
+from unlearnrec.train.distributed import share
 from unlearnrec.train.losses import bpr_loss, info_nce, l2_reg
 
 
@@ -47,9 +48,7 @@ class Batch:
 
     def rows(self, n: int | None = None) -> slice:
         """This part's contiguous share of ``n`` rows (default: of the batch's triples)."""
-        n = len(self) if n is None else n
-        index, count = self.part
-        return slice(n * index // count, n * (index + 1) // count)
+        return share(len(self) if n is None else n, *self.part)
 
     def local(self) -> Batch:
         """The triples of this part (the whole batch when ``whole``)."""
