@@ -20,7 +20,7 @@ import torch
 
 from unlearnrec import __version__
 from unlearnrec.errors import TrainingError, UnlearnRecError
-from unlearnrec.runtime import tune_allocator
+from unlearnrec.runtime import resolve_device, tune_allocator
 
 log = logging.getLogger("unlearnrec")
 
@@ -82,6 +82,7 @@ def dataset_folder(name: str, data_dir: str | None) -> str | None:
 
 
 NO_VAL = "none (no validation split: val_ratio = 0)"
+DEVICE_HELP = "cpu, cuda or cuda:N (default cpu)"
 
 
 def _emit(args, obj: dict[str, Any], lines: list[str]) -> None:
@@ -157,17 +158,19 @@ def cmd_train(args) -> int:
     from unlearnrec.data.datasets import load_dataset
     from unlearnrec.data.graph import Graph
     from unlearnrec.model import TrainedModel
+    from unlearnrec.train import distributed
     from unlearnrec.train.loop import fit
 
     name, mcfg, tcfg, data_raw = _load_train_config(args)
     check_out(args, {"--config": args.config, "--dataset": dataset_folder(args.dataset, args.data_dir)})
     split = {"seed": int(data_raw.get("split_seed", 0)), "val_ratio": float(data_raw.get("val_ratio", 0.1))}
+    device = resolve_device(args.device)
+    part = distributed.init_from_env(device)  # under torchrun: data-parallel, rank 0 writes
     data = load_dataset(args.dataset, args.data_dir, val_ratio=split["val_ratio"], seed=split["seed"])
-    device = torch.device(args.device)
     graph = Graph.from_interactions(data.train, device=device)
     gen = torch.Generator().manual_seed(tcfg.seed)
     backbone = build_backbone(name, data.num_users, data.num_items, mcfg, generator=gen).to(device)
-    bar = _progress(tcfg.epochs, f"train {name} on {args.dataset}", not args.quiet)
+    bar = _progress(tcfg.epochs, f"train {name} on {args.dataset}", not args.quiet and part.is_main)
 
     def on_epoch(row):
         bar.update(1)
@@ -175,6 +178,9 @@ def cmd_train(args) -> int:
 
     res = fit(backbone, graph, tcfg, val=data.val, on_epoch=on_epoch)
     bar.close()
+    distributed.finish()
+    if not part.is_main:  # every rank holds the same model; rank 0 evaluates, saves and reports
+        return 0
     model = TrainedModel(
         backbone,
         graph,
@@ -225,7 +231,7 @@ def _asdict(cfg) -> dict:
 def cmd_evaluate(args) -> int:
     from unlearnrec.model import TrainedModel
 
-    model = TrainedModel.load(args.model)
+    model = TrainedModel.load(args.model, device=resolve_device(args.device))
     data = model.load_dataset(args.data_dir)
     ks = tuple(args.k)
     test = model.evaluate(data, "test", ks=ks)
@@ -240,7 +246,7 @@ def cmd_evaluate(args) -> int:
 def cmd_recommend(args) -> int:
     from unlearnrec.model import TrainedModel
 
-    model = TrainedModel.load(args.model)
+    model = TrainedModel.load(args.model, device=resolve_device(args.device))
     items, scores = model.recommend([args.user], args.k)
     ok = np.isfinite(scores[0])
     items, scores = items[0][ok], scores[0][ok]
@@ -350,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", default="cpu", help=DEVICE_HELP)
     t.add_argument("--out", required=True)
     t.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
     common(t)
@@ -359,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="full-ranking Recall/NDCG of a saved model on its test split")
     e.add_argument("--model", required=True)
     e.add_argument("--k", type=K, nargs="+", default=[20], help="cut-offs K (1..100000)")
+    e.add_argument("--device", default="cpu", help=DEVICE_HELP)
     common(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -366,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", required=True)
     r.add_argument("--user", type=ID, required=True)
     r.add_argument("-k", "--k", type=K, default=20, help="how many items (1..100000)")
+    r.add_argument("--device", default="cpu", help=DEVICE_HELP)
     common(r)
     r.set_defaults(func=cmd_recommend)
 
@@ -440,6 +448,16 @@ def _main(argv: list[str] | None) -> int:
     except ValueError as e:
         print(f"unlearnrec: error: {e}", file=sys.stderr)
         return 2
+    from unlearnrec.train.distributed import PARALLEL_COMMANDS, env_world_size
+
+    if env_world_size() > 1 and args.command not in PARALLEL_COMMANDS:
+        # every rank would run the whole command and write the same files
+        print(
+            f"unlearnrec: error: '{args.command}' does not run under torchrun (WORLD_SIZE="
+            f"{env_world_size()}); only {', '.join(PARALLEL_COMMANDS)} do",
+            file=sys.stderr,
+        )
+        return 2
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # surface a closed pipe here, not in the interpreter's exit
@@ -459,6 +477,10 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("unlearnrec: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from unlearnrec.train.distributed import leave
+
+        leave()  # a torchrun rank that failed leaves its process group before the interpreter exits
 
 
 def _one_line(e: BaseException) -> str:

@@ -9,22 +9,53 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnrec.data.graph import Graph
+from unlearnrec.train.distributed import share
 from unlearnrec.train.losses import bpr_loss, info_nce, l2_reg
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A mini-batch of BPR triples: users (B,), positive items (B,), negative items (B,), int64."""
+    """A mini-batch of BPR triples: users (B,), positive items (B,), negative items (B,), int64.
+
+    ``part = (index, count)``: the loss of this batch is computed for part ``index`` of ``count``
+    (data-parallel training, ``unlearnrec.train.distributed``). A backbone's loss terms of the
+    ``count`` parts add up to the terms of the whole batch: the per-row terms (BPR, L2) take the
+    part's rows (:meth:`local`) divided by the whole batch size, an InfoNCE the part's share of
+    anchor rows against all of the batch's nodes. ``(0, 1)``, the default, is the whole batch.
+    """
 
     users: torch.Tensor
     pos: torch.Tensor
     neg: torch.Tensor
+    part: tuple[int, int] = (0, 1)
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
+    @property
+    def whole(self) -> bool:
+        """Whether the loss is computed for the whole batch (one part)."""
+        return self.part[1] == 1
+
     def to(self, device) -> Batch:
-        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device))
+        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device), self.part)
+
+    def parted(self, index: int, count: int) -> Batch:
+        """The same batch, its loss to be computed for part ``index`` of ``count``."""
+        if not 0 <= index < count:
+            raise ValueError(f"part index must be in [0, {count}), got {index}")
+        return Batch(self.users, self.pos, self.neg, (int(index), int(count)))
+
+    def rows(self, n: int | None = None) -> slice:
+        """This part's contiguous share of ``n`` rows (default: of the batch's triples)."""
+        return share(len(self) if n is None else n, *self.part)
+
+    def local(self) -> Batch:
+        """The triples of this part (the whole batch when ``whole``)."""
+        if self.whole:
+            return self
+        sl = self.rows()
+        return Batch(self.users[sl], self.pos[sl], self.neg[sl])
 
 
 class Backbone(nn.Module):
@@ -113,11 +144,16 @@ class Backbone(nn.Module):
         # backward scatters into a dense (N, d) gradient, the dominant cost after the propagation.
         # F.embedding, not out[idx]: the same rows, and its backward (a sorted accumulation) beats
         # indexing's accumulating index_put on CPU (benchmarks/README.md)
+        # a part of a batch (data-parallel) takes its rows and divides by the whole batch size B, so
+        # that the parts' terms add up to the whole batch's (BPR's mean and L2's 1/B alike)
         b = len(batch)
-        idx = torch.cat([batch.users, self.num_users + batch.pos, self.num_users + batch.neg])
-        u, i, j = F.embedding(idx, out).split(b)
+        loc = batch.local()
+        n = len(loc)
+        idx = torch.cat([loc.users, self.num_users + loc.pos, self.num_users + loc.neg])
+        rows = F.embedding(idx, out)
+        u, i, j = rows.split(n) if n else rows.view(3, 0, rows.shape[-1])
         return {
-            "bpr": bpr_loss((u * i).sum(-1), (u * j).sum(-1)),
+            "bpr": bpr_loss((u * i).sum(-1), (u * j).sum(-1), total=None if batch.whole else b),
             "reg": self.reg * l2_reg(F.embedding(idx, e0), batch_size=b),
         }
 
@@ -148,4 +184,10 @@ def ssl_term(
     rows = torch.cat([users, torch.unique(batch.pos) + num_users])
     a, b = F.embedding(rows, z1), F.embedding(rows, z2)
     n = len(users)
-    return weight * (info_nce(a[:n], b[:n], temperature) + info_nce(a[n:], b[n:], temperature))
+    if batch.whole:
+        return weight * (info_nce(a[:n], b[:n], temperature) + info_nce(a[n:], b[n:], temperature))
+    # a part: its share of the anchor rows, against every node of the whole batch (exact: the parts add up)
+    nu, ni = batch.rows(n), batch.rows(len(rows) - n)
+    return weight * (
+        info_nce(a[:n], b[:n], temperature, anchors=nu) + info_nce(a[n:], b[n:], temperature, anchors=ni)
+    )

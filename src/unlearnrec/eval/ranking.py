@@ -14,7 +14,8 @@ def _rows_dense(m: sp.csr_matrix, rows: np.ndarray, device) -> torch.Tensor:
     sub = m[rows]
     out = torch.zeros(len(rows), m.shape[1], dtype=torch.bool, device=device)
     r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
-    out[torch.from_numpy(r), torch.from_numpy(sub.indices.astype(np.int64))] = True
+    idx = torch.from_numpy(r).to(device), torch.from_numpy(sub.indices.astype(np.int64)).to(device)
+    out[idx] = True
     return out
 
 
@@ -136,11 +137,11 @@ def recommend(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (items (B, k), scores (B, k)) for the given users, seen items and banned items masked."""
     users = np.asarray(users, dtype=np.int64).ravel()
-    scores = user_emb[torch.from_numpy(users)] @ item_emb.T
+    scores = user_emb[torch.from_numpy(users).to(user_emb.device)] @ item_emb.T
     if exclude is not None:
         scores.masked_fill_(_rows_dense(exclude.to_csr(), users, scores.device), float("-inf"))
     if banned_items is not None and len(banned_items):
-        scores[:, torch.as_tensor(banned_items)] = float("-inf")
+        scores[:, torch.as_tensor(banned_items, device=scores.device)] = float("-inf")
     k = min(k, item_emb.shape[0])
     top = torch.topk(scores, k, dim=1)
     return top.indices.cpu().numpy(), top.values.cpu().numpy()

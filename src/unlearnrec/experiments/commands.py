@@ -124,7 +124,7 @@ def register(sub, common) -> None:
     e = sub.add_parser("experiment", help="run (or resume) a TOML grid of datasets x backbones x methods")
     e.add_argument("config", help="experiment TOML (see experiments/)")
     e.add_argument("--out", required=True, help="output directory (results.jsonl, cached models)")
-    e.add_argument("--device", default=None, help="cpu or cuda (default: the config's)")
+    e.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the config's)")
     common(e)
     e.set_defaults(func=cmd_experiment)
 

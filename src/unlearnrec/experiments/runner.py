@@ -100,6 +100,7 @@ from unlearnrec.eval.membership import forgetting_metrics
 from unlearnrec.experiments.protocol import Attack, AttackConfig, build_attack
 from unlearnrec.io.checkpoint import atomic_write_bytes, atomic_write_text
 from unlearnrec.model import TrainedModel
+from unlearnrec.runtime import resolve_device
 from unlearnrec.train.loop import TrainConfig, fit
 from unlearnrec.unlearn.base import MemoryMeter, Request
 
@@ -345,7 +346,7 @@ class Runner:
         self.config = config
         self.out = Path(out_dir)
         self.data_dir = data_dir if data_dir is not None else config.data_dir
-        self.device = torch.device(device or config.device)
+        self.device = resolve_device(device or config.device)
         self.build = build or build_method
         self.on_cell = on_cell
         self.out.mkdir(parents=True, exist_ok=True)
@@ -945,6 +946,7 @@ def run_experiment(
     ``on_cell(record)`` is called after each cell (progress display).
     """
     cfg = load_config(config)
+    resolve_device(device or cfg.device)  # a device that is not there fails before anything is written
     if not isinstance(config, (dict, ExperimentConfig)):
         # keep each grid run into this directory next to its results, for the record
         Path(out_dir).mkdir(parents=True, exist_ok=True)

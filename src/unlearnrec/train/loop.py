@@ -19,6 +19,7 @@ from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import TrainingError
 from unlearnrec.eval.ranking import evaluate_embeddings
+from unlearnrec.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def fit(
     params: Iterable[torch.nn.Parameter] | None = None,
     embed_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    parallel: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``graph.interactions`` with Adam and mini-batch BPR (+ the model's terms).
 
@@ -110,7 +113,17 @@ def fit(
     something else than the plain model loss (fine-tuning); ``embed_fn`` gives the embeddings
     to evaluate. A NaN or infinite loss raises :class:`TrainingError`. ``config.threads`` (if
     > 0) sets torch's intra-op threads for the duration of the call; the previous setting is
-    restored on return.
+    restored on return. ``on_step(step, terms)`` is called after every optimiser step with the
+    batch's loss terms (step counts from 1 over the whole run).
+
+    Data-parallel: when a ``torch.distributed`` default group of several processes is initialised
+    (``torchrun``; see :mod:`unlearnrec.train.distributed`), every rank draws the same global
+    batches, computes the loss of its part (``batch.parted(rank, world)``), and the gradients and
+    loss terms are summed over the ranks before the step. ``parallel`` (default: only when
+    ``loss_fn`` is None, i.e. the model's own loss) turns this on or off; a ``loss_fn`` trained
+    with ``parallel=True`` must honour ``batch.part`` the way :meth:`Backbone.loss` does. Rank 0
+    evaluates and its metrics (hence early stopping and the best state) are broadcast, so every
+    rank ends with the same model.
     """
     previous = torch.get_num_threads()
     if config.threads > 0:
@@ -125,14 +138,19 @@ def fit(
             params=params,
             embed_fn=embed_fn,
             on_epoch=on_epoch,
+            on_step=on_step,
+            parallel=parallel,
         )
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
 
 
-def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch) -> FitResult:
+def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch, on_step, parallel) -> FitResult:
     train = graph.interactions
+    if parallel is None:
+        parallel = loss_fn is None  # a custom loss may not know how to compute a part of a batch
+    part = distributed.current() if parallel else distributed.Part()
     device = graph.device
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -152,6 +170,7 @@ def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch) -> F
     best_state = None
     bad = 0
     t0 = time.perf_counter()
+    step = 0
     for epoch in range(1, config.epochs + 1):
         model.train()
         hook = getattr(model, "on_epoch_start", None)
@@ -161,28 +180,43 @@ def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch) -> F
         n = 0
         te = time.perf_counter()
         for batch in bpr_batches(train, config.batch_size, rng, device):
+            if part.world > 1:  # the same global batch on every rank; each computes its part
+                batch = batch.parted(part.rank, part.world)
             terms = loss_fn(batch, gen)
             loss = terms["total"]
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {float(loss.detach())} at epoch {epoch}; "
-                    f"lower the learning rate ({config.lr})"
-                )
+            if part.world == 1 and not torch.isfinite(loss):
+                _diverged(float(loss.detach()), epoch, config.lr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if part.world > 1:
+                keys = list(terms)
+                summed = distributed.all_reduce_step(
+                    params, torch.stack([terms[k].detach().float() for k in keys])
+                )
+                values = dict(zip(keys, summed.tolist(), strict=True))
+                if not math.isfinite(values["total"]):  # the same sum on every rank: all stop
+                    _diverged(values["total"], epoch, config.lr)
+            else:
+                values = {k: float(v.detach()) for k, v in terms.items()}
             opt.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
             n += 1
+            step += 1
+            if on_step is not None:
+                on_step(step, values)
         row = {"epoch": epoch, "seconds": time.perf_counter() - t0, "epoch_seconds": time.perf_counter() - te}
         row.update({k: v / max(n, 1) for k, v in sums.items()})
         if val is not None and len(val) and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            model.eval()
-            with torch.no_grad():
-                ue, ie = embed_fn()
-            metrics = evaluate_embeddings(
-                ue, ie, val, exclude=[train], ks=config.ks, batch_size=config.eval_batch
-            )
+            metrics = None
+            if part.is_main:  # the same model on every rank: rank 0 evaluates, the others follow it
+                model.eval()
+                with torch.no_grad():
+                    ue, ie = embed_fn()
+                metrics = evaluate_embeddings(
+                    ue, ie, val, exclude=[train], ks=config.ks, batch_size=config.eval_batch
+                )
+            metrics = distributed.broadcast_object(metrics, part)
             row.update({f"val_{k}": v for k, v in metrics.items() if k != "users"})
             score = metrics.get(config.metric, float("nan"))
             if math.isnan(res.best_metric) or score > res.best_metric:
@@ -207,3 +241,7 @@ def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch) -> F
         res.best_epoch = res.epochs_run
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _diverged(value: float, epoch: int, lr: float):
+    raise TrainingError(f"loss became {value} at epoch {epoch}; lower the learning rate ({lr})")

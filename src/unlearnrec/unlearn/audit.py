@@ -54,14 +54,16 @@ def cmd_sample_request(args) -> int:
 
 def cmd_verify(args) -> int:
     from unlearnrec.model import TrainedModel
+    from unlearnrec.runtime import resolve_device
     from unlearnrec.unlearn.ledger import Ledger
     from unlearnrec.unlearn.verify import verify_forgetting
 
     ledger = Ledger(args.ledger) if args.ledger else None
     if ledger is not None:
         ledger.require()  # a missing or empty ledger is an error, never "0 of 0 entries"
-    model = TrainedModel.load(args.model)
-    original = TrainedModel.load(args.original) if args.original else None
+    device = resolve_device(args.device)
+    model = TrainedModel.load(args.model, device=device)
+    original = TrainedModel.load(args.original, device=device) if args.original else None
     reference = original if original is not None else model
     if original is None and not args.edges:
         raise RequestError("verifying a whole-user or whole-item request needs --original (the model before)")
@@ -160,6 +162,7 @@ def register(sub, common) -> None:
     v.add_argument("--ledger", default=None, help="JSONL ledger that must record the request")
     v.add_argument("--min-mi-ng", type=number(float, ">= 0"), default=1.0)
     v.add_argument("--seed", type=SEED, default=0, help="seed of MI-NG's random non-edges (as forget's)")
+    v.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     common(v)
     v.set_defaults(func=cmd_verify)
 

@@ -59,12 +59,13 @@ class EpochMeans:
 
 
 def cmd_pretrain(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from unlearnrec.cli import check_out
     from unlearnrec.io.checkpoint import atomic_write_text
     from unlearnrec.model import TrainedModel
+    from unlearnrec.runtime import resolve_device
+    from unlearnrec.train import distributed
     from unlearnrec.unlearn.unlearnrec import UnlearnRec
 
     cfg = _unlearnrec_config(
@@ -72,9 +73,12 @@ def cmd_pretrain(args) -> int:
     )
     check_out(args, {"--model": args.model, "--config": args.config})
     check_out(args, {"--model": args.model, "--config": args.config}, option="--curve")
-    model = TrainedModel.load(args.model, device=torch.device(args.device))
+    device = resolve_device(args.device)
+    part = distributed.init_from_env(device)  # under torchrun: data-parallel, rank 0 writes
+    model = TrainedModel.load(args.model, device=device)
     method = UnlearnRec(cfg, seed=args.seed)
-    bar = tqdm(total=cfg.epochs, desc="pre-train IE", disable=args.quiet, file=sys.stderr, leave=False)
+    quiet = args.quiet or not part.is_main
+    bar = tqdm(total=cfg.epochs, desc="pre-train IE", disable=quiet, file=sys.stderr, leave=False)
     shown = ("model", "unlearn", "preserve", "contrast", "total")
     means = EpochMeans(shown)
 
@@ -87,6 +91,9 @@ def cmd_pretrain(args) -> int:
     method.on_step = on_step
     method.prepare(model, model.train)
     bar.close()
+    distributed.finish()
+    if not part.is_main:
+        return 0
     method.save_prepared(args.out)
     curve = Path(args.curve) if args.curve else Path(args.out) / "loss_curve.json"
     atomic_write_text(curve, json.dumps(method.history, indent=1))
@@ -135,11 +142,12 @@ def _build_unlearner(args, model, data):
 
 def cmd_forget(args) -> int:
     import numpy as np
-    import torch
 
     from unlearnrec.cli import check_out
     from unlearnrec.eval.membership import forgetting_metrics
     from unlearnrec.model import TrainedModel
+    from unlearnrec.runtime import resolve_device
+    from unlearnrec.train import distributed
     from unlearnrec.unlearn.audit import request_from_args
 
     inputs = {
@@ -158,7 +166,8 @@ def cmd_forget(args) -> int:
             option="--ledger",
             must_be_new=False,
         )
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
+    part = distributed.init_from_env(device)  # torchrun: shards (and Retrain) across the ranks
     model = TrainedModel.load(args.model, device=device)
     data = model.load_dataset(args.data_dir)
     request = request_from_args(model.train, args)
@@ -176,6 +185,9 @@ def cmd_forget(args) -> int:
         result = method.forget_cumulative(original, model, request)
     else:
         result = method.forget(model, model.train, request)
+    distributed.finish()
+    if not part.is_main:  # every rank holds the same result; rank 0 evaluates, saves and reports
+        return 0
     new = result.model
     test = new.evaluate(data, "test", ks=(20,))
     known = data.train.union(data.val).union(data.test).union(request.edges)
@@ -257,7 +269,7 @@ def register(sub, common) -> None:
         "--config", default=None, help="TOML with UnlearnRecConfig keys (top level or [unlearnrec])"
     )
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--curve", default=None, help="where to write the loss curve JSON (default: IE_DIR)")
     p.add_argument("--out", required=True, help="encoder directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty --out / --curve")
@@ -281,7 +293,7 @@ def register(sub, common) -> None:
     )
     f.add_argument("--config", default=None, help="TOML with the method's config keys")
     f.add_argument("--seed", type=SEED, default=0, help="seed of the method and of MI-NG's negatives")
-    f.add_argument("--device", default="cpu")
+    f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     f.add_argument("--out", required=True, help="directory for the new model")
     f.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
     f.add_argument("--ledger", default=None, help="append a record of this request to this JSONL ledger")

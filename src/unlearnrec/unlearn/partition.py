@@ -367,7 +367,7 @@ def train_one_shard(job: ShardJob) -> np.ndarray:
     model = model.to(job.device)
     cfg = TrainConfig(epochs=job.epochs, batch_size=job.batch_size, lr=job.lr, patience=0, seed=job.seed)
     if len(inter):
-        fit(model, graph, cfg)
+        fit(model, graph, cfg, parallel=False)  # a shard is one rank's own work (train_shards)
     model.eval()
     with torch.no_grad():
         u, i = model.embed(graph)
@@ -379,7 +379,29 @@ def train_shards(jobs: list[ShardJob], workers: int = 1) -> list[np.ndarray]:
 
     Returns one (N, d) array of final embeddings per job, in order. Results do not depend on
     ``workers`` beyond floating-point summation order.
+
+    In a ``torch.distributed`` group of several processes (``torchrun``) the shards are dealt
+    out to the ranks instead (shard i to rank i mod world, each trained alone on its rank, with
+    ``workers`` processes there) and every rank receives all of them: the same arrays as one
+    process would compute, since a shard's training depends only on its job.
     """
+    import torch.distributed as dist
+
+    from unlearnrec.train import distributed
+
+    part = distributed.current()
+    if part.world > 1 and len(jobs) > 1:
+        mine = _train_here(jobs[part.rank :: part.world], workers)
+        gathered: list = [None] * part.world
+        dist.all_gather_object(gathered, mine)
+        out: list[np.ndarray] = [None] * len(jobs)  # type: ignore[list-item]
+        for rank, arrays in enumerate(gathered):
+            out[rank :: part.world] = arrays
+        return out
+    return _train_here(jobs, workers)
+
+
+def _train_here(jobs: list[ShardJob], workers: int) -> list[np.ndarray]:
     if workers <= 1 or len(jobs) <= 1:
         return [train_one_shard(j) for j in jobs]
     workers = min(workers, len(jobs))

@@ -63,7 +63,7 @@ def verify_forgetting(
         e0 = model.backbone.e0.detach()
         nu = model.train.num_users
         rows = np.concatenate([request.users, request.items + nu]).astype(np.int64)
-        zero = bool((e0[torch.as_tensor(rows)] == 0).all())
+        zero = bool((e0[torch.as_tensor(rows, device=e0.device)] == 0).all())
         recorded = set(request.users.tolist()) <= set(model.forgotten_users.tolist()) and set(
             request.items.tolist()
         ) <= set(model.forgotten_items.tolist())

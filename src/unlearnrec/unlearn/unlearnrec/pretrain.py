@@ -17,6 +17,7 @@ from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.requests import sample_edges
 from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import TrainingError
+from unlearnrec.train import distributed
 from unlearnrec.train.losses import info_nce, preserving_loss, unlearning_loss
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, build_idm, dropped_idm
@@ -79,19 +80,23 @@ def auxiliary_terms(
 
     ``out``: the unlearned model's final embeddings Ē' (N, d) (Ẽ⁰ propagated on Â_r); ``e_bar``:
     the original model's fixed Ē (N, d). p_ui is the softmax of ŷ_ui / τ_p over the batch's
-    positive pairs (one distribution per batch), target from Ē, prediction from Ē'.
+    positive pairs (one distribution per batch), target from Ē, prediction from Ē'. A part of a
+    batch (data-parallel) takes its share of the chunk and of the pairs; the parts add up.
     """
     terms: dict[str, torch.Tensor] = {}
     dev = out.device
     if config.use_lu and len(chunk):
-        fu = torch.as_tensor(forgotten.users[chunk], device=dev)
-        fi = torch.as_tensor(forgotten.items[chunk] + num_users, device=dev)
-        terms["unlearn"] = unlearning_loss((out[fu] * out[fi]).sum(-1))  # Eq. 20
+        mine = chunk if batch.whole else chunk[batch.rows(len(chunk))]
+        fu = torch.as_tensor(forgotten.users[mine], device=dev)
+        fi = torch.as_tensor(forgotten.items[mine] + num_users, device=dev)
+        total = None if batch.whole else len(chunk)
+        terms["unlearn"] = unlearning_loss((out[fu] * out[fi]).sum(-1), total)  # Eq. 20
     if config.use_lp:
         u, i = batch.users, batch.pos + num_users
         target = (e_bar[u] * e_bar[i]).sum(-1)
         scores = (out[u] * out[i]).sum(-1)
-        terms["preserve"] = preserving_loss(target, scores, config.tau_p)  # Eq. 21-22
+        rows = None if batch.whole else batch.rows()
+        terms["preserve"] = preserving_loss(target, scores, config.tau_p, rows)  # Eq. 21-22
     return terms
 
 
@@ -101,17 +106,21 @@ def contrast_term(
     view_idm: torch.Tensor,
     nodes: torch.Tensor,
     tau: float,
+    anchors: slice | None = None,
 ) -> torch.Tensor | None:
     """L_c (Eq. 23-24): InfoNCE between the IE layers over Â_Δ and over an edge-dropped view,
     on the given nodes, the dropped view stop-gradient, summed over layers 1..L_IE.
 
     Layer 0 is H⁰ in both views (nothing to contrast). None when fewer than two nodes remain.
+    ``anchors``: only these of the nodes are anchors (a data-parallel part; see ``info_nce``).
     """
     if nodes.numel() < 2:
         return None
     with torch.no_grad():
         other = encoder.h_layers(view_idm, encoder.h0.detach())
-    return sum(info_nce(a[nodes], b[nodes], tau) for a, b in zip(layers[1:], other[1:], strict=True))
+    return sum(
+        info_nce(a[nodes], b[nodes], tau, anchors=anchors) for a, b in zip(layers[1:], other[1:], strict=True)
+    )
 
 
 def pretrain(
@@ -131,7 +140,12 @@ def pretrain(
     ``backbone`` nor ``graph`` is modified. Returns the loss curve: one dict per epoch with the
     mean of every term, the request size and the elapsed seconds. ``on_step(epoch, step,
     steps, terms)`` is called after every step (progress bars).
+
+    Data-parallel like :func:`unlearnrec.train.loop.fit` when a ``torch.distributed`` group of
+    several processes is initialised: the same requests and batches on every rank, each computing
+    its part of every term, gradients and terms summed over the ranks before the step.
     """
+    part = distributed.current()
     device = graph.device
     frozen = copy_backbone(backbone).to(device)
     frozen.requires_grad_(False)
@@ -162,6 +176,8 @@ def pretrain(
         for step, batch in enumerate(bpr_batches(residual.interactions, config.batch_size, rng, device)):
             if step >= steps:
                 break
+            if part.world > 1:
+                batch = batch.parted(part.rank, part.world)
             layers = encoder.h_layers(idm)
             e0_tilde = encoder(idm, e0, e_bar, layers)  # Eq. 15-18
             terms = frozen.loss(residual, batch, e0=e0_tilde, generator=gen)  # Eq. 19
@@ -186,21 +202,29 @@ def pretrain(
                     if len(nodes) > config.contrast_nodes:
                         pick = torch.randperm(len(nodes), generator=gen)[: config.contrast_nodes]
                         nodes = nodes[pick.to(device)]
-                    term = contrast_term(encoder, layers, view, nodes, config.tau_c)
+                    anchors = None if batch.whole else batch.rows(len(nodes))
+                    term = contrast_term(encoder, layers, view, nodes, config.tau_c, anchors)
                     if term is not None:
                         lc = term if lc is None else lc + term
                 if lc is not None:
                     total = total + config.lambda_c * lc
                     terms["contrast"] = lc
-            if not torch.isfinite(total):
-                raise TrainingError(
-                    f"pre-training loss became {float(total)} at epoch {epoch}; lower lr ({config.lr})"
-                )
+            if part.world == 1 and not torch.isfinite(total):
+                _diverged(float(total), epoch, config.lr)
             opt.zero_grad(set_to_none=True)
             total.backward()
-            opt.step()
             terms["total"] = total
-            vals = {k: float(v.detach()) for k, v in terms.items()}
+            if part.world > 1:  # the parts' gradients and terms, summed: the whole batch's
+                keys = list(terms)
+                summed = distributed.all_reduce_step(
+                    params, torch.stack([terms[k].detach().float() for k in keys])
+                )
+                vals = dict(zip(keys, summed.tolist(), strict=True))
+                if not math.isfinite(vals["total"]):
+                    _diverged(vals["total"], epoch, config.lr)
+            else:
+                vals = {k: float(v.detach()) for k, v in terms.items()}
+            opt.step()
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v
             if on_step is not None:
@@ -216,3 +240,7 @@ def pretrain(
         log.info("pre-training epoch %d %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
     encoder.requires_grad_(False)
     return history
+
+
+def _diverged(value: float, epoch: int, lr: float):
+    raise TrainingError(f"pre-training loss became {value} at epoch {epoch}; lower lr ({lr})")
