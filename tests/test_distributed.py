@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -210,6 +211,9 @@ def test_commands_that_are_not_parallel_refuse_torchrun(argv, monkeypatch, capsy
 
 
 # --------------------------------------------------------------------- torchrun, end to end
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
 def test_torchrun_train_writes_one_checkpoint_from_rank_zero(tiny_dir, tmp_path):
     """``torchrun --nproc-per-node 2 -m unlearnrec train``: the saved model equals a single-process
     training's (the same global batches), written once, atomically, by rank 0."""
@@ -223,6 +227,11 @@ def test_torchrun_train_writes_one_checkpoint_from_rank_zero(tiny_dir, tmp_path)
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--nnodes", "1",
            "-m", "unlearnrec", *args, "--out", str(tmp_path / "dp")]  # fmt: skip
     p = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+    if p.returncode and GLOO_EXIT_ABORT in p.stderr:
+        # a rare abort in gloo's teardown after the work is done (about 3 runs in 45 here; cf. PyTorch
+        # issue #179291): run once more from a clean output rather than fail on the library's exit
+        shutil.rmtree(tmp_path / "dp", ignore_errors=True)
+        p = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.count('"out"') == 1  # rank 0 reports, once
     one = subprocess.run(
