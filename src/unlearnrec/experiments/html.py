@@ -1,3 +1,4 @@
+# long file: being split into grid / store / cell / results / report (issue 23, in progress)
 """One self-contained HTML page of every table and figure of an experiment folder.
 
 :func:`render_html` reads what the runner and the studies wrote under a results folder and
@@ -33,12 +34,12 @@ from unlearnrec import __version__
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.experiments import studies
 from unlearnrec.experiments.report import PAPER_TABLE2, latest_records
+from unlearnrec.experiments.results import STUDY_KINDS, load_studies, write_study  # noqa: F401 (re-export)
 from unlearnrec.io.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
-STUDY_KINDS = ("scores", "case", "pretrain", "shift")
 
 # ------------------------------------------------------------------ the paper's numbers (METHOD.md §8)
 #: Table 4 (seconds on one RTX 3090): method -> dataset -> seconds. Ours(k) adds about
@@ -133,47 +134,6 @@ def normalize_record(raw: Mapping[str, Any]) -> dict[str, Any]:
                 rec.setdefault("request_fraction", float(frac))
                 rec.setdefault("train_edges", int(round(edges / frac)))
     return rec
-
-
-def write_study(
-    results_dir: str | os.PathLike, kind: str, name: str, data: Any, title: str | None = None
-) -> Path:
-    """Store a study's output (JSON) where :func:`render_html` finds it:
-    ``results_dir/studies/<kind>-<name>.json``, written atomically.
-
-    ``kind``: ``scores`` (:func:`~unlearnrec.experiments.studies.score_distribution_study`),
-    ``case`` (:func:`~unlearnrec.experiments.studies.case_study`), ``shift``
-    (:func:`~unlearnrec.experiments.studies.similar_item_shift`) or ``pretrain`` (a list of
-    per-epoch dicts from UnlearnRec's pre-training).
-    """
-    if kind not in STUDY_KINDS:
-        raise UnlearnRecError(f"unknown study kind '{kind}' (valid: {', '.join(STUDY_KINDS)})")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    path = Path(results_dir) / "studies" / f"{kind}-{safe}.json"
-    atomic_write_text(
-        path,
-        json.dumps(
-            {"kind": kind, "name": name, "title": title or name, "data": data},
-            indent=1,
-            default=_json_default,
-        ),
-    )
-    return path
-
-
-def load_studies(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every study JSON under ``results_dir`` (``**/studies/*.json``), sorted by path."""
-    out = []
-    for p in sorted(Path(results_dir).rglob("studies/*.json")):
-        try:
-            obj = json.loads(p.read_text())
-        except (json.JSONDecodeError, OSError) as e:
-            log.warning("skipping unreadable study %s: %s", p, e)
-            continue
-        if isinstance(obj, dict) and obj.get("kind") in STUDY_KINDS:
-            obj["_file"] = str(p)
-            out.append(obj)
-    return out
 
 
 def load_pretrain_curves(results_dir: str | os.PathLike) -> list[dict[str, Any]]:

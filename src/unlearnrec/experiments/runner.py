@@ -1,3 +1,4 @@
+# long file: being split into grid / store / cell / results / report (issue 23, in progress)
 """The experiment grid: datasets x backbones x methods (x request ratios x seeds) -> results.jsonl.
 
 Two kinds of deletion request (the top-level ``request`` key):
@@ -788,8 +789,7 @@ class Runner:
         digest = _state_digest(model)
         emb_before = model.embeddings()
         method = self.build(spec.name, dict(spec.config), group.seed)
-        if hasattr(method, "set_validation"):
-            method.set_validation(data.val)
+        method.set_validation(data.val)
         prep_s, prep_mb, prep_cached = self._prepare(method, group, spec, model, att.train)
         request = self.request(group)
         result = method.forget(model, att.train, request)

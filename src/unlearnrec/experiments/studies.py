@@ -1,3 +1,4 @@
+# long file: being split into grid / store / cell / results / report (issue 23, in progress)
 """The paper's studies as pure functions over embeddings and result records (METHOD.md §7 step 5).
 
 - Score distributions (Fig. 2-3): raw scores ŷ of the forgotten, retained-positive and negative
@@ -402,7 +403,7 @@ def run_studies(
     train_missing: bool = False,
 ) -> list[Path]:
     """Compute Fig. 2-3 and Fig. 6 for every group of a finished runner grid and store them with
-    :func:`~unlearnrec.experiments.html.write_study` under ``out_dir/studies/``.
+    :func:`~unlearnrec.experiments.results.write_study` under ``out_dir/studies/``.
 
     ``config``: the experiment TOML (or dict / ``ExperimentConfig``) that produced ``out_dir``.
     Per (dataset, seed, ratio, backbone) group the runner's cached model to unlearn (attacked, or
@@ -416,7 +417,7 @@ def run_studies(
     (``hashes`` in ``results.jsonl``), else under today's. Groups whose attacked model is not
     cached are skipped unless ``train_missing``. Returns the written paths.
     """
-    from unlearnrec.experiments.html import write_study
+    from unlearnrec.experiments.results import write_study
     from unlearnrec.experiments.runner import Runner, load_config, read_results
     from unlearnrec.model import TrainedModel
 
@@ -461,8 +462,7 @@ def run_studies(
                 unlearned[ref_name] = TrainedModel.load(folder, device=runner.device).embeddings()
         for spec in specs:
             method = runner.build(spec.name, dict(spec.config), group.seed)
-            if hasattr(method, "set_validation"):
-                method.set_validation(data.val)
+            method.set_validation(data.val)
             runner._prepare(method, group, spec, model, att.train)  # the runner's prepared cache
             unlearned[spec.title] = method.forget(model, att.train, runner.request(group)).model.embeddings()
         if not unlearned:

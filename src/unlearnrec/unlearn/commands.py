@@ -133,8 +133,7 @@ def _build_unlearner(args, model, data):
     if args.finetune_epochs is not None:
         raise ConfigError("--finetune-epochs applies to --method unlearnrec only")
     method = build_method(args.method, _config_table(args.config, args.method), seed=args.seed)
-    if hasattr(method, "set_validation"):
-        method.set_validation(data.val)
+    method.set_validation(data.val)
     if not (args.encoder and method.load_prepared(args.encoder, model)):
         method.prepare(model, model.train)
     return method
@@ -177,7 +176,7 @@ def cmd_forget(args) -> int:
         raise RequestError("the request names a user or item this model has already forgotten")
     method = _build_unlearner(args, model, data)
     if args.original:
-        if not hasattr(method, "forget_cumulative"):
+        if not method.supports_cumulative:
             raise ConfigError(
                 f"--original (cumulative forgetting) is not supported by --method {args.method}"
             )
