@@ -12,7 +12,8 @@ import pytest
 
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.experiments import studies
-from unlearnrec.experiments.html import load_records, render_html, write_study
+from unlearnrec.experiments.html import render_html
+from unlearnrec.experiments.results import load_records, write_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

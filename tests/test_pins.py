@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearnrec.experiments.runner import Runner, load_config
+from unlearnrec.experiments.grid import cell_hash, groups, load_config, prepare_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -23,10 +23,9 @@ GRID_HASHES = json.loads((DATA / "grid_hashes.json").read_text())
 REPORT_TABLES = json.loads((DATA / "report_tables.json").read_text())
 
 
-def grid_hashes(path: Path, tmp_path: Path) -> list[list]:
+def grid_hashes(path: Path) -> list[list]:
     """(dataset, seed, ratio, backbone, clean, model, request, cells, prepared) per group of a grid."""
     cfg = load_config(path)
-    runner = Runner(cfg, tmp_path)
     return [
         [
             g.dataset,
@@ -36,10 +35,10 @@ def grid_hashes(path: Path, tmp_path: Path) -> list[list]:
             g.clean_hash,
             g.attacked_hash,
             g.request_key,
-            [runner.cell_hash(g, m) for m in cfg.methods],
-            [runner._prepare_hash(g, m) for m in cfg.methods],
+            [cell_hash(g, m) for m in cfg.methods],
+            [prepare_hash(g, m) for m in cfg.methods],
         ]
-        for g in runner.groups()
+        for g in groups(cfg)
     ]
 
 
@@ -50,8 +49,8 @@ def test_every_committed_grid_is_pinned():
 
 
 @pytest.mark.parametrize("grid", sorted(GRID_HASHES))
-def test_committed_grid_hashes_are_unchanged(grid, tmp_path):
-    assert grid_hashes(ROOT / grid, tmp_path) == GRID_HASHES[grid]
+def test_committed_grid_hashes_are_unchanged(grid):
+    assert grid_hashes(ROOT / grid) == GRID_HASHES[grid]
 
 
 class _Tables(HTMLParser):

@@ -219,7 +219,8 @@ def test_growth_exponent():
 @pytest.mark.slow
 def test_run_studies_on_a_finished_grid(tiny_dir, tmp_path):
     """Runner grid on the tiny graph, then the studies from its caches, then the HTML page."""
-    from unlearnrec.experiments.html import load_studies, render_html
+    from unlearnrec.experiments.html import render_html
+    from unlearnrec.experiments.results import load_studies
     from unlearnrec.experiments.runner import run_experiment
 
     cfg = {

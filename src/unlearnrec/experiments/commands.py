@@ -7,7 +7,48 @@ import sys
 from pathlib import Path
 
 
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def cmd_status(args) -> int:
+    """``experiment GRID --out DIR --status``: done and pending cells, with (estimated) seconds."""
+    from unlearnrec.experiments.runner import load_config, status
+
+    cells = status(load_config(args.config), args.out, args.cache)
+    pending = [c for c in cells if not c.done]
+    known = [c.seconds for c in pending if c.seconds is not None]
+    summary = {
+        "cells": len(cells),
+        "done": len(cells) - len(pending),
+        "pending": len(pending),
+        "estimated_seconds": sum(known),
+        "unknown_estimates": len(pending) - len(known),
+    }
+    if args.json:
+        rows = [
+            {"group": c.group.tag, "label": c.label, "method": c.method, "done": c.done, "seconds": c.seconds}
+            for c in cells
+        ]
+        print(json.dumps({**summary, "cell_status": rows}))
+        return 0
+    for c in cells:
+        state = "done   " if c.done else "pending"
+        what = "took" if c.done else "est."
+        print(f"{state} {c.group.tag:<40} {c.label:<28} {what} {_fmt_seconds(c.seconds)}")
+    unknown = f" ({summary['unknown_estimates']} without an estimate)" if summary["unknown_estimates"] else ""
+    print(
+        f"{summary['done']} of {summary['cells']} cells done; {summary['pending']} pending, "
+        f"about {_fmt_seconds(summary['estimated_seconds'])}{unknown}"
+    )
+    return 0
+
+
 def cmd_experiment(args) -> int:
+    if args.status:
+        return cmd_status(args)
     from tqdm import tqdm
 
     from unlearnrec.cli import check_out
@@ -25,7 +66,12 @@ def cmd_experiment(args) -> int:
         bar.set_postfix_str(f"{rec['dataset']}/{rec['backbone']}/{rec['label']}: {rec['status']}")
 
     records = run_experiment(
-        args.config, args.out, data_dir=args.data_dir, device=args.device, on_cell=on_cell
+        args.config,
+        args.out,
+        data_dir=args.data_dir,
+        device=args.device,
+        on_cell=on_cell,
+        cache_dir=args.cache,
     )
     bar.close()
     ok = sum(r["status"] == "ok" for r in records)
@@ -108,7 +154,13 @@ def cmd_study(args) -> int:
     from unlearnrec.experiments.studies import run_studies
 
     paths = run_studies(
-        args.config, args.out, data_dir=args.data_dir, device=args.device, labels=args.labels, k=args.k
+        args.config,
+        args.out,
+        data_dir=args.data_dir,
+        device=args.device,
+        labels=args.labels,
+        k=args.k,
+        cache_dir=args.cache,
     )
     if args.json:
         print(json.dumps({"written": [str(p) for p in paths]}))
@@ -123,8 +175,19 @@ def register(sub, common) -> None:
 
     e = sub.add_parser("experiment", help="run (or resume) a TOML grid of datasets x backbones x methods")
     e.add_argument("config", help="experiment TOML (see experiments/)")
-    e.add_argument("--out", required=True, help="output directory (results.jsonl, cached models)")
+    e.add_argument("--out", required=True, help="output directory (results.jsonl)")
     e.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the config's)")
+    e.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="cache of models, attacks, prepared methods (default: $UNLEARNREC_CACHE, ~/.cache/unlearnrec)",
+    )
+    e.add_argument(
+        "--status",
+        action="store_true",
+        help="list done and pending cells with (estimated) times; run nothing",
+    )
     common(e)
     e.set_defaults(func=cmd_experiment)
 
@@ -152,5 +215,6 @@ def register(sub, common) -> None:
     s.add_argument("--labels", nargs="+", default=None, help="only these method labels")
     s.add_argument("--k", type=K, default=10, help="similar items in the case study (1..100000)")
     s.add_argument("--device", default=None)
+    s.add_argument("--cache", default=None, metavar="DIR", help="the runner's cache (default: the runner's)")
     common(s)
     s.set_defaults(func=cmd_study)

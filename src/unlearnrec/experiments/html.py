@@ -10,7 +10,7 @@ inventing them. The folder layout it understands::
     DIR/results.jsonl            one JSON object per finished runner cell
     DIR/*/results.jsonl          the same for sub-experiments (e.g. one folder per TOML)
     DIR/**/config.toml           experiment configs copied by the runner (shown verbatim)
-    DIR/**/studies/*.json        study outputs written by :func:`write_study` (scores, case, pretrain)
+    DIR/**/studies/*.json        study outputs written by :func:`~unlearnrec.experiments.results.write_study`
 
 Figures need matplotlib (the ``plots`` extra); without it the tables are still rendered and
 the page says which figures were left out.
@@ -33,13 +33,19 @@ from typing import Any
 from unlearnrec import __version__
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.experiments import studies
-from unlearnrec.experiments.report import PAPER_TABLE2, latest_records
-from unlearnrec.experiments.results import STUDY_KINDS, load_studies, write_study  # noqa: F401 (re-export)
+from unlearnrec.experiments.report import PAPER_TABLE2
+from unlearnrec.experiments.results import (  # noqa: F401 (re-exported: the names of this module before issue 23)
+    RESULTS as RESULTS_FILE,
+)
+from unlearnrec.experiments.results import (
+    load_pretrain_curves,
+    load_records,
+    load_studies,
+)
 from unlearnrec.io.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.jsonl"
 
 # ------------------------------------------------------------------ the paper's numbers (METHOD.md §8)
 #: Table 4 (seconds on one RTX 3090): method -> dataset -> seconds. Ours(k) adds about
@@ -75,97 +81,6 @@ METRIC_TITLES = {
     "seconds": "seconds",
     "peak_memory_mb": "peak MiB",
 }
-
-
-# ================================================================== reading a results folder
-def load_records(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every finished cell under ``results_dir`` as a flat record (see :func:`normalize_record`).
-
-    Reads the runner's ``results.jsonl`` in the folder and in its sub-folders (any depth). Per
-    file, the last line of each cell wins and only cells with status ``ok`` are kept (the
-    runner appends a new line when it retries a failed cell). A torn last line is skipped.
-    ``experiment`` defaults to the name of the folder holding the file.
-    """
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise UnlearnRecError(f"results folder not found: {root}")
-    out: list[dict[str, Any]] = []
-    for path in sorted(root.rglob(RESULTS_FILE)):
-        raw = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s:%d: unreadable line skipped", path, n)
-                continue
-            if isinstance(obj, dict):
-                raw.append(obj)
-        ok, _ = latest_records(raw)
-        for obj in ok:
-            rec = normalize_record(obj)
-            rec.setdefault("experiment", path.parent.name)
-            rec["_file"] = str(path.relative_to(root))
-            out.append(rec)
-    return out
-
-
-def normalize_record(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Flatten one runner record: the keys of its ``metrics`` table are lifted to the top level
-    (top-level keys win), ``label`` defaults to ``method``, and from the ``request`` (else
-    ``attack``) table (``edges``, ``fraction_of_train``) come
-    ``request_edges`` (|E_Δ|), ``request_fraction`` (|E_Δ| / training edges) and ``train_edges``
-    (the size of the training set that was forgotten from, the x-axis of Fig. 4)."""
-    rec: dict[str, Any] = dict(raw)
-    metrics = raw.get("metrics")
-    if isinstance(metrics, Mapping):
-        for k, v in metrics.items():
-            rec.setdefault(k, v)
-    rec["label"] = rec.get("label") or rec.get("method")
-    # ``attack``: the adversarial protocol's table; ``request``: the same fields for other
-    # request kinds (e.g. random requests of a ratio sweep), whichever the runner writes
-    att = raw.get("request") if isinstance(raw.get("request"), Mapping) else raw.get("attack")
-    if isinstance(att, Mapping):
-        edges, frac = att.get("edges"), att.get("fraction_of_train")
-        if _num(edges):
-            rec.setdefault("request_edges", int(edges))
-            if _num(frac) and frac > 0:
-                rec.setdefault("request_fraction", float(frac))
-                rec.setdefault("train_edges", int(round(edges / frac)))
-    return rec
-
-
-def load_pretrain_curves(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Pre-training loss curves of UnlearnRec found in the runner's ``prepared/*/meta.json``
-    caches (the Influence Encoder's sidecar keeps its per-epoch ``history``), as ``pretrain``
-    study entries titled by dataset, backbone and the pre-training switches."""
-    out = []
-    for p in sorted(Path(results_dir).rglob("prepared/*/meta.json")):
-        try:
-            meta = json.loads(p.read_text())
-        except (json.JSONDecodeError, OSError):
-            continue
-        hist = meta.get("history") if isinstance(meta, dict) else None
-        if not hist or not isinstance(hist, list):
-            continue
-        cfg = meta.get("config") or {}
-        switches = ", ".join(
-            f"{k}={cfg[k]}"
-            for k in ("epochs", "ratio", "lr", "lambda_p", "use_lu", "use_lp", "use_lc")
-            if k in cfg
-        )
-        name = f"{meta.get('dataset', '?')} / {meta.get('backbone', '?')}"
-        out.append(
-            {
-                "kind": "pretrain",
-                "name": f"{name} ({p.parent.name})",
-                "title": f"{name}: {switches}" if switches else name,
-                "data": {"history": hist, "config": cfg},
-                "_file": str(p),
-            }
-        )
-    return out
 
 
 def _json_default(o):

@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unlearnrec.experiments.runner import read_results
+from unlearnrec.experiments.results import latest_records, read_results, request_of
 
 # METHOD.md §8, Table 2 of the paper: (Recall@20, NDCG@20, MI-BF, MI-NG)
 PAPER_TABLE2: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
@@ -83,27 +83,6 @@ class Cell:
             return None
         p = PAPER_TABLE2.get((self.dataset, self.backbone, self.method))
         return p[MAIN.index(key)] if p is not None and key in MAIN else None
-
-
-def request_of(record: dict) -> tuple[str, dict]:
-    """(request kind, its summary ``{edges, fraction_of_train, ...}``) of a runner record: the
-    ``request`` table of a random / users / items cell, else the ``attack`` table (adversarial)."""
-    req = record.get("request")
-    if isinstance(req, dict):
-        return str(req.get("kind") or "random"), req
-    att = record.get("attack")
-    return "adversarial", att if isinstance(att, dict) else {}
-
-
-def latest_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(ok records, errors still unresolved): the last line of each cell wins."""
-    last: dict[str, dict] = {}
-    for r in records:
-        if r.get("kind") == "cell" and "cell" in r:
-            last[r["cell"]] = r
-    ok = [r for r in last.values() if r.get("status") == "ok"]
-    err = [r for r in last.values() if r.get("status") != "ok"]
-    return ok, err
 
 
 def aggregate(records: list[dict]) -> list[Cell]:

@@ -401,28 +401,31 @@ def run_studies(
     bins: int = 40,
     case_rule: str = "highest",
     train_missing: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Compute Fig. 2-3 and Fig. 6 for every group of a finished runner grid and store them with
     :func:`~unlearnrec.experiments.results.write_study` under ``out_dir/studies/``.
 
-    ``config``: the experiment TOML (or dict / ``ExperimentConfig``) that produced ``out_dir``.
-    Per (dataset, seed, ratio, backbone) group the runner's cached model to unlearn (attacked, or
-    with random requests the original) and retrained model are loaded; each non-retrain method (or
-    only those whose label is in ``labels``) is rebuilt, its prepared state taken from the runner's
-    cache, and made to forget the same request again (cheap for UnlearnRec; a baseline without a
-    cache re-prepares).
+    ``config``: the experiment TOML (or dict / ``ExperimentConfig``) that produced ``out_dir``;
+    ``cache_dir``: the runner's cache root (default: the runner's default).
+    Per (dataset, seed, ratio, backbone) group the cached model to unlearn (attacked, or with random
+    requests the original) and retrained model are loaded; each non-retrain method (or only those
+    whose label is in ``labels``) is rebuilt, its prepared state taken from the cache, and made to
+    forget the same request again (cheap for UnlearnRec; a baseline without a cache re-prepares).
     Then the score distributions (reference: the retrained model), the case study of one
     forgotten edge (``case_rule``, see :func:`pick_case`) and the similar-item shift over all
     forgotten edges are written. A group is looked up under the hashes its finished cells recorded
-    (``hashes`` in ``results.jsonl``), else under today's. Groups whose attacked model is not
+    (``hashes`` in ``results.jsonl``), else under today's. Groups whose model to unlearn is not
     cached are skipped unless ``train_missing``. Returns the written paths.
     """
-    from unlearnrec.experiments.results import write_study
-    from unlearnrec.experiments.runner import Runner, load_config, read_results
-    from unlearnrec.model import TrainedModel
+    from unlearnrec.experiments.grid import groups, load_config
+    from unlearnrec.experiments.results import read_results, write_study
+    from unlearnrec.experiments.runner import default_cache
+    from unlearnrec.experiments.store import Store
+    from unlearnrec.unlearn.registry import build_method
 
     cfg = load_config(config)
-    runner = Runner(cfg, out_dir, data_dir=data_dir, device=device)
+    store = Store(cfg, default_cache() if cache_dir is None else cache_dir, data_dir=data_dir, device=device)
     retrain = next((m for m in cfg.methods if m.name == "retrain"), None)
     specs = [m for m in cfg.methods if m.name != "retrain" and (labels is None or m.title in labels)]
     written: list[Path] = []
@@ -436,7 +439,7 @@ def run_studies(
             kind = req.get("kind", "random") if isinstance(req, dict) else "adversarial"
             key = (r.get("dataset"), r.get("backbone"), r.get("seed"), r.get("ratio"), kind)
             recorded[key] = r["hashes"]
-    for group in runner.groups():
+    for group in groups(cfg):
         h = recorded.get((group.dataset, group.backbone, group.seed, group.ratio, group.request))
         if h and h.get("attacked") and h.get("clean"):
             group = dataclasses.replace(group, attacked_hash=h["attacked"], clean_hash=h["clean"])
@@ -444,27 +447,24 @@ def run_studies(
             group = dataclasses.replace(group, attacked_hash=h["model"], request_key=h["request"])
         kind = f"-{group.request}" if group.request in ("users", "items") else ""
         tag = f"{Path(group.dataset).name}-{group.backbone}-s{group.seed}{kind}-r{group.ratio:g}"
-        if group.error is not None:
-            log.warning("study %s skipped: %s", tag, group.error)
-            continue
-        if not train_missing and not (Path(out_dir) / "models" / group.attacked_hash / "meta.json").is_file():
+        if not train_missing and not store.has_model(group):
             log.warning("study %s skipped: no cached model to unlearn (run the experiment first)", tag)
             continue
-        data = runner.dataset(group.dataset)
-        att = runner.forget_set(group)
-        model = runner.attacked_model(group)
+        data = store.dataset(group.dataset)
+        att = store.forget_set(group)
+        model = store.model(group)
         unlearned: dict[str, Embeddings] = {}
         ref_name = None
         if retrain is not None:
-            folder = Path(out_dir) / "models" / runner.cell_hash(group, retrain)
-            if (folder / "meta.json").is_file():
+            reference = store.retrained(group, retrain)
+            if reference is not None:
                 ref_name = retrain.title
-                unlearned[ref_name] = TrainedModel.load(folder, device=runner.device).embeddings()
+                unlearned[ref_name] = reference.embeddings()
         for spec in specs:
-            method = runner.build(spec.name, dict(spec.config), group.seed)
+            method = build_method(spec.name, dict(spec.config), group.seed)
             method.set_validation(data.val)
-            runner._prepare(method, group, spec, model, att.train)  # the runner's prepared cache
-            unlearned[spec.title] = method.forget(model, att.train, runner.request(group)).model.embeddings()
+            store.prepare(method, group, spec, model, att.train)  # the runner's prepared cache
+            unlearned[spec.title] = method.forget(model, att.train, store.request(group)).model.embeddings()
         if not unlearned:
             continue
         original = model.embeddings()
