@@ -103,7 +103,7 @@ def test_table_parser_sees_rows():
 
 @pytest.mark.parametrize("name", sorted(REPORT_TABLES))
 def test_committed_reports_keep_their_tables(name):
-    from unlearnrec.experiments.html import render_html
+    from unlearnrec.experiments.report.html import render_html
 
     page = render_html(ROOT / "experiments" / "results" / name, None, figures=False)
     before = Counter()

@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from unlearnrec.errors import UnlearnRecError  # noqa: E402
-from unlearnrec.experiments import plots, studies  # noqa: E402
+from unlearnrec.experiments import studies  # noqa: E402
+from unlearnrec.experiments.report import plots  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ import torch
 from unlearnrec.cli import main
 from unlearnrec.data.graph import Graph
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments.report import aggregate, to_csv, to_markdown
+from unlearnrec.experiments.report import table_cells, to_csv, to_markdown
 from unlearnrec.experiments.runner import load_config, read_results, run_experiment
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Unlearner
@@ -245,10 +245,10 @@ def test_report_keeps_the_latest_cell_of_a_label_and_seed():
             "metrics": {**m, "recall@20": 0.30},
         },
     ]
-    (cell,) = aggregate(recs)
+    (cell,) = table_cells(recs)
     assert cell.seeds == 2 and cell.values["recall@20"] == [0.20, 0.30]
     # re-recording the old cell (a later run of the old config) makes it the latest again
-    (cell,) = aggregate([*recs, recs[0]])
+    (cell,) = table_cells([*recs, recs[0]])
     assert sorted(cell.values["recall@20"]) == [0.10, 0.30]
 
 

@@ -15,7 +15,7 @@ import torch
 
 from unlearnrec.config import read_toml
 from unlearnrec.errors import ConfigError, UnlearnRecError
-from unlearnrec.experiments import studies
+from unlearnrec.experiments import study_runner
 from unlearnrec.experiments.cell import run_cell
 from unlearnrec.experiments.grid import cell_hash, prepare_hash
 from unlearnrec.experiments.report import to_csv, to_markdown
@@ -241,7 +241,7 @@ def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit, runner_cache):
     )
 
     # the studies (Fig. 2-3, 6) forget the same whole-user requests, under their own file names
-    paths = studies.run_studies(cfg, out, k=3)
+    paths = study_runner.run_studies(cfg, out, k=3)
     assert (
         sorted(p.name.rsplit("-s0-", 1)[1] for p in paths)
         == ["users-r0.05.json"] * 3 + ["users-r0.1.json"] * 3

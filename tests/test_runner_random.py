@@ -14,7 +14,7 @@ import pytest
 from unlearnrec.cli import main
 from unlearnrec.config import read_toml
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments import studies
+from unlearnrec.experiments import study_runner
 from unlearnrec.experiments.grid import cell_hash, prepare_hash
 from unlearnrec.experiments.report import to_csv, to_markdown
 from unlearnrec.experiments.runner import Runner, load_config, read_results, run_experiment
@@ -266,7 +266,7 @@ def test_random_grid_end_to_end(tiny_dir, tmp_path, counted_fit, runner_cache):
         assert float(row["forgotten_fraction"]) == pytest.approx(float(row["ratio"]), abs=0.5 / len(train))
 
     # the studies (Fig. 2-3, 6) find the cached models of a random grid and forget the same requests
-    paths = studies.run_studies(cfg, out, k=3)
+    paths = study_runner.run_studies(cfg, out, k=3)
     assert sorted(p.name.rsplit("-r", 1)[1] for p in paths) == ["0.05.json"] * 3 + ["0.2.json"] * 3
     scores = json.loads(next(p for p in paths if p.name.startswith("scores-")).read_text())["data"]
     assert scores["reference"] == "Retrain" and scores["models"]["Retrain"]["forgotten"]["w1_to_ref"] == 0.0

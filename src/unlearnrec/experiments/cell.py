@@ -27,6 +27,7 @@ import torch
 
 from unlearnrec import __version__
 from unlearnrec.eval.membership import forgetting_metrics
+from unlearnrec.experiments.columns import MetricInputs, computed_metrics
 from unlearnrec.experiments.grid import NODE_REQUESTS, ExperimentConfig, Group, MethodSpec, cell_hash
 from unlearnrec.experiments.store import Store
 from unlearnrec.model import TrainedModel
@@ -92,6 +93,7 @@ def base_record(config: ExperimentConfig, group: Group, spec: MethodSpec, device
     return {
         "kind": "cell",
         "experiment": config.name,
+        "study": config.section,
         "cell": cell_hash(group, spec),
         "dataset": group.dataset,
         "backbone": group.backbone,
@@ -172,6 +174,7 @@ def run_cell(
     before = model.meta.get("metrics", {}).get("test", {})
     metrics: dict[str, Any] = {**{k: v for k, v in test.items() if k != "users"}, **fm}
     metrics.update({f"before_{k}": v for k, v in before.items() if k != "users"})
+    metrics.update(computed_metrics(MetricInputs(model, new, att.edges, data, reference, group.seed)))
     rec = base_record(store.config, group, spec, store.device)
     summary = {
         "edges": len(att.edges),

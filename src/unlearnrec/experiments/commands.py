@@ -97,7 +97,7 @@ def cmd_experiment(args) -> int:
 
 def cmd_report(args) -> int:
     from unlearnrec.errors import UnlearnRecError
-    from unlearnrec.experiments.report import aggregate, to_csv, to_markdown
+    from unlearnrec.experiments.report import table_cells, to_csv, to_markdown
     from unlearnrec.experiments.runner import RESULTS, read_results
 
     if args.html:
@@ -108,7 +108,7 @@ def cmd_report(args) -> int:
         check_out(args, {"DIR/" + RESULTS: Path(args.dir) / RESULTS}, option="--html", must_be_new=False)
     if args.html and not (Path(args.dir) / RESULTS).is_file():
         # a parent folder of several experiment folders: the HTML page gathers them all
-        from unlearnrec.experiments.html import render_html
+        from unlearnrec.experiments.report.html import render_html
 
         render_html(args.dir, args.html)
         print(f"wrote {args.html}", file=sys.stderr)
@@ -129,7 +129,7 @@ def cmd_report(args) -> int:
                 "seeds": c.seeds,
                 **{k: c.mean(k) for k in c.values},
             }
-            for c in aggregate(records)
+            for c in table_cells(records)
         ]
         print(json.dumps(cells))
         return 0
@@ -143,7 +143,7 @@ def cmd_report(args) -> int:
         Path(args.dir, "table2.md").write_text(to_markdown(records, args.layout))
         Path(args.dir, "table2.csv").write_text(to_csv(records))
     if args.html:
-        from unlearnrec.experiments.html import render_html
+        from unlearnrec.experiments.report.html import render_html
 
         render_html(args.dir, args.html)
         print(f"wrote {args.html}", file=sys.stderr)
@@ -151,7 +151,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from unlearnrec.experiments.studies import run_studies
+    from unlearnrec.experiments.study_runner import run_studies
 
     paths = run_studies(
         args.config,

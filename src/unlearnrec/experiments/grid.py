@@ -7,7 +7,8 @@ A grid is datasets x backbones x methods (x request ratios x seeds); see ``exper
     backbones = ["lightgcn", "sgl", "simgcl"]
     request = "adversarial"         # or "random", "users", "items"
     seeds = [0]
-    [attack]                        # adversarial only (see ATTACK_PROTOCOLS)
+    study = "main"                  # the report's section: main, ablation, ratio, efficiency
+    [attack]                        # adversarial only (protocol.ATTACK_PROTOCOLS)
     protocol = "authors"            # per user AND per item (the default of the table); or "per-user"
     user_ratio = 1.0                # share of users given their lowest-scored item (a list: a sweep)
     item_ratio = 1.0                # share of items given their lowest-scored user
@@ -21,14 +22,11 @@ A grid is datasets x backbones x methods (x request ratios x seeds); see ``exper
     label = "UnlearnRec(3)"
     config = { finetune_epochs = 3 }
 
-Grids written before the ``[attack]`` table keep their top-level ``ratios`` (the user ratios) and
-``item_ratio`` (default 0: the per-user-only request), with the same hashes as before. Every key is
-checked when the grid is loaded: an unknown key or a bad value anywhere (``train``,
-``train_overrides``, ``model``, ``clean``, a registered method's ``config``) is a
-:class:`~unlearnrec.errors.ConfigError`, never a row of failed cells.
-
-The hashes (:func:`groups`, :func:`cell_hash`, :func:`prepare_hash`) are those the runner has
-always computed: a committed grid resolves to the same keys (``tests/test_pins.py``).
+Grids without an ``[attack]`` table keep their top-level ``ratios`` (user ratios) and ``item_ratio``
+(default 0: per user only) and their hashes. Every key is checked at load: an unknown key or a bad
+value anywhere (``train``, ``train_overrides``, ``model``, ``clean``, a registered method's ``config``)
+is a :class:`~unlearnrec.errors.ConfigError`, never a row of failed cells. The hashes (:func:`groups`,
+:func:`cell_hash`, :func:`prepare_hash`) are those the runner always computed (``tests/test_pins.py``).
 """
 
 from __future__ import annotations
@@ -42,14 +40,14 @@ from typing import Any
 from unlearnrec.backbones import BACKBONES, backbone_config
 from unlearnrec.config import check_ranges, from_dict, read_toml, to_dict
 from unlearnrec.errors import ConfigError
+from unlearnrec.experiments.protocol import AttackTable
 from unlearnrec.train.loop import TrainConfig
 
 REQUESTS = ("adversarial", "random", "users", "items")
+#: the report's sections a grid's cells may belong to (the grid's ``study`` key; empty: ``ratio`` for a
+#: random / users / items request, else ``main``)
+STUDIES = ("main", "ablation", "ratio", "efficiency")
 NODE_REQUESTS = ("users", "items")  # whole-node requests: every training edge of the drawn nodes
-#: the adversarial request: ``authors`` (the UnlearnRec authors' ``make_noise_dataset``: one
-#: lowest-scored item for each of a share of users AND one lowest-scored user for each of a share
-#: of items; METHOD.md §10) or ``per-user`` (users only: this project's grids before the table)
-ATTACK_PROTOCOLS = ("authors", "per-user")
 # fields of a method's config that only affect ``forget``: methods differing only in these
 # share one prepared cache entry (UnlearnRec(0) and UnlearnRec(3) share one pre-trained encoder)
 FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {"unlearnrec": ("finetune_epochs", "finetune_lr")}
@@ -79,47 +77,8 @@ class CleanConfig:
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> bool:  # a clean table that sets something
         return bool(self.model or self.train)
-
-
-@dataclass(frozen=True)
-class AttackTable:
-    """The ``[attack]`` table: ``protocol`` (one of :data:`ATTACK_PROTOCOLS`) sets the defaults of
-    ``user_ratio`` (1.0) and ``item_ratio`` (1.0 for ``authors``, 0 for ``per-user``, where setting
-    it is an error). ``user_ratio`` may be a list: the grid's ratio axis. The authors used 1.0 / 1.0
-    on ML-1M and Gowalla, 0.6 / 0.6 on Yelp2018."""
-
-    protocol: str = "authors"
-    user_ratio: float | tuple[float, ...] = 1.0
-    item_ratio: float | None = None
-
-    def __post_init__(self):
-        if self.protocol not in ATTACK_PROTOCOLS:
-            raise ValueError(
-                f"unknown value '{self.protocol}' for key 'attack.protocol' "
-                f"(valid: {', '.join(ATTACK_PROTOCOLS)})"
-            )
-        if self.protocol == "per-user" and self.item_ratio:
-            raise ValueError(
-                "attack.protocol = \"per-user\" forgets no item's edge: drop 'attack.item_ratio'"
-            )
-        for k, r in enumerate(self.user_ratios):
-            if not 0.0 < r <= 1.0:
-                raise ValueError(f"key 'attack.user_ratio[{k}]' must be in (0, 1], got {r}")
-        if not 0.0 <= self.items <= 1.0:
-            raise ValueError(f"key 'attack.item_ratio' must be in [0, 1], got {self.items}")
-
-    @property
-    def user_ratios(self) -> tuple[float, ...]:
-        r = self.user_ratio
-        return tuple(float(x) for x in r) if isinstance(r, tuple) else (float(r),)
-
-    @property
-    def items(self) -> float:
-        if self.item_ratio is not None:
-            return float(self.item_ratio)
-        return 1.0 if self.protocol == "authors" else 0.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +109,12 @@ class ExperimentConfig:
     request: str = "adversarial"
     request_ratios: tuple[float, ...] = ()
     attack: AttackTable | None = None
+    study: str = ""
+
+    @property
+    def section(self) -> str:
+        """The report section of the grid's cells: ``study``, else by the request kind."""
+        return self.study or ("main" if self.request == "adversarial" else "ratio")
 
     @property
     def request_axis(self) -> tuple[float, ...]:
@@ -166,6 +131,8 @@ class ExperimentConfig:
         dup = sorted({t for t in titles if titles.count(t) > 1})
         if dup:
             raise ValueError(f"two methods share the label '{dup[0]}': give each a distinct label")
+        if self.study and self.study not in STUDIES:
+            raise ValueError(f"unknown value '{self.study}' for key 'study' (valid: {', '.join(STUDIES)})")
         if self.request not in REQUESTS:
             raise ValueError(
                 f"unknown value '{self.request}' for key 'request' (valid: {', '.join(REQUESTS)})"
@@ -349,11 +316,14 @@ def cell_hash(group: Group, method: MethodSpec) -> str:
 
 def prepare_hash(group: Group, method: MethodSpec) -> str:
     """The key of a method's prepared state (shared by methods differing only in forget-time fields)."""
-    skip = FORGET_ONLY_FIELDS.get(method.name, ())
-    cfg = {k: v for k, v in method.config.items() if k not in skip}
-    return config_hash(
-        {"kind": "prepared", "attacked": group.attacked_hash, "method": method.name, "config": cfg}
-    )
+    return prepared_key(group.attacked_hash, method.name, method.config)
+
+
+def prepared_key(model_hash: str, method: str, config: dict[str, Any]) -> str:
+    """:func:`prepare_hash` from a record's fields: the model's hash, the method name and config."""
+    skip = FORGET_ONLY_FIELDS.get(method, ())
+    cfg = {k: v for k, v in config.items() if k not in skip}
+    return config_hash({"kind": "prepared", "attacked": model_hash, "method": method, "config": cfg})
 
 
 def load_config(config: str | os.PathLike | dict[str, Any] | ExperimentConfig) -> ExperimentConfig:

@@ -33,7 +33,8 @@ def _json_default(o):
     return str(o)
 
 
-def _num(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -133,9 +134,9 @@ def normalize_record(raw: Mapping[str, Any]) -> dict[str, Any]:
     att = raw.get("request") if isinstance(raw.get("request"), Mapping) else raw.get("attack")
     if isinstance(att, Mapping):
         edges, frac = att.get("edges"), att.get("fraction_of_train")
-        if _num(edges):
+        if is_number(edges):
             rec.setdefault("request_edges", int(edges))
-            if _num(frac) and frac > 0:
+            if is_number(frac) and frac > 0:
                 rec.setdefault("request_fraction", float(frac))
                 rec.setdefault("train_edges", int(round(edges / frac)))
     return rec
@@ -231,7 +232,34 @@ def load_pretrain_curves(results_dir: str | os.PathLike) -> list[dict[str, Any]]
                 "name": f"{name} ({p.parent.name})",
                 "title": f"{name}: {switches}" if switches else name,
                 "data": {"history": hist, "config": cfg},
+                "prepared": p.parent.name,
                 "_file": str(p),
             }
         )
     return out
+
+
+# ================================================================== the one aggregate
+def _mean(vals) -> float | None:
+    xs = [float(v) for v in vals if is_number(v)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def aggregate(
+    records: list[Mapping[str, Any]] | Any,
+    keys: tuple[str, ...] | list[str],
+    metrics: tuple[str, ...] | list[str],
+) -> list[dict[str, Any]]:
+    """Mean of each of ``metrics`` over the (normalised) records sharing ``keys`` (e.g. the seeds of
+    one cell), in first-seen order; ``n`` = the number of records in the group (None: no value)."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    rows = []
+    for g, rs in groups.items():
+        row = dict(zip(keys, g, strict=True))
+        row["n"] = len(rs)
+        for m in metrics:
+            row[m] = _mean(r.get(m) for r in rs)
+        rows.append(row)
+    return rows
