@@ -126,3 +126,98 @@ def test_efficiency_and_ratio_pngs():
     assert plots.plot_ratio(ratio_rows).startswith(PNG_MAGIC)
     with pytest.raises(UnlearnRecError):
         plots.plot_ratio([{"method": "x"}])
+
+
+# ----------------------------------------------------------------------------- legibility (issue 22)
+def _figures(monkeypatch) -> list:
+    """Every figure the plot functions finish, kept for inspection."""
+    kept = []
+    real = plots._finish
+
+    def finish(fig, out):
+        kept.append(fig)
+        return real(fig, out)
+
+    monkeypatch.setattr(plots, "_finish", finish)
+    return kept
+
+
+def _ratio_rows(n_series: int) -> list[dict]:
+    return [
+        {
+            "label": f"method {s}",
+            "ratio": r,
+            "recall@20": 0.2 + 0.001 * s,
+            "ndcg@20": 0.3,
+            "mi_bf": 2.0 + s,
+            "mi_ng": 1.5,
+        }
+        for s in range(n_series)
+        for r in (0.001, 0.005, 0.01)
+    ]
+
+
+def _every_plot() -> None:
+    plots.plot_score_distributions(_summary())
+    plots.plot_pretrain_curve([{"epoch": e, "total": 1 / e, "unlearn": 0.5 / e} for e in (1, 2, 3)])
+    plots.plot_case_study(_case())
+    rows = [
+        {"label": f"m{s}", "train_edges": n, "seconds": 0.1 * (s + 1) * n / 1e5, "peak_memory_mb": 10.0 + s}
+        for s in range(12)
+        for n in (1e5, 1e6)
+    ]
+    plots.plot_efficiency(rows, series_key="label")
+    plots.plot_ratio(_ratio_rows(13), series_key="label")
+
+
+def test_text_is_at_least_10_px_at_the_default_size_and_shown_unscaled(monkeypatch):
+    """Every text of every figure is >= 10 px high in the PNG, and every PNG is narrower than the report's
+    column (1,200 px less margins), so the page shows it at that size."""
+    from matplotlib.text import Text
+
+    figs = _figures(monkeypatch)
+    _every_plot()
+    assert len(figs) == 5
+    for fig in figs:
+        fig.canvas.draw()
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        assert texts
+        small = {
+            t.get_text(): t.get_fontsize() * fig.dpi / 72
+            for t in texts
+            if t.get_fontsize() * fig.dpi / 72 < 10
+        }
+        assert not small, small
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=plots.DPI, bbox_inches="tight")  # as _finish does
+        width = _decode(buf.getvalue()).shape[1]
+        assert width <= 1150, width
+
+
+def test_legends_never_cover_data(monkeypatch):
+    figs = _figures(monkeypatch)
+    _every_plot()
+    with_legend = 0
+    for fig in figs:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        with_legend += bool(legends)
+        for leg in legends:
+            box = leg.get_window_extent(renderer)
+            for ax in fig.axes:
+                if ax.get_visible():
+                    assert not box.overlaps(ax.get_window_extent(renderer)), (fig.texts, ax.get_title())
+    assert with_legend == 4  # all but the pre-training curve (one series per panel) have a legend
+
+
+def test_more_than_ten_series_get_distinct_colours_and_markers(monkeypatch):
+    figs = _figures(monkeypatch)
+    plots.plot_ratio(_ratio_rows(23), series_key="label")
+    lines = [ln for ln in figs[0].axes[0].get_lines() if ln.get_marker() not in (None, "None", "")]
+    assert len(lines) == 23
+    styles = {(ln.get_color(), ln.get_marker()) for ln in lines}
+    assert len(styles) == 23
+    # the first ten differ in colour and in marker
+    first = lines[:10]
+    assert len({ln.get_color() for ln in first}) == 10 and len({ln.get_marker() for ln in first}) == 10
