@@ -138,3 +138,24 @@ def test_long_files_say_why():
         if len(lines) > MAX_LINES and not any(line.startswith(REASON) for line in lines[:5]):
             unexplained.append(f"{p.relative_to(SRC)}: {len(lines)} lines")
     assert not unexplained, "over 400 lines without a reason at the top:\n" + "\n".join(unexplained)
+
+
+BOUNDARY_ONLY = ("argparse", "tqdm")
+
+
+def test_only_the_command_line_imports_argparse_or_tqdm():
+    """The library logs and returns; parsing arguments and drawing progress bars belong to ``cli/``."""
+    offenders = []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        if p.relative_to(PACKAGE).parts[0] == "cli":
+            continue
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [
+                f"{p.relative_to(SRC)} imports {n}" for n in names if n.split(".")[0] in BOUNDARY_ONLY
+            ]
+    assert not offenders, "\n".join(offenders)

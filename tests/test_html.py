@@ -233,11 +233,11 @@ def test_tables_and_paper_numbers(rendered):
     ):
         assert heading in page, heading
     assert page.count("<table>") >= 6
-    # the paper's Table 2 beside ours (METHOD.md §8: ML-1M LightGCN Retrain / UnlearnRec Recall@20)
+    # the paper's Table 2 beside ours (docs/method.md §8: ML-1M LightGCN Retrain / UnlearnRec Recall@20)
     assert "0.2287" in page and "0.2282" in page and "0.2250" in page
     assert "-1.6%" in page  # (0.2250 - 0.2287) / 0.2287
     assert "1,208" in page and "0.31" in page  # Table 4: Retrain / Ours(0) seconds on ML-1M
-    assert "not restated in METHOD.md" in page  # Tables 3 and 5: no invented paper numbers
+    assert "not restated in docs/method.md" in page  # Tables 3 and 5: no invented paper numbers
     assert "w/o L_u" in page and "0.83%" in page  # ablation rows; the request's share of the edges
     assert "2.13.0+cpu" in page and 'datasets = ["ml-1m"]' in html.unescape(page)  # versions and configs
     assert "&lt;GIF&gt;" not in page and "<GIF>" not in page  # a cell that only failed is not reported

@@ -111,6 +111,16 @@ class ExperimentConfig:
     attack: AttackTable | None = None
     study: str = ""
 
+    RANGES = {
+        "ratios": "[0, 1]",
+        "seeds": "[0, 4294967295]",
+        "item_ratio": "[0, 1]",
+        "attack_batch": "[1, 16777216]",
+        "val_ratio": "[0, 1)",
+        "split_seed": "[0, 4294967295]",
+        "max_retained": ">= 1",
+    }
+
     @property
     def section(self) -> str:
         """The report section of the grid's cells: ``study``, else by the request kind."""

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 #: the adversarial request: ``authors`` (the UnlearnRec authors' ``make_noise_dataset``: one
 #: lowest-scored item for each of a share of users AND one lowest-scored user for each of a share
-#: of items; METHOD.md §10) or ``per-user`` (users only: this project's grids before the table)
+#: of items; docs/method.md §10) or ``per-user`` (users only: this project's grids before the table)
 ATTACK_PROTOCOLS = ("authors", "per-user")
 
 

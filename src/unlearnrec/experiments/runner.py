@@ -3,7 +3,7 @@
 Four kinds of deletion request (the grid's ``request``; :mod:`~unlearnrec.experiments.grid`):
 
 - ``"adversarial"`` (the default; Table 2): for each dataset, seed and user ratio a clean LightGCN
-  is trained and the adversarial edges are built from it (METHOD.md §7); for each backbone the model
+  is trained and the adversarial edges are built from it (docs/method.md §7); for each backbone the model
   to unlearn is trained on the attacked set; every method forgets the adversarial edges.
 - ``"random"`` (the unlearning-ratio study, Table 5): no attack. For each dataset, seed and backbone
   one model is trained on the clean training set and shared by every ratio of ``request_ratios``; a

@@ -211,7 +211,7 @@ class Store:
         return Request(att.edges)
 
     def attack(self, group: Group) -> Attack:
-        """The adversarial edges of a group (METHOD.md §7), built once per clean model and ratio."""
+        """The adversarial edges of a group (docs/method.md §7), built once per clean model and ratio."""
         key = (group.clean_hash, group.ratio)
         if key not in self._attacks:
             data = self.dataset(group.dataset)

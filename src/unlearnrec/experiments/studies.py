@@ -1,4 +1,4 @@
-"""The paper's studies as pure functions over embeddings and result records (METHOD.md §7 step 5).
+"""The paper's studies as pure functions over embeddings and result records (docs/method.md §7 step 5).
 
 - Score distributions (Fig. 2-3): raw scores ŷ of the forgotten, retained-positive and negative
   edges under the original model and under every unlearned model, summarised on shared bins and

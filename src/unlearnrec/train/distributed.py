@@ -62,8 +62,6 @@ PARALLEL_COMMANDS = ("train", "pretrain", "forget")
 STATS = CommStats()
 
 
-
-
 def backend_for(device: torch.device | str) -> str:
     """``"nccl"`` for CUDA, ``"gloo"`` otherwise."""
     return "nccl" if torch.device(device).type == "cuda" else "gloo"

@@ -3,8 +3,8 @@
 :func:`render_html` reads what the runner and the studies wrote under a results folder, builds each
 section as data (tables, figures, notes) and renders them with the Jinja2 template
 ``templates/report.html.j2`` (escaping on): one file that needs nothing else to be read (inline CSS,
-no scripts, figures as base64 ``data:`` PNGs). Tables put the paper's numbers (METHOD.md §8) beside
-ours, one table per dataset and backbone; where the paper's values are not restated in METHOD.md
+no scripts, figures as base64 ``data:`` PNGs). Tables put the paper's numbers (docs/method.md §8) beside
+ours, one table per dataset and backbone; where the paper's values are not restated in docs/method.md
 (Tables 3 and 5) the page says so rather than inventing them. The folder layout it understands::
 
     DIR/results.jsonl            one JSON object per finished runner cell

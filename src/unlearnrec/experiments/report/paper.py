@@ -1,8 +1,8 @@
-"""The paper's numbers (METHOD.md §8) that the reports set beside ours, and display names."""
+"""The paper's numbers (docs/method.md §8) that the reports set beside ours, and display names."""
 
 from __future__ import annotations
 
-# METHOD.md §8, Table 2 of the paper: (Recall@20, NDCG@20, MI-BF, MI-NG)
+# docs/method.md §8, Table 2 of the paper: (Recall@20, NDCG@20, MI-BF, MI-NG)
 PAPER_TABLE2: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
     ("ml-1m", "lightgcn", "retrain"): (0.2287, 0.3209, 9.79, 6.23),
     ("ml-1m", "lightgcn", "unlearnrec"): (0.2282, 0.3206, 6.51, 4.28),
@@ -24,7 +24,7 @@ PAPER_TABLE2: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
     ("yelp2018", "sgl", "unlearnrec"): (0.0633, 0.0513, 4.09, 2.05),
 }
 #: Table 4 (seconds on one RTX 3090): method -> dataset -> seconds. Ours(k) adds about
-#: PAPER_FINETUNE_EPOCH_SECONDS[dataset] per fine-tuning epoch (METHOD.md gives no exact Ours(k) row).
+#: PAPER_FINETUNE_EPOCH_SECONDS[dataset] per fine-tuning epoch (docs/method.md gives no exact Ours(k) row).
 PAPER_TABLE4: dict[str, dict[str, float]] = {
     "retrain": {"gowalla": 839, "ml-1m": 1208, "yelp2018": 3030},
     "gif": {"gowalla": 132, "ml-1m": 8.3, "yelp2018": 146},
@@ -44,7 +44,7 @@ DISPLAY = {
     "sgl": "SGL",
     "simgcl": "SimGCL",
 }
-NOTE = "our Gowalla is not the paper's (METHOD.md §8): compare its rows in shape, not in value"
+NOTE = "our Gowalla is not the paper's (docs/method.md §8): compare its rows in shape, not in value"
 
 
 def paper_method(rec) -> str | None:

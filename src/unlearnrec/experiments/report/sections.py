@@ -71,7 +71,7 @@ def section_main(records: list[dict[str, Any]]) -> list[Block]:
         return Table(
             header,
             body,
-            "Mean over seeds; paper = METHOD.md §8 (Table 2): 'Retrain' and 'UnlearnRec' "
+            "Mean over seeds; paper = docs/method.md §8 (Table 2): 'Retrain' and 'UnlearnRec' "
             "rows; every unlearnrec(k) row is set against the paper's UnlearnRec.",
         )
 
@@ -112,8 +112,8 @@ def section_ablation(records: list[dict[str, Any]]) -> list[Block]:
 
     return per_backbone(rows, table) + [
         Note(
-            "Paper (Table 3): its values are not restated in METHOD.md, so no paper column is shown; the "
-            "paper's conclusion is that removing any of L_u, L_p, L_c or fine-tuning hurts forgetting "
+            "Paper (Table 3): its values are not restated in docs/method.md, so no paper column is shown; "
+            "the paper's conclusion is that removing any of L_u, L_p, L_c or fine-tuning hurts forgetting "
             "(MI-BF/MI-NG) or utility."
         )
     ]
@@ -193,7 +193,7 @@ def section_ratio(records: list[dict[str, Any]], figures: bool) -> tuple[list[Bl
                 missing.append(f"ratio figure: {e}")
     blocks.append(
         Note(
-            "Paper (Table 5): its values are not restated in METHOD.md, so no paper column is shown; "
+            "Paper (Table 5): its values are not restated in docs/method.md, so no paper column is shown; "
             "the paper forgets 0.1% to 2% of the edges and reports stable Recall/NDCG with MI-BF and "
             "MI-NG above 1 throughout."
         )
@@ -235,14 +235,15 @@ def section_efficiency(records: list[dict[str, Any]], figures: bool) -> tuple[li
     blocks = per_backbone(rows, table)
     blocks.append(
         Note(
-            "Paper (Table 4, one RTX 3090; METHOD.md §8): Retrain, GIF, CEU and Ours(0) rows; each "
-            f"fine-tuning epoch of Ours(k) adds about {ft}. Peak memory: CUDA peak allocation on a GPU, else "
-            "the growth of the process's peak RSS during the forgetting step. In a grid's long-running "
-            "process that is a lower bound: memory an earlier step (training, evaluation, another cell) left "
-            "mapped is reused unseen, so a sub-second step such as UnlearnRec(0) reads 0-1 MiB. Measured in "
-            "a fresh process "
-            "(benchmarks/bench_forget.py, docs/RESULTS.md 'Memory of forgetting') UnlearnRec(0) on ML-1M "
-            "needs +72 MiB, most of it the residual graph."
+            "Paper (Table 4, one RTX 3090; docs/method.md §8): Retrain, GIF, CEU and Ours(0) rows; each "
+            f"fine-tuning epoch of Ours(k) adds about {ft}. Peak memory (peak MiB): CUDA peak allocation "
+            "on a GPU, else the growth of the process's resident memory during the forgetting step. In a "
+            "grid's long-running process that figure depends on what the process already holds and on the"
+            " order of the cells (memory an earlier step left mapped is reused unseen): the committed "
+            "ML-1M grids record 0-0.3 MiB for most UnlearnRec(0) cells and up to 323 MiB for others. "
+            "Compare methods by a fresh-process measurement instead: UnlearnRec(0) on ML-1M needs +72 "
+            "MiB, most of it the residual graph (benchmarks/bench_forget.py; docs/RESULTS.md, 'Memory of "
+            "forgetting')."
         )
     )
     exps = []

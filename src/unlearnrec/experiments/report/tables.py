@@ -6,7 +6,7 @@ over seeds. With a ratio column comes the share of the training edges forgotten 
 Table 5 axis): an adversarial ratio is a fraction of users, a random one a fraction of edges, a
 users / items one a fraction of the users / items forgotten whole, and this column puts them on
 the same scale (with the number of nodes for users / items requests, whose rows carry the kind
-beside the ratio). Where the paper reports the same cell (METHOD.md §8: Retrain and
+beside the ratio). Where the paper reports the same cell (docs/method.md §8: Retrain and
 UnlearnRec only) its value and our relative difference are shown beside ours. A second table
 gives what the paper does not: membership AUC, the distance to the retrained model's
 forgotten-edge score distribution, time and peak memory.

@@ -1,10 +1,12 @@
-"""CLI commands of this package: ``experiment`` (run a grid) and ``report`` (tables from its results)."""
+"""``experiment`` (run, resume or inspect a grid), ``report`` (its tables and page) and ``study``."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+from unlearnrec.cli.common import K, check_out, progress
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -49,9 +51,6 @@ def cmd_status(args) -> int:
 def cmd_experiment(args) -> int:
     if args.status:
         return cmd_status(args)
-    from tqdm import tqdm
-
-    from unlearnrec.cli import check_out
     from unlearnrec.experiments.report import report
     from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
 
@@ -59,7 +58,7 @@ def cmd_experiment(args) -> int:
     # an existing --out is how a grid resumes, so it may exist; it may never be (or hold) an input
     check_out(args, {"CONFIG": args.config, "--data-dir": args.data_dir}, must_be_new=False)
     total = len(cfg.datasets) * len(cfg.seeds) * len(cfg.request_axis) * len(cfg.backbones) * len(cfg.methods)
-    bar = tqdm(total=total, desc=f"experiment {cfg.name}", disable=args.quiet, file=sys.stderr, leave=False)
+    bar = progress(total, f"experiment {cfg.name}", not args.quiet)
 
     def on_cell(rec: dict) -> None:
         bar.update(1)
@@ -101,8 +100,6 @@ def cmd_report(args) -> int:
     from unlearnrec.experiments.runner import RESULTS, read_results
 
     if args.html:
-        from unlearnrec.cli import check_out
-
         if Path(args.html).is_dir():
             raise UnlearnRecError(f"--html {args.html} is a directory: name the HTML file to write")
         check_out(args, {"DIR/" + RESULTS: Path(args.dir) / RESULTS}, option="--html", must_be_new=False)
@@ -171,8 +168,6 @@ def cmd_study(args) -> int:
 
 def register(sub, common) -> None:
     """Add ``experiment`` and ``report`` to the ``unlearnrec`` parser."""
-    from unlearnrec.cli import K
-
     e = sub.add_parser("experiment", help="run (or resume) a TOML grid of datasets x backbones x methods")
     e.add_argument("config", help="experiment TOML (see experiments/)")
     e.add_argument("--out", required=True, help="output directory (results.jsonl)")
