@@ -420,3 +420,21 @@ def test_authors_attack_forgets_an_edge_per_user_and_per_item(tiny_dir, tmp_path
     assert per_user[0]["attack"]["edges"] == 30  # half of 60 users
     # and half of the 40 items get their lowest-scored user (a pair may coincide with a user's)
     assert 30 < both[0]["attack"]["edges"] <= 50
+
+
+def test_a_column_with_a_function_is_a_metric_of_every_new_cell(tiny_dir, tmp_path, monkeypatch):
+    """docs/extending.md: a metric is one function and one column; the runner computes it for each cell."""
+    from unlearnrec.experiments import columns
+
+    seen = []
+
+    def forgotten_count(x: columns.MetricInputs) -> float:
+        seen.append((x.original.train.num_users, x.reference is None))
+        return float(len(x.forgotten))
+
+    extra = columns.Column("forgotten_count", "forgotten", compute=forgotten_count)
+    monkeypatch.setattr(columns, "COLUMNS", (*columns.COLUMNS, extra))
+    recs = run_experiment(grid(tiny_dir, ["retrain", "fake"]), tmp_path / "out", build=builder())
+    assert [r["metrics"]["forgotten_count"] for r in recs] == [30.0, 30.0]
+    assert seen == [(60, True), (60, False)]  # Retrain has no reference; Fake is compared with Retrain
+    assert extra.value(recs[1]) == 30.0 and extra.fmt(30.0) == "30.0000"

@@ -64,7 +64,7 @@ def section_main(records: list[dict[str, Any]]) -> list[Block]:
             ]
             cells.append((str(r["n"]), ""))
             for k, c in enumerate(MAIN):
-                p = paper[k] if paper else None
+                p = paper[k] if paper and k < len(paper) else None
                 cells += [(fmt(r[c.key], c.html_digits), ""), (fmt(p), "paper"), diff_cell(r[c.key], p)]
             cells += [(fmt(r[c.key], c.html_digits), "") for c in HTML_EXTRA]
             body.append(cells)
