@@ -40,11 +40,15 @@ def cmd_status(args) -> int:
         state = "done   " if c.done else "pending"
         what = "took" if c.done else "est."
         print(f"{state} {c.group.tag:<40} {c.label:<28} {what} {_fmt_seconds(c.seconds)}")
-    unknown = f" ({summary['unknown_estimates']} without an estimate)" if summary["unknown_estimates"] else ""
-    print(
-        f"{summary['done']} of {summary['cells']} cells done; {summary['pending']} pending, "
-        f"about {_fmt_seconds(summary['estimated_seconds'])}{unknown}"
-    )
+    n_unknown = summary["unknown_estimates"]
+    if not pending:
+        left = "nothing pending"
+    elif not known:
+        left = f"{len(pending)} pending, no estimate (no finished cell of their methods in {args.out})"
+    else:
+        unknown = f", {n_unknown} without an estimate" if n_unknown else ""
+        left = f"{len(pending)} pending, about {_fmt_seconds(summary['estimated_seconds'])}{unknown}"
+    print(f"{summary['done']} of {summary['cells']} cells done; {left}")
     return 0
 
 
