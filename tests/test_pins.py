@@ -2,8 +2,9 @@
 hashes (the keys of every cached model, attack, request, prepared state and result cell), and every
 committed ``report.html`` is rebuilt with the same table rows.
 
-``tests/data/grid_hashes.json`` and ``tests/data/report_tables.json`` were captured with the code before
-the refactor; regenerate them only for a deliberate, documented change of hashes or tables.
+``tests/data/grid_hashes.json``, ``tests/data/report_tables.json`` and ``tests/data/report_text/`` were
+captured with the code before the refactor (main at the merge of #22); regenerate them only for a deliberate,
+documented change of hashes or tables.
 """
 
 from __future__ import annotations
@@ -111,3 +112,17 @@ def test_committed_reports_keep_their_tables(name):
         for row in body:
             before[tuple(zip(header, row, strict=True))] += 1
     assert table_rows(page) == before
+
+
+REPORT_TEXT = DATA / "report_text"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in REPORT_TEXT.glob("*.txt")))
+def test_committed_results_keep_their_markdown_and_csv(name):
+    """``unlearnrec report`` (both Markdown layouts, the CSV) prints what it printed before the refactor."""
+    from unlearnrec.experiments.report import to_csv, to_markdown
+    from unlearnrec.experiments.results import read_results
+
+    records = read_results(ROOT / "experiments" / "results" / name)
+    text = to_markdown(records) + to_markdown(records, "long") + to_csv(records)
+    assert text == (REPORT_TEXT / f"{name}.txt").read_text()
