@@ -438,3 +438,23 @@ def test_a_column_with_a_function_is_a_metric_of_every_new_cell(tiny_dir, tmp_pa
     assert [r["metrics"]["forgotten_count"] for r in recs] == [30.0, 30.0]
     assert seen == [(60, True), (60, False)]  # Retrain has no reference; Fake is compared with Retrain
     assert extra.value(recs[1]) == 30.0 and extra.fmt(30.0) == "30.0000"
+
+
+def test_an_out_from_before_the_cache_moved_resumes_without_training(
+    tiny_dir, tmp_path, counted_fit, runner_cache
+):
+    """A grid whose OUT holds models/, attacks/ and prepared/ (the layout before the cache moved out of OUT)
+    resumes from them: nothing is trained again and the encoder is reused; new entries go to the cache."""
+    methods = [
+        "retrain",
+        {"name": "unlearnrec", "config": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 2}},
+    ]
+    out = tmp_path / "old-out"
+    run_experiment(grid(tiny_dir, methods[:1]), out, cache_dir=out)  # the old layout: the cache inside OUT
+    assert (out / "models").is_dir() and (out / "attacks").is_dir() and len(counted_fit) == 2
+    counted_fit.clear()
+    recs = run_experiment(grid(tiny_dir, methods), out)  # today's default cache, same OUT
+    assert [r["label"] for r in recs] == ["unlearnrec"] and recs[0]["status"] == "ok"
+    assert counted_fit == []  # the clean and attacked models came from OUT/models
+    assert recs[0]["reference"]["recall@20"] is not None  # Retrain's model found in OUT/models too
+    assert (runner_cache / "prepared").is_dir() and not (runner_cache / "models").exists()

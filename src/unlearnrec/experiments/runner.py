@@ -100,8 +100,13 @@ class Runner:
         self.build = build or build_method
         self._check_names = build is None
         self.on_cell = on_cell
+        # an OUT written before the cache moved out of it still holds its models, attacks and encoders
         self.store = Store(
-            config, default_cache() if cache_dir is None else cache_dir, data_dir=data_dir, device=device
+            config,
+            default_cache() if cache_dir is None else cache_dir,
+            data_dir=data_dir,
+            device=device,
+            fallbacks=(self.out,),
         )
 
     @property
@@ -204,7 +209,7 @@ def status(
     the cache, the median training time recorded for that dataset and backbone. Unknown: None.
     """
     results = ResultsLog(out_dir)
-    store = Store(config, default_cache() if cache_dir is None else cache_dir)
+    store = Store(config, default_cache() if cache_dir is None else cache_dir, fallbacks=(Path(out_dir),))
     ok = [r for r in results.records if r.get("status") == "ok"]
 
     def median(rows: list[float]) -> float | None:

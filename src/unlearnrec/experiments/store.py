@@ -12,6 +12,10 @@ Everything expensive is stored under one root folder by the hashes of :mod:`~unl
 
 Every entry is written aside and renamed into place (or its ``meta.json`` written last), so a crash
 never leaves a half-written entry, and an entry whose fingerprints do not match is built again.
+
+``fallbacks``: other roots searched for an entry the cache does not have, such as a grid's ``OUT`` from
+before the cache moved out of it (``OUT/models``, ``OUT/attacks``, ...): such a grid resumes without
+retraining; new entries always go to ``root``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from unlearnrec.experiments.grid import (
     split_of,
 )
 from unlearnrec.experiments.grid import prepare_hash as _prepare_hash
-from unlearnrec.experiments.protocol import Attack, AttackConfig, build_attack
+from unlearnrec.experiments.protocol import Attack, AttackConfig, attack_key, build_attack
 from unlearnrec.io.checkpoint import atomic_write_bytes, atomic_write_text
 from unlearnrec.model import TrainedModel
 from unlearnrec.runtime import resolve_device
@@ -65,9 +69,11 @@ class Store:
         *,
         data_dir: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
+        fallbacks: tuple[str | os.PathLike, ...] = (),
     ):
         self.config = config
         self.root = Path(root)
+        self.fallbacks = tuple(Path(f) for f in fallbacks if Path(f).resolve() != self.root.resolve())
         self.data_dir = data_dir if data_dir is not None else config.data_dir
         self.device = resolve_device(device or config.device)
         self._data: dict[str, Dataset] = {}
@@ -90,10 +96,17 @@ class Store:
         """Serve ``data`` for ``name`` instead of loading it (tests, data built in memory)."""
         self._data[name] = data
 
+    def _entry(self, kind: str, key: str) -> Path:
+        """Entry ``kind/key``: in the root, else in a fallback that has it, else (new) in the root."""
+        for root in (self.root, *self.fallbacks):
+            if (root / kind / key).exists():
+                return root / kind / key
+        return self.root / kind / key
+
     # ---------------------------------------------------------------- models
     def model_dir(self, key: str) -> Path:
         """Where the model of hash ``key`` is (or will be) stored."""
-        return self.root / "models" / key
+        return self._entry("models", key)
 
     def has_model(self, group: Group) -> bool:
         """Whether the group's model to unlearn is stored already."""
@@ -219,6 +232,7 @@ class Store:
             cfg = AttackConfig(
                 user_ratio=group.ratio, item_ratio=group.item_ratio, batch_size=self.config.attack_batch
             )
+            name = attack_key(group.dataset, group.seed, cfg, group.clean_hash, data.train.fingerprint())
             self._attacks[key] = build_attack(
                 ue,
                 ie,
@@ -228,7 +242,7 @@ class Store:
                 group.seed,
                 dataset=group.dataset,
                 clean_id=group.clean_hash,
-                cache_dir=self.root / "attacks",
+                cache_dir=self._entry("attacks", name).parent,
             )
         return self._attacks[key]
 
@@ -245,7 +259,7 @@ class Store:
             return self._attacks[key]
         kind = group.request
         train = self.dataset(group.dataset).train
-        folder = self.root / "requests" / key
+        folder = self._entry("requests", key)
         payload = "nodes.npz" if kind in NODE_REQUESTS else "edges.npz"
 
         def edges_of(nodes: np.ndarray) -> Interactions:
@@ -310,7 +324,7 @@ class Store:
     # ---------------------------------------------------------------- prepared methods
     def prepared_dir(self, group: Group, spec: MethodSpec) -> Path:
         """Where the prepared state of ``spec`` on the group's model is (or will be) stored."""
-        return self.root / "prepared" / _prepare_hash(group, spec)
+        return self._entry("prepared", _prepare_hash(group, spec))
 
     def prepare(
         self, method: Unlearner, group: Group, spec: MethodSpec, model: TrainedModel, train: Interactions

@@ -56,7 +56,8 @@ def run_studies(
     cached are skipped unless ``train_missing``. Returns the written paths.
     """
     cfg = load_config(config)
-    store = Store(cfg, default_cache() if cache_dir is None else cache_dir, data_dir=data_dir, device=device)
+    root = default_cache() if cache_dir is None else cache_dir
+    store = Store(cfg, root, data_dir=data_dir, device=device, fallbacks=(Path(out_dir),))
     retrain = next((m for m in cfg.methods if m.name == "retrain"), None)
     specs = [m for m in cfg.methods if m.name != "retrain" and (labels is None or m.title in labels)]
     written: list[Path] = []
