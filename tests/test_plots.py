@@ -129,19 +129,6 @@ def test_efficiency_and_ratio_pngs():
 
 
 # ----------------------------------------------------------------------------- legibility (issue 22)
-def _figures(monkeypatch) -> list:
-    """Every figure the plot functions finish, kept for inspection."""
-    kept = []
-    real = plots._finish
-
-    def finish(fig, out):
-        kept.append(fig)
-        return real(fig, out)
-
-    monkeypatch.setattr(plots, "_finish", finish)
-    return kept
-
-
 def _ratio_rows(n_series: int) -> list[dict]:
     return [
         {
@@ -157,6 +144,20 @@ def _ratio_rows(n_series: int) -> list[dict]:
     ]
 
 
+def _drawn(monkeypatch_ctx, draw) -> list:
+    """The figures ``draw()`` finishes (each already drawn into its PNG), for inspection."""
+    kept = []
+    real = plots._finish
+
+    def finish(fig, out):
+        kept.append(fig)
+        return real(fig, out)
+
+    monkeypatch_ctx.setattr(plots, "_finish", finish)
+    draw()
+    return kept
+
+
 def _every_plot() -> None:
     plots.plot_score_distributions(_summary())
     plots.plot_pretrain_curve([{"epoch": e, "total": 1 / e, "unlearn": 0.5 / e} for e in (1, 2, 3)])
@@ -170,16 +171,20 @@ def _every_plot() -> None:
     plots.plot_ratio(_ratio_rows(13), series_key="label")
 
 
-def test_text_is_at_least_10_px_at_the_default_size_and_shown_unscaled(monkeypatch):
+@pytest.fixture(scope="module")
+def every_figure():
+    """Each kind of figure at its default size, with more than ten series where a plot has series."""
+    with pytest.MonkeyPatch.context() as mp:
+        return _drawn(mp, _every_plot)
+
+
+def test_text_is_at_least_10_px_at_the_default_size_and_shown_unscaled(every_figure):
     """Every text of every figure is >= 10 px high in the PNG, and every PNG is narrower than the report's
     column (1,200 px less margins), so the page shows it at that size."""
     from matplotlib.text import Text
 
-    figs = _figures(monkeypatch)
-    _every_plot()
-    assert len(figs) == 5
-    for fig in figs:
-        fig.canvas.draw()
+    assert len(every_figure) == 5
+    for fig in every_figure:
         texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
         assert texts
         small = {
@@ -188,18 +193,14 @@ def test_text_is_at_least_10_px_at_the_default_size_and_shown_unscaled(monkeypat
             if t.get_fontsize() * fig.dpi / 72 < 10
         }
         assert not small, small
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=plots.DPI, bbox_inches="tight")  # as _finish does
-        width = _decode(buf.getvalue()).shape[1]
+        # the PNG is the tight box of the drawn figure at the figure's dpi (savefig bbox_inches="tight")
+        width = fig.get_tightbbox(fig.canvas.get_renderer()).width * fig.dpi
         assert width <= 1150, width
 
 
-def test_legends_never_cover_data(monkeypatch):
-    figs = _figures(monkeypatch)
-    _every_plot()
+def test_legends_never_cover_data(every_figure):
     with_legend = 0
-    for fig in figs:
-        fig.canvas.draw()
+    for fig in every_figure:
         renderer = fig.canvas.get_renderer()
         legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
         with_legend += bool(legends)
@@ -212,12 +213,12 @@ def test_legends_never_cover_data(monkeypatch):
 
 
 def test_more_than_ten_series_get_distinct_colours_and_markers(monkeypatch):
-    figs = _figures(monkeypatch)
-    plots.plot_ratio(_ratio_rows(23), series_key="label")
+    figs = _drawn(
+        monkeypatch, lambda: plots.plot_ratio(_ratio_rows(23), metrics=("recall@20",), series_key="label")
+    )
     lines = [ln for ln in figs[0].axes[0].get_lines() if ln.get_marker() not in (None, "None", "")]
     assert len(lines) == 23
-    styles = {(ln.get_color(), ln.get_marker()) for ln in lines}
-    assert len(styles) == 23
+    assert len({(ln.get_color(), ln.get_marker()) for ln in lines}) == 23
     # the first ten differ in colour and in marker
     first = lines[:10]
     assert len({ln.get_color() for ln in first}) == 10 and len({ln.get_marker() for ln in first}) == 10
