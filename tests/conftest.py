@@ -113,10 +113,18 @@ def three_edge() -> Interactions:
     return Interactions(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2)
 
 
+@pytest.fixture(scope="session")
+def _runner_caches(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runner-caches")
+
+
 @pytest.fixture(autouse=True)
-def runner_cache(tmp_path, monkeypatch) -> Path:
-    """The experiment runner's cache root for this test ($UNLEARNREC_CACHE): never ~/.cache."""
-    root = tmp_path / "runner-cache"
+def runner_cache(_runner_caches, request, monkeypatch) -> Path:
+    """The experiment runner's cache root for this test ($UNLEARNREC_CACHE): never ~/.cache, never shared
+    with another test; created only when something is cached."""
+    import hashlib
+
+    root = _runner_caches / hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
     monkeypatch.setenv("UNLEARNREC_CACHE", str(root))
     return root
 

@@ -4,6 +4,7 @@ in a circle, and no source file grows past ~400 lines without saying why at its 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -48,10 +49,16 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """The parsed source of ``path`` (each file parsed once for all the tests here)."""
+    return ast.parse(path.read_text(), str(path))
+
+
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     """Project modules imported anywhere in ``path`` (module level or inside functions)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(_tree(path)):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -65,6 +72,7 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+@functools.cache
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {m: {d for d in _imports(p, modules) if d != m} for m, p in modules.items()}
@@ -149,7 +157,7 @@ def test_only_the_command_line_imports_argparse_or_tqdm():
     for p in sorted(PACKAGE.rglob("*.py")):
         if p.relative_to(PACKAGE).parts[0] == "cli":
             continue
-        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+        for node in ast.walk(_tree(p)):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]

@@ -168,7 +168,7 @@ def _every_plot() -> None:
         for n in (1e5, 1e6)
     ]
     plots.plot_efficiency(rows, series_key="label")
-    plots.plot_ratio(_ratio_rows(13), series_key="label")
+    plots.plot_ratio(_ratio_rows(23), series_key="label")
 
 
 @pytest.fixture(scope="module")
@@ -212,11 +212,9 @@ def test_legends_never_cover_data(every_figure):
     assert with_legend == 4  # all but the pre-training curve (one series per panel) have a legend
 
 
-def test_more_than_ten_series_get_distinct_colours_and_markers(monkeypatch):
-    figs = _drawn(
-        monkeypatch, lambda: plots.plot_ratio(_ratio_rows(23), metrics=("recall@20",), series_key="label")
-    )
-    lines = [ln for ln in figs[0].axes[0].get_lines() if ln.get_marker() not in (None, "None", "")]
+def test_more_than_ten_series_get_distinct_colours_and_markers(every_figure):
+    ratio = every_figure[-1]  # 23 series
+    lines = [ln for ln in ratio.axes[0].get_lines() if ln.get_marker() not in (None, "None", "")]
     assert len(lines) == 23
     assert len({(ln.get_color(), ln.get_marker()) for ln in lines}) == 23
     # the first ten differ in colour and in marker
