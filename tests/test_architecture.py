@@ -55,10 +55,22 @@ def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), str(path))
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (annotations, never imported)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """Project modules imported anywhere in ``path`` (module level or inside functions)."""
+    """Project modules imported anywhere in ``path`` at run time (module level or inside functions)."""
     found = set()
-    for node in ast.walk(_tree(path)):
+    for node in _runtime_nodes(_tree(path)):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -121,6 +133,14 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+def test_type_checking_imports_are_not_run_time_imports():
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\nimport c"
+    )
+    names = {n.names[0].name for n in _runtime_nodes(tree) if isinstance(n, ast.Import)}
+    assert names == {"b", "c"}
 
 
 def test_cycle_finder_finds_a_cycle():
