@@ -49,8 +49,9 @@ $BIN/unlearnrec verify --model "$OUT/forgot-edges" --original "$OUT/model" --edg
 $BIN/unlearnrec ledger "$OUT/ledger.jsonl"
 
 say "7. the paper's comparison on this dataset: retrain vs UnlearnRec under the adversarial-edge protocol"
+# the grid's cache (models, attack, encoder) stays with the demo's outputs: removing OUT starts it afresh
 $BIN/unlearnrec experiment experiments/demo.toml --data-dir "${UNLEARNREC_DATA:-../shared/data}" --out "$OUT/experiment" \
-  --json > "$OUT/experiment.json"
+  --cache "$OUT/experiment-cache" --json > "$OUT/experiment.json"
 $BIN/unlearnrec report "$OUT/experiment" --layout long  # a row per method, Recall as a share of Retrain's
 cat <<'TXT'
 

@@ -113,19 +113,35 @@ def three_edge() -> Interactions:
     return Interactions(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2)
 
 
+@pytest.fixture(scope="session")
+def _runner_caches(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runner-caches")
+
+
+@pytest.fixture(autouse=True)
+def runner_cache(_runner_caches, request, monkeypatch) -> Path:
+    """The experiment runner's cache root for this test ($UNLEARNREC_CACHE): never ~/.cache, never shared
+    with another test; created only when something is cached."""
+    import hashlib
+
+    root = _runner_caches / hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+    monkeypatch.setenv("UNLEARNREC_CACHE", str(root))
+    return root
+
+
 @pytest.fixture
 def counted_fit(monkeypatch):
-    """Counts the experiment runner's own trainings (Retrain trains through its method, not counted)."""
-    from unlearnrec.experiments import runner as runner_mod
+    """Counts the experiment store's own trainings (Retrain trains through its method, not counted)."""
+    from unlearnrec.experiments import store as store_mod
 
     calls = []
-    real = runner_mod.fit
+    real = store_mod.fit
 
     def fit(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(runner_mod, "fit", fit)
+    monkeypatch.setattr(store_mod, "fit", fit)
     return calls
 
 

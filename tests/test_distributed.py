@@ -69,7 +69,7 @@ def _cases(trained) -> dict:
     curve = [h["val_recall@20"] for h in res.history]
     out["early_stop"] = ((res.best_epoch, res.epochs_run, curve), {"e0": model.e0.detach().clone()})
     # the partition baselines' shards: dealt out to the ranks (3 shards on 2 ranks), all gathered
-    from unlearnrec.unlearn.partition import ShardJob, train_shards
+    from unlearnrec.unlearn.sharded.pool import ShardJob, train_shards
 
     jobs = [
         ShardJob(k, inter.users[k::3], inter.items[k::3], 60, 40, "lightgcn", {"dim": 8}, 2, 0.05, 64, k)

@@ -18,8 +18,8 @@ from unlearnrec.backbones.base import ssl_term
 from unlearnrec.data.graph import Graph, propagate, propagate_layers, propagate_sum
 from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.data.synthetic import planted_clusters
+from unlearnrec.losses import bpr_loss, info_nce, l2_reg
 from unlearnrec.train.loop import adam
-from unlearnrec.train.losses import bpr_loss, info_nce, l2_reg
 
 NU, NI = 60, 40
 

@@ -9,8 +9,8 @@ import torch
 from tests.contracts import UnlearnerContract
 from tests.test_partition import ShardedUnlearnerChecks
 from unlearnrec.errors import ConfigError
-from unlearnrec.unlearn.grapheraser import GraphEraserConfig
 from unlearnrec.unlearn.registry import build_method
+from unlearnrec.unlearn.sharded.grapheraser import GraphEraserConfig
 
 SMALL = {"num_shards": 4, "shard_epochs": 8, "agg_epochs": 4, "batch_size": 128, "agg_sample": 0.5}
 

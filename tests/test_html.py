@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.experiments import studies
-from unlearnrec.experiments.html import load_records, render_html, write_study
+from unlearnrec.experiments.report.html import render_html
+from unlearnrec.experiments.results import load_records, write_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,11 +36,13 @@ def _cell(
     edges=6040,
     train=726_000,
     config=None,
+    study="main",
 ):
-    """One line as the runner writes it (``runner.Runner._base_record`` + ``run_cell``)."""
+    """One line as the runner writes it (``cell.base_record`` + ``cell.run_cell``)."""
     rec = {
         "kind": "cell",
         "experiment": experiment,
+        "study": study,
         "cell": f"{experiment}-{dataset}-{backbone}-{label}-{ratio}-{seed}",
         "dataset": dataset,
         "backbone": backbone,
@@ -129,12 +134,12 @@ def results(tmp_path_factory) -> Path:
     _write_jsonl(root / "ml-1m-table2" / "results.jsonl", main, torn_tail=True)
     (root / "ml-1m-table2" / "experiment.toml").write_text('name = "ml-1m-table2"\ndatasets = ["ml-1m"]\n')
     ablation = [
-        _cell("ablation-ml-1m", "ml-1m", "simgcl", "unlearnrec", lab, mi_bf=v)
+        _cell("ml-1m-ablation", "ml-1m", "simgcl", "unlearnrec", lab, mi_bf=v, study="ablation")
         for lab, v in (("Full", 3.3), ("w/o L_u", 1.2), ("w/o L_p", 3.0), ("w/o L_c", 3.1))
     ]
     _write_jsonl(root / "ablation" / "results.jsonl", ablation)
     ratio = [
-        _cell("ratio-ml-1m", "ml-1m", "lightgcn", m, lab, ratio=r, edges=int(6040 * r))
+        _cell("ml-1m-sweep", "ml-1m", "lightgcn", m, lab, ratio=r, edges=int(6040 * r), study="ratio")
         for r in (0.12, 0.6, 1.0)
         for m, lab in (("retrain", "Retrain"), ("unlearnrec", "UnlearnRec(3)"))
     ]
@@ -228,13 +233,13 @@ def test_tables_and_paper_numbers(rendered):
     ):
         assert heading in page, heading
     assert page.count("<table>") >= 6
-    # the paper's Table 2 beside ours (METHOD.md §8: ML-1M LightGCN Retrain / UnlearnRec Recall@20)
+    # the paper's Table 2 beside ours (docs/method.md §8: ML-1M LightGCN Retrain / UnlearnRec Recall@20)
     assert "0.2287" in page and "0.2282" in page and "0.2250" in page
     assert "-1.6%" in page  # (0.2250 - 0.2287) / 0.2287
     assert "1,208" in page and "0.31" in page  # Table 4: Retrain / Ours(0) seconds on ML-1M
-    assert "not restated in METHOD.md" in page  # Tables 3 and 5: no invented paper numbers
+    assert "not restated in docs/method.md" in page  # Tables 3 and 5: no invented paper numbers
     assert "w/o L_u" in page and "0.83%" in page  # ablation rows; the request's share of the edges
-    assert "2.13.0+cpu" in page and "datasets = [&quot;ml-1m&quot;]" in page  # versions and configs
+    assert "2.13.0+cpu" in page and 'datasets = ["ml-1m"]' in html.unescape(page)  # versions and configs
     assert "&lt;GIF&gt;" not in page and "<GIF>" not in page  # a cell that only failed is not reported
 
 
@@ -258,3 +263,37 @@ def test_without_figures_and_errors(results, tmp_path):
         render_html(empty)
     with pytest.raises(UnlearnRecError):
         write_study(empty, "nonsense", "x", {})
+
+
+def test_records_go_to_the_section_their_grid_names():
+    """The section comes from the grid's ``study`` key, recorded with each cell; records written before
+    the key go by their grid's exact name or their request kind, never by a substring of the name."""
+    from unlearnrec.experiments.report.html import study_of
+
+    assert study_of({"study": "ablation", "experiment": "anything"}) == "ablation"
+    assert study_of({"experiment": "ml-1m-ablation-cpu"}) == "ablation"  # a committed grid before the key
+    assert study_of({"experiment": "my-ablation-ratio-efficiency"}) == "main"  # no substring matching
+    assert study_of({"experiment": "sweep", "request": {"kind": "users", "ratio": 0.1}}) == "ratio"
+
+
+def test_one_table_per_dataset_and_backbone_and_distinct_encoder_headings(rendered, results):
+    page = rendered[1]
+    # ML-1M and ML-100K LightGCN rows of Table 2 are two tables under their own headings
+    main = page[page.index('id="main"') : page.index('id="ablation"')]
+    assert (
+        main.count("<table>") == 2
+        and "<h3>ML-1M · LightGCN</h3>" in main
+        and "<h3>ML-100K · LightGCN</h3>" in main
+    )
+    # two encoders with the same switches: their pre-training headings still differ
+    enc = results / "ml-1m-table2" / "prepared"
+    try:
+        (enc / "def456").mkdir()
+        (enc / "def456" / "meta.json").write_text((enc / "abc123" / "meta.json").read_text())
+        again = render_html(results, None, figures=False)
+    finally:
+        import shutil
+
+        shutil.rmtree(enc / "def456")
+    heads = [h for h in re.findall(r"<h4>(.*?)</h4>", again) if "ml-1m / lightgcn: epochs=3" in h]
+    assert len(heads) == 2 and len(set(heads)) == 2, heads

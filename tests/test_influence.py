@@ -376,7 +376,7 @@ class NoisyViews(Backbone):
         return (e0 + propagate(graph.adj, e0)) / 2
 
     def ssl_loss(self, graph, batch, e0, generator):
-        from unlearnrec.train.losses import info_nce
+        from unlearnrec.losses import info_nce
 
         views = [
             self.propagate(graph, e0 + 0.1 * torch.rand(e0.shape, generator=generator)) for _ in range(2)

@@ -28,10 +28,10 @@ from unlearnrec.experiments.protocol import AttackConfig
 from unlearnrec.train.loop import TrainConfig
 from unlearnrec.unlearn.ceu import CEUConfig
 from unlearnrec.unlearn.gif import GIFConfig
-from unlearnrec.unlearn.grapheraser import GraphEraserConfig
 from unlearnrec.unlearn.ledger import Ledger
-from unlearnrec.unlearn.receraser import RecEraserConfig
 from unlearnrec.unlearn.retrain import RetrainConfig
+from unlearnrec.unlearn.sharded.grapheraser import GraphEraserConfig
+from unlearnrec.unlearn.sharded.receraser import RecEraserConfig
 from unlearnrec.unlearn.unlearnrec import UnlearnRecConfig
 
 from .conftest import build_cli_world
@@ -419,8 +419,8 @@ def test_forget_and_verify_report_the_same_mi(world, tmp_path):
 
 
 def test_pretrain_bar_ends_on_the_summary_numbers(world):
+    from unlearnrec.cli.forget import EpochMeans
     from unlearnrec.model import TrainedModel
-    from unlearnrec.unlearn.commands import EpochMeans
     from unlearnrec.unlearn.unlearnrec import UnlearnRec
 
     model = TrainedModel.load(world["model"])

@@ -6,20 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from unlearnrec.backbones.fixed import FixedEmbedding
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.synthetic import planted_clusters
 from unlearnrec.errors import ConfigError
-from unlearnrec.unlearn.partition import (
+from unlearnrec.unlearn.sharded.partition import (
     PARTITION_KINDS,
-    FixedEmbedding,
-    ShardJob,
     balance_cap,
     balanced_assign,
     partition_interactions,
-    shard_seed,
-    train_shards,
 )
+from unlearnrec.unlearn.sharded.pool import ShardJob, shard_seed, train_shards
 
 
 def _emb(train: Interactions, d: int = 8, seed: int = 0):
@@ -209,7 +207,7 @@ class ShardedUnlearnerChecks:
     @classmethod
     def recorded(cls, trained, prepared):
         """forget() of a 4-edge request, recording every shard job it trains."""
-        import unlearnrec.unlearn.partition as part
+        import unlearnrec.unlearn.sharded.pool as part
 
         jobs = []
         orig = part.train_one_shard
@@ -327,7 +325,7 @@ def prepared_name(checks: ShardedUnlearnerChecks) -> str:
 )
 def test_shards_are_the_unlearned_backbone(tiny, monkeypatch, method, backbone, extra):
     """The sub-models of a self-supervised model are that backbone, with its own settings (not LightGCN)."""
-    import unlearnrec.unlearn.partition as part
+    import unlearnrec.unlearn.sharded.pool as part
     from unlearnrec.backbones import build_backbone
     from unlearnrec.model import TrainedModel
     from unlearnrec.unlearn.base import Request

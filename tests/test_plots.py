@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from unlearnrec.errors import UnlearnRecError  # noqa: E402
-from unlearnrec.experiments import plots, studies  # noqa: E402
+from unlearnrec.experiments import studies  # noqa: E402
+from unlearnrec.experiments.report import plots  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -125,3 +126,97 @@ def test_efficiency_and_ratio_pngs():
     assert plots.plot_ratio(ratio_rows).startswith(PNG_MAGIC)
     with pytest.raises(UnlearnRecError):
         plots.plot_ratio([{"method": "x"}])
+
+
+# ----------------------------------------------------------------------------- legibility (issue 22)
+def _ratio_rows(n_series: int) -> list[dict]:
+    return [
+        {
+            "label": f"method {s}",
+            "ratio": r,
+            "recall@20": 0.2 + 0.001 * s,
+            "ndcg@20": 0.3,
+            "mi_bf": 2.0 + s,
+            "mi_ng": 1.5,
+        }
+        for s in range(n_series)
+        for r in (0.001, 0.005, 0.01)
+    ]
+
+
+def _drawn(monkeypatch_ctx, draw) -> list:
+    """The figures ``draw()`` finishes (each already drawn into its PNG), for inspection."""
+    kept = []
+    real = plots._finish
+
+    def finish(fig, out):
+        kept.append(fig)
+        return real(fig, out)
+
+    monkeypatch_ctx.setattr(plots, "_finish", finish)
+    draw()
+    return kept
+
+
+def _every_plot() -> None:
+    plots.plot_score_distributions(_summary())
+    plots.plot_pretrain_curve([{"epoch": e, "total": 1 / e, "unlearn": 0.5 / e} for e in (1, 2, 3)])
+    plots.plot_case_study(_case())
+    rows = [
+        {"label": f"m{s}", "train_edges": n, "seconds": 0.1 * (s + 1) * n / 1e5, "peak_memory_mb": 10.0 + s}
+        for s in range(12)
+        for n in (1e5, 1e6)
+    ]
+    plots.plot_efficiency(rows, series_key="label")
+    plots.plot_ratio(_ratio_rows(23), series_key="label")
+
+
+@pytest.fixture(scope="module")
+def every_figure():
+    """Each kind of figure at its default size, with more than ten series where a plot has series."""
+    with pytest.MonkeyPatch.context() as mp:
+        return _drawn(mp, _every_plot)
+
+
+def test_text_is_at_least_10_px_at_the_default_size_and_shown_unscaled(every_figure):
+    """Every text of every figure is >= 10 px high in the PNG, and every PNG is narrower than the report's
+    column (1,200 px less margins), so the page shows it at that size."""
+    from matplotlib.text import Text
+
+    assert len(every_figure) == 5
+    for fig in every_figure:
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        assert texts
+        small = {
+            t.get_text(): t.get_fontsize() * fig.dpi / 72
+            for t in texts
+            if t.get_fontsize() * fig.dpi / 72 < 10
+        }
+        assert not small, small
+        # the PNG is the tight box of the drawn figure at the figure's dpi (savefig bbox_inches="tight")
+        width = fig.get_tightbbox(fig.canvas.get_renderer()).width * fig.dpi
+        assert width <= 1150, width
+
+
+def test_legends_never_cover_data(every_figure):
+    with_legend = 0
+    for fig in every_figure:
+        renderer = fig.canvas.get_renderer()
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        with_legend += bool(legends)
+        for leg in legends:
+            box = leg.get_window_extent(renderer)
+            for ax in fig.axes:
+                if ax.get_visible():
+                    assert not box.overlaps(ax.get_window_extent(renderer)), (fig.texts, ax.get_title())
+    assert with_legend == 4  # all but the pre-training curve (one series per panel) have a legend
+
+
+def test_more_than_ten_series_get_distinct_colours_and_markers(every_figure):
+    ratio = every_figure[-1]  # 23 series
+    lines = [ln for ln in ratio.axes[0].get_lines() if ln.get_marker() not in (None, "None", "")]
+    assert len(lines) == 23
+    assert len({(ln.get_color(), ln.get_marker()) for ln in lines}) == 23
+    # the first ten differ in colour and in marker
+    first = lines[:10]
+    assert len({ln.get_color() for ln in first}) == 10 and len({ln.get_marker() for ln in first}) == 10

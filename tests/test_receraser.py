@@ -8,8 +8,8 @@ import torch
 from tests.contracts import UnlearnerContract
 from tests.test_partition import ShardedUnlearnerChecks
 from unlearnrec.errors import ConfigError
-from unlearnrec.unlearn.receraser import AttentionAggregator, RecEraser, RecEraserConfig
 from unlearnrec.unlearn.registry import build_method
+from unlearnrec.unlearn.sharded.receraser import AttentionAggregator, RecEraser, RecEraserConfig
 
 SMALL = {"num_shards": 4, "shard_epochs": 8, "agg_epochs": 4, "batch_size": 128, "agg_lr": 1e-2}
 

@@ -13,7 +13,7 @@ import torch
 from unlearnrec.cli import main
 from unlearnrec.data.graph import Graph
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments.report import aggregate, to_csv, to_markdown
+from unlearnrec.experiments.report import table_cells, to_csv, to_markdown
 from unlearnrec.experiments.runner import load_config, read_results, run_experiment
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Unlearner
@@ -82,7 +82,7 @@ def grid(tiny_dir, methods=None) -> dict:
     }
 
 
-def test_run_resume_and_report(tiny_dir, tmp_path, counted_fit):
+def test_run_resume_and_report(tiny_dir, tmp_path, counted_fit, runner_cache):
     out = tmp_path / "out"
     Fake.calls = 0
     recs = run_experiment(grid(tiny_dir), out, build=builder())
@@ -102,8 +102,10 @@ def test_run_resume_and_report(tiny_dir, tmp_path, counted_fit):
     assert by["Fake"]["attack"]["edges"] == 30  # half of 60 users
     assert set(by["retrain"]["versions"]) >= {"unlearnrec", "torch", "numpy", "python"}
     assert by["retrain"]["seconds"] > 0 and "peak_memory_mb" in by["retrain"]
-    assert len(list((out / "models").iterdir())) == 3  # clean, attacked, retrained
-    assert len(list((out / "attacks").iterdir())) == 1
+    # the cache lives outside OUT (here: this test's $UNLEARNREC_CACHE)
+    assert len(list((runner_cache / "models").iterdir())) == 3  # clean, attacked, retrained
+    assert len(list((runner_cache / "attacks").iterdir())) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["results.jsonl"]
     assert len(read_results(out)) == 3
 
     # resume: finished cells are skipped, nothing is trained again, the failed cell is retried
@@ -139,12 +141,38 @@ def test_a_method_mutating_its_input_is_caught(tiny_dir, tmp_path):
     assert recs[1]["metrics"]["auc_before"] == recs[0]["metrics"]["auc_before"] != 0.5
 
 
-def test_unknown_backbone_fails_its_cells_only(tiny_dir, tmp_path):
-    cfg = grid(tiny_dir, ["fake"])
-    cfg["backbones"] = ["lightgcn", "nosuchnet"]
-    recs = run_experiment(cfg, tmp_path / "out", build=builder())
-    assert [(r["backbone"], r["status"]) for r in recs] == [("lightgcn", "ok"), ("nosuchnet", "error")]
-    assert "unknown backbone" in recs[1]["error"]
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            {"backbones": ["lightgcn", "nosuchnet"]},
+            "unknown backbone 'nosuchnet' .valid: lightgcn, mf, sgl, simgcl",
+        ),
+        ({"train": {"epochs": 3, "lr_typo": 0.1}}, "unknown config key 'train.lightgcn..lr_typo'"),
+        ({"train": {"epochs": "3"}}, "expected an integer"),
+        ({"train_overrides": {"lightgcn": {"batchsize": 8}}}, "unknown config key .*batchsize"),
+        ({"train_overrides": {"lgcn": {"epochs": 1}}}, "unknown backbone 'train_overrides.lgcn'"),
+        ({"model": {"lightgcn": {"dims": 8}}}, "unknown config key 'model.dims'"),
+        ({"model": {"lightgcn": {"dim": 8}, "sgl": {"keep": 2.0}}}, "sgl|keep"),
+        ({"clean": {"trian": {}}}, "unknown config key 'experiment.clean.trian'"),
+        ({"clean": {"train": {"epoch": 1}}}, "unknown config key .*epoch"),
+        (
+            {"methods": [{"name": "retrain", "config": {"epoch": 2}}]},
+            "unknown config key 'methods.retrain.config.epoch'",
+        ),
+    ],
+)
+def test_a_typo_anywhere_in_a_grid_is_a_load_error(tiny_dir, change, message):
+    """The train / model / clean tables and the methods' configs are checked when the grid is read,
+    never turned into rows of failed cells (issue 23)."""
+    with pytest.raises(ConfigError, match=message):
+        load_config({**grid(tiny_dir, ["retrain"]), **change})
+
+
+def test_an_unknown_method_is_refused_before_any_cell_with_the_default_builder(tiny_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown method 'retrian' .valid: retrain, unlearnrec"):
+        run_experiment(grid(tiny_dir, ["retrain", "retrian"]), tmp_path / "out")
+    assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
 def test_config_errors():
@@ -217,10 +245,10 @@ def test_report_keeps_the_latest_cell_of_a_label_and_seed():
             "metrics": {**m, "recall@20": 0.30},
         },
     ]
-    (cell,) = aggregate(recs)
+    (cell,) = table_cells(recs)
     assert cell.seeds == 2 and cell.values["recall@20"] == [0.20, 0.30]
     # re-recording the old cell (a later run of the old config) makes it the latest again
-    (cell,) = aggregate([*recs, recs[0]])
+    (cell,) = table_cells([*recs, recs[0]])
     assert sorted(cell.values["recall@20"]) == [0.10, 0.30]
 
 
@@ -266,3 +294,167 @@ def test_report_long_layout_gives_a_row_per_method_with_its_share_of_retrain():
     assert to_markdown(recs[:4]) == to_markdown(recs[:4], "wide")  # four methods: still the paper's layout
     with pytest.raises(ValueError, match="unknown layout"):
         to_markdown(recs, "tall")
+
+
+# ----------------------------------------------------------------------------- cache, resume, status
+def test_a_fresh_checkout_resumes_from_the_cache(tiny_dir, tmp_path, counted_fit, runner_cache):
+    """The cache lives outside OUT: a run into a new OUT (a fresh checkout, results lost) trains no
+    model again and takes the prepared state from the cache."""
+    methods = [
+        "retrain",
+        {"name": "unlearnrec", "config": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 2}},
+    ]
+    first = run_experiment(grid(tiny_dir, methods), tmp_path / "a")
+    assert [r["status"] for r in first] == ["ok", "ok"] and len(counted_fit) == 2
+    counted_fit.clear()
+    again = run_experiment(grid(tiny_dir, methods), tmp_path / "b")
+    assert [r["status"] for r in again] == ["ok", "ok"]
+    assert counted_fit == []  # neither the clean nor the attacked model was trained again
+    assert first[1]["prepare_cached"] is False and again[1]["prepare_cached"] is True
+    assert [r["cell"] for r in again] == [r["cell"] for r in first]
+    # the encoder's sidecar (its pre-training curve, for the report) is kept beside the results
+    assert len(list((tmp_path / "b" / "prepared").glob("*/meta.json"))) == 1
+
+
+def test_status_lists_done_and_pending_cells_with_estimates(tiny_dir, tmp_path, capsys):
+    from unlearnrec.experiments.runner import status
+
+    out = tmp_path / "out"
+    cfg = load_config(grid(tiny_dir, ["retrain", "fake"]))
+    before = status(cfg, out)
+    assert [(c.label, c.done, c.seconds) for c in before] == [("retrain", False, None), ("fake", False, None)]
+    recs = run_experiment(cfg, out, build=builder())
+    wider = load_config({**grid(tiny_dir, ["retrain", "fake"]), "ratios": [0.5, 1.0]})
+    cells = status(wider, out)
+    assert [(c.group.ratio, c.label, c.done) for c in cells] == [
+        (0.5, "retrain", True),
+        (0.5, "fake", True),
+        (1.0, "retrain", False),
+        (1.0, "fake", False),
+    ]
+    by = {r["label"]: r for r in recs}
+    took = {k: r["seconds"] + r["prepare_seconds"] for k, r in by.items()}
+    assert cells[0].seconds == pytest.approx(took["retrain"]) and cells[1].seconds == pytest.approx(
+        took["fake"]
+    )
+    # the first pending cell of the group also trains its (attacked) model: the recorded training time
+    train = by["retrain"]["model"]["train_seconds"]
+    assert cells[2].seconds == pytest.approx(took["retrain"] + train)
+    assert cells[3].seconds == pytest.approx(took["fake"])
+
+    toml = tmp_path / "wider.toml"
+    toml.write_text(
+        "\n".join(
+            [
+                'name = "tiny"',
+                f'datasets = ["{tiny_dir}"]',
+                "ratios = [0.5, 1.0]",
+                'methods = ["retrain", "fake"]',
+                "[train]\nepochs = 3\nbatch_size = 256\nlr = 0.01\neval_every = 1\npatience = 0",
+                "[model.lightgcn]\ndim = 8\nlayers = 2",
+                "[clean.train]\nepochs = 2",
+            ]
+        )
+    )
+    capsys.readouterr()
+    assert main(["experiment", str(toml), "--out", str(out), "--status", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["cells"], got["done"], got["pending"], got["unknown_estimates"]) == (4, 2, 2, 0)
+    assert got["estimated_seconds"] == pytest.approx(cells[2].seconds + cells[3].seconds)
+    assert main(["experiment", str(toml), "--out", str(out), "--status"]) == 0
+    text = capsys.readouterr().out
+    assert "2 of 4 cells done; 2 pending" in text and text.count("pending ") == 2
+    assert len(read_results(out)) == 2  # --status ran nothing
+
+
+# ----------------------------------------------------------------------------- the [attack] table
+def _hashes(cfg) -> list[tuple]:
+    from unlearnrec.experiments.grid import cell_hash, groups
+
+    return [(g.clean_hash, g.attacked_hash, tuple(cell_hash(g, m) for m in cfg.methods)) for g in groups(cfg)]
+
+
+def test_attack_table_defaults_to_the_authors_protocol(tiny_dir):
+    legacy = {k: v for k, v in grid(tiny_dir, ["retrain"]).items() if k != "ratios"}
+    authors = load_config({**legacy, "attack": {}})
+    assert (authors.ratios, authors.item_ratio, authors.attack.protocol) == ((1.0,), 1.0, "authors")
+    per_user = load_config({**legacy, "attack": {"protocol": "per-user"}})
+    assert (per_user.ratios, per_user.item_ratio) == ((1.0,), 0.0)
+    # the table and the old top-level keys name the same attack: the same hashes (cached models)
+    assert _hashes(per_user) == _hashes(load_config(legacy))
+    swept = load_config({**legacy, "attack": {"user_ratio": [0.5, 1.0], "item_ratio": 0.6}})
+    assert _hashes(swept) == _hashes(load_config({**legacy, "ratios": [0.5, 1.0], "item_ratio": 0.6}))
+    assert _hashes(authors) != _hashes(per_user)
+
+
+@pytest.mark.parametrize(
+    "attack,extra,message",
+    [
+        ({"protocol": "per-user", "item_ratio": 0.5}, {}, "per-user.* drop 'attack.item_ratio'"),
+        ({"protocol": "both"}, {}, "attack.protocol' .valid: authors, per-user"),
+        ({"user_ratio": 1.5}, {}, "attack.user_ratio.0.' must be in"),
+        ({"item_ratio": -0.1}, {}, "attack.item_ratio' must be in"),
+        ({"users": 1.0}, {}, "unknown config key 'attack.users'"),
+        ({}, {"ratios": [1.0]}, "key 'ratios' and the .attack. table both set the attack"),
+        (
+            {},
+            {"request": "random", "request_ratios": [0.1]},
+            "key 'attack' configures the adversarial request",
+        ),
+    ],
+)
+def test_attack_table_errors(tiny_dir, attack, extra, message):
+    legacy = {k: v for k, v in grid(tiny_dir, ["retrain"]).items() if k not in ("ratios", "clean")}
+    with pytest.raises(ConfigError, match=message):
+        load_config({**legacy, "attack": attack, **extra})
+
+
+def test_authors_attack_forgets_an_edge_per_user_and_per_item(tiny_dir, tmp_path):
+    legacy = {k: v for k, v in grid(tiny_dir, ["fake"]).items() if k != "ratios"}
+    per_user = run_experiment(
+        {**legacy, "attack": {"protocol": "per-user", "user_ratio": 0.5}}, tmp_path / "a", build=builder()
+    )
+    both = run_experiment(
+        {**legacy, "attack": {"user_ratio": 0.5, "item_ratio": 0.5}}, tmp_path / "b", build=builder()
+    )
+    assert per_user[0]["attack"]["edges"] == 30  # half of 60 users
+    # and half of the 40 items get their lowest-scored user (a pair may coincide with a user's)
+    assert 30 < both[0]["attack"]["edges"] <= 50
+
+
+def test_a_column_with_a_function_is_a_metric_of_every_new_cell(tiny_dir, tmp_path, monkeypatch):
+    """docs/extending.md: a metric is one function and one column; the runner computes it for each cell."""
+    from unlearnrec.experiments import columns
+
+    seen = []
+
+    def forgotten_count(x: columns.MetricInputs) -> float:
+        seen.append((x.original.train.num_users, x.reference is None))
+        return float(len(x.forgotten))
+
+    extra = columns.Column("forgotten_count", "forgotten", compute=forgotten_count)
+    monkeypatch.setattr(columns, "COLUMNS", (*columns.COLUMNS, extra))
+    recs = run_experiment(grid(tiny_dir, ["retrain", "fake"]), tmp_path / "out", build=builder())
+    assert [r["metrics"]["forgotten_count"] for r in recs] == [30.0, 30.0]
+    assert seen == [(60, True), (60, False)]  # Retrain has no reference; Fake is compared with Retrain
+    assert extra.value(recs[1]) == 30.0 and extra.fmt(30.0) == "30.0000"
+
+
+def test_an_out_from_before_the_cache_moved_resumes_without_training(
+    tiny_dir, tmp_path, counted_fit, runner_cache
+):
+    """A grid whose OUT holds models/, attacks/ and prepared/ (the layout before the cache moved out of OUT)
+    resumes from them: nothing is trained again and the encoder is reused; new entries go to the cache."""
+    methods = [
+        "retrain",
+        {"name": "unlearnrec", "config": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 2}},
+    ]
+    out = tmp_path / "old-out"
+    run_experiment(grid(tiny_dir, methods[:1]), out, cache_dir=out)  # the old layout: the cache inside OUT
+    assert (out / "models").is_dir() and (out / "attacks").is_dir() and len(counted_fit) == 2
+    counted_fit.clear()
+    recs = run_experiment(grid(tiny_dir, methods), out)  # today's default cache, same OUT
+    assert [r["label"] for r in recs] == ["unlearnrec"] and recs[0]["status"] == "ok"
+    assert counted_fit == []  # the clean and attacked models came from OUT/models
+    assert recs[0]["reference"]["recall@20"] is not None  # Retrain's model found in OUT/models too
+    assert (runner_cache / "prepared").is_dir() and not (runner_cache / "models").exists()

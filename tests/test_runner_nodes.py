@@ -15,10 +15,13 @@ import torch
 
 from unlearnrec.config import read_toml
 from unlearnrec.errors import ConfigError, UnlearnRecError
-from unlearnrec.experiments import studies
+from unlearnrec.experiments import study_runner
+from unlearnrec.experiments.cell import run_cell
+from unlearnrec.experiments.grid import cell_hash, prepare_hash
 from unlearnrec.experiments.report import to_csv, to_markdown
 from unlearnrec.experiments.runner import Runner, load_config, read_results, run_experiment
 from unlearnrec.model import TrainedModel
+from unlearnrec.unlearn.registry import build_method
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -79,12 +82,12 @@ def test_too_many_nodes_is_an_error(tiny_dir, tmp_path):
     cfg = _grid(tiny_dir, "items", [0.9], methods=[{"name": "retrain"}])
     runner = Runner(load_config(cfg), tmp_path / "out")
     [g] = runner.groups()
-    data = runner.dataset(g.dataset)
+    data = runner.store.dataset(g.dataset)
     few = data.train.of_users(np.arange(3))  # 3 users' edges: far fewer than 36 of the 40 items
-    runner._data[g.dataset] = dataclasses.replace(data, train=few)
+    runner.store.use_dataset(g.dataset, dataclasses.replace(data, train=few))
     active = int((few.item_degrees() > 0).sum())
     with pytest.raises(UnlearnRecError, match=f"cannot forget 36 items: only {active} have training edges"):
-        runner.forget_set(g)
+        runner.store.forget_set(g)
 
 
 # ----------------------------------------------------------------------------- cache keys
@@ -105,8 +108,8 @@ def _keys(runner: Runner) -> list[tuple]:
             g.ratio,
             g.attacked_hash,
             g.request_key,
-            tuple(runner.cell_hash(g, m) for m in runner.config.methods),
-            tuple(runner._prepare_hash(g, m) for m in runner.config.methods),
+            tuple(cell_hash(g, m) for m in runner.config.methods),
+            tuple(prepare_hash(g, m) for m in runner.config.methods),
         )
         for g in runner.groups()
     ]
@@ -139,7 +142,7 @@ def test_users_config_shares_the_ratio_grid_model_and_encoder(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
+def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit, runner_cache):
     out = tmp_path / "out"
     cfg = _grid(tiny_dir, "users", [0.05, 0.1])
     recs = run_experiment(cfg, out)
@@ -152,22 +155,22 @@ def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
     assert len(counted_fit) == 1  # one model on the clean set, shared by both ratios
 
     runner = Runner(load_config(cfg), out)
-    train = runner.dataset(str(tiny_dir)).train
+    train = runner.store.dataset(str(tiny_dir)).train
     groups = runner.groups()
     assert len({g.attacked_hash for g in groups}) == 1 and len({g.request_key for g in groups}) == 2
     retrain = next(m for m in runner.config.methods if m.name == "retrain")
     drawn = []
     for g, pair in zip(groups, (recs[:2], recs[2:]), strict=True):
-        req = runner.request(g)
+        req = runner.store.request(g)
         nodes = req.users
         drawn.append(nodes)
         assert len(nodes) == max(1, round(g.ratio * train.num_users)) and len(req.items) == 0
         # every training edge of the drawn users, and nothing else
         assert req.edges.fingerprint() == train.of_users(nodes).fingerprint()
         assert set(np.unique(req.edges.users).tolist()) == set(nodes.tolist())
-        stored = json.loads((out / "requests" / g.request_key / "meta.json").read_text())
+        stored = json.loads((runner_cache / "requests" / g.request_key / "meta.json").read_text())
         assert stored["kind"] == "users" and stored["nodes"] == nodes.tolist()
-        with np.load(out / "requests" / g.request_key / "nodes.npz") as z:
+        with np.load(runner_cache / "requests" / g.request_key / "nodes.npz") as z:
             assert z["nodes"].tolist() == nodes.tolist()
         for r in pair:
             assert "attack" not in r and set(r["hashes"]) == {"model", "request"}
@@ -183,7 +186,7 @@ def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
             assert r["metrics"]["mi_ng"] == pytest.approx(1.0, abs=1e-6)
             assert r["metrics"]["mi_bf"] > 0
         # Retrain trained on the residual: none of the users' edges, and their rows erased
-        retrained = TrainedModel.load(out / "models" / runner.cell_hash(g, retrain))
+        retrained = TrainedModel.load(runner_cache / "models" / cell_hash(g, retrain))
         assert not retrained.train.contains(req.edges.users, req.edges.items).any()
         assert retrained.train.fingerprint() == train.drop(req.edges).fingerprint()
         assert retrained.forgotten_users.tolist() == nodes.tolist()
@@ -197,7 +200,7 @@ def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
     # they get no recommendations, and everyone else still does
     g = groups[1]
     spec = next(m for m in runner.config.methods if m.name == "unlearnrec")
-    rec, result = runner.run_cell(g, spec, None)
+    rec, result = run_cell(runner.store, g, spec, build_method)
     new = result.model
     nodes = drawn[1]
     assert rec["prepare_cached"] is True and new.forgotten_users.tolist() == nodes.tolist()
@@ -210,7 +213,7 @@ def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
     items, _ = new.recommend(kept, k=5)
     assert items.shape == (3, 5)
     # the model it was given is untouched
-    original = TrainedModel.load(out / "models" / g.attacked_hash)
+    original = TrainedModel.load(runner_cache / "models" / g.attacked_hash)
     assert torch.count_nonzero(original.backbone.e0[torch.as_tensor(nodes)]) > 0
 
     # a random grid of the same recipe in the same folder trains nothing and reuses the encoder
@@ -228,12 +231,17 @@ def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
     assert run_experiment(cfg, out) == [] and counted_fit == []
     assert len(read_results(out)) == 6
     again = Runner(load_config(cfg), out)
-    assert again.request(groups[0]).users.tolist() == drawn[0].tolist()
+    assert again.store.request(groups[0]).users.tolist() == drawn[0].tolist()
     # drawn again elsewhere: the same nodes (seeded by the grid seed)
-    assert Runner(load_config(cfg), tmp_path / "b").request(groups[0]).users.tolist() == drawn[0].tolist()
+    assert (
+        Runner(load_config(cfg), tmp_path / "b", cache_dir=tmp_path / "b-cache")
+        .store.request(groups[0])
+        .users.tolist()
+        == drawn[0].tolist()
+    )
 
     # the studies (Fig. 2-3, 6) forget the same whole-user requests, under their own file names
-    paths = studies.run_studies(cfg, out, k=3)
+    paths = study_runner.run_studies(cfg, out, k=3)
     assert (
         sorted(p.name.rsplit("-s0-", 1)[1] for p in paths)
         == ["users-r0.05.json"] * 3 + ["users-r0.1.json"] * 3
@@ -258,7 +266,7 @@ def test_users_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
     ]
 
 
-def test_items_grid_smoke(tiny_dir, tmp_path, counted_fit):
+def test_items_grid_smoke(tiny_dir, tmp_path, counted_fit, runner_cache):
     out = tmp_path / "out"
     cfg = _grid(tiny_dir, "items", [0.05])
     recs = run_experiment(cfg, out)
@@ -266,15 +274,15 @@ def test_items_grid_smoke(tiny_dir, tmp_path, counted_fit):
         r.get("error") for r in recs
     ]
     runner = Runner(load_config(cfg), out)
-    train = runner.dataset(str(tiny_dir)).train
+    train = runner.store.dataset(str(tiny_dir)).train
     [g] = runner.groups()
-    req = runner.request(g)
+    req = runner.store.request(g)
     assert len(req.items) == max(1, round(0.05 * train.num_items)) and len(req.users) == 0
     assert req.edges.fingerprint() == train.of_items(req.items).fingerprint()
     for r in recs:
         assert r["request"]["kind"] == "items" and r["request"]["nodes"] == len(req.items)
         assert r["request"]["edges"] == len(req.edges) > 0
-    retrained = TrainedModel.load(out / "models" / runner.cell_hash(g, runner.config.methods[0]))
+    retrained = TrainedModel.load(runner_cache / "models" / cell_hash(g, runner.config.methods[0]))
     assert not retrained.train.contains(req.edges.users, req.edges.items).any()
     assert retrained.forgotten_items.tolist() == req.items.tolist()
     # an erased item is never recommended

@@ -14,7 +14,8 @@ import pytest
 from unlearnrec.cli import main
 from unlearnrec.config import read_toml
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments import studies
+from unlearnrec.experiments import study_runner
+from unlearnrec.experiments.grid import cell_hash, prepare_hash
 from unlearnrec.experiments.report import to_csv, to_markdown
 from unlearnrec.experiments.runner import Runner, load_config, read_results, run_experiment
 from unlearnrec.model import TrainedModel
@@ -72,8 +73,8 @@ def _hashes(cfg: dict, tmp_path) -> list[tuple]:
             g.backbone,
             g.clean_hash,
             g.attacked_hash,
-            tuple(r.cell_hash(g, m) for m in r.config.methods),
-            tuple(r._prepare_hash(g, m) for m in r.config.methods),
+            tuple(cell_hash(g, m) for m in r.config.methods),
+            tuple(prepare_hash(g, m) for m in r.config.methods),
         )
         for g in r.groups()
     ]
@@ -165,7 +166,7 @@ def test_ratio_configs_are_random_requests(name, tmp_path):
     assert cfg.datasets == ("ml-1m",) and [m.name for m in cfg.methods][0] == "retrain"
     groups = Runner(cfg, tmp_path / "out").groups()  # no data is read to list the groups
     assert len(groups) == 4 and len({g.attacked_hash for g in groups}) == 1
-    assert all(g.error is None for g in groups)
+    assert all(g.request == "random" and g.request_key for g in groups)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -191,7 +192,7 @@ def _tiny_grid(tiny_dir) -> dict:
     }
 
 
-def test_random_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
+def test_random_grid_end_to_end(tiny_dir, tmp_path, counted_fit, runner_cache):
     out = tmp_path / "out"
     cfg = _tiny_grid(tiny_dir)
     recs = run_experiment(cfg, out)
@@ -203,7 +204,7 @@ def test_random_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
     ]
     assert len(counted_fit) == 1  # one model on the clean set, shared by both ratios; no clean LightGCN
     runner = Runner(load_config(cfg), out)
-    train = runner.dataset(str(tiny_dir)).train
+    train = runner.store.dataset(str(tiny_dir)).train
     groups = runner.groups()
     assert len({g.attacked_hash for g in groups}) == 1 and len({g.request_key for g in groups}) == 2
 
@@ -216,17 +217,17 @@ def test_random_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
         assert set(r["hashes"]) == {"model", "request"}
     # the encoder is pre-trained once: the second ratio's UnlearnRec reuses the prepared state
     assert recs[1]["prepare_cached"] is False and recs[3]["prepare_cached"] is True
-    assert not (out / "attacks").exists() and len(list((out / "requests").iterdir())) == 2
+    assert not (runner_cache / "attacks").exists() and len(list((runner_cache / "requests").iterdir())) == 2
 
-    original = TrainedModel.load(out / "models" / groups[0].attacked_hash)
+    original = TrainedModel.load(runner_cache / "models" / groups[0].attacked_hash)
     assert original.train.fingerprint() == train.fingerprint() and original.meta["role"] == "original"
     retrain = next(m for m in runner.config.methods if m.name == "retrain")
     sizes = []
     for g in groups:
-        edges = runner.forget_set(g).edges
+        edges = runner.store.forget_set(g).edges
         sizes.append(len(edges))
         assert original.train.contains(edges.users, edges.items).all()
-        retrained = TrainedModel.load(out / "models" / runner.cell_hash(g, retrain))
+        retrained = TrainedModel.load(runner_cache / "models" / cell_hash(g, retrain))
         # Retrain trained on the residual: it never saw a forgotten edge
         assert not retrained.train.contains(edges.users, edges.items).any()
         assert retrained.train.fingerprint() == train.drop(edges).fingerprint()
@@ -234,9 +235,15 @@ def test_random_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
 
     # the stored request is what a fresh runner forgets, and drawing it again gives the same edges
     g = groups[1]
-    stored = json.loads((out / "requests" / g.request_key / "meta.json").read_text())
-    assert stored["edges_fingerprint"] == Runner(load_config(cfg), out).forget_set(g).edges.fingerprint()
-    redrawn = Runner(load_config(cfg), tmp_path / "elsewhere").forget_set(g).edges
+    stored = json.loads((runner_cache / "requests" / g.request_key / "meta.json").read_text())
+    assert (
+        stored["edges_fingerprint"] == Runner(load_config(cfg), out).store.forget_set(g).edges.fingerprint()
+    )
+    redrawn = (
+        Runner(load_config(cfg), tmp_path / "elsewhere", cache_dir=tmp_path / "elsewhere-cache")
+        .store.forget_set(g)
+        .edges
+    )
     assert redrawn.fingerprint() == stored["edges_fingerprint"]
 
     # resume: every cell is done, nothing is trained or written
@@ -259,7 +266,7 @@ def test_random_grid_end_to_end(tiny_dir, tmp_path, counted_fit):
         assert float(row["forgotten_fraction"]) == pytest.approx(float(row["ratio"]), abs=0.5 / len(train))
 
     # the studies (Fig. 2-3, 6) find the cached models of a random grid and forget the same requests
-    paths = studies.run_studies(cfg, out, k=3)
+    paths = study_runner.run_studies(cfg, out, k=3)
     assert sorted(p.name.rsplit("-r", 1)[1] for p in paths) == ["0.05.json"] * 3 + ["0.2.json"] * 3
     scores = json.loads(next(p for p in paths if p.name.startswith("scores-")).read_text())["data"]
     assert scores["reference"] == "Retrain" and scores["models"]["Retrain"]["forgotten"]["w1_to_ref"] == 0.0
@@ -333,7 +340,8 @@ def test_shipped_experiment_grids_are_valid(path, tmp_path):
     for spec in cfg.methods:
         build_method(spec.name, spec.config)
     groups = Runner(cfg, tmp_path / "out").groups()  # no data is read to list the groups
-    assert groups and all(g.error is None for g in groups), [g.error for g in groups]
+    # every model's config was checked when the grid was read (a bad key is a load error)
+    assert groups and all(g.train_cfg["seed"] == g.seed and g.backbone_cfg for g in groups)
 
 
 def test_model_hashes_survive_later_config_fields(tmp_path):

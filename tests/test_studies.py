@@ -8,7 +8,7 @@ import torch
 
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import UnlearnRecError
-from unlearnrec.experiments import studies
+from unlearnrec.experiments import studies, study_runner
 
 
 def _emb(n_users=30, n_items=20, d=6, seed=0):
@@ -219,7 +219,8 @@ def test_growth_exponent():
 @pytest.mark.slow
 def test_run_studies_on_a_finished_grid(tiny_dir, tmp_path):
     """Runner grid on the tiny graph, then the studies from its caches, then the HTML page."""
-    from unlearnrec.experiments.html import load_studies, render_html
+    from unlearnrec.experiments.report.html import render_html
+    from unlearnrec.experiments.results import load_studies
     from unlearnrec.experiments.runner import run_experiment
 
     cfg = {
@@ -241,7 +242,7 @@ def test_run_studies_on_a_finished_grid(tiny_dir, tmp_path):
     out = tmp_path / "out"
     recs = run_experiment(cfg, out)
     assert [r["status"] for r in recs] == ["ok", "ok"]
-    paths = studies.run_studies(cfg, out, k=3)
+    paths = study_runner.run_studies(cfg, out, k=3)
     assert sorted(p.name.split("-")[0] for p in paths) == ["case", "scores", "shift"]
     items = {s["kind"]: s["data"] for s in load_studies(out)}
     assert set(items["scores"]["models"]) == {"original", "Retrain", "UnlearnRec(0)"}

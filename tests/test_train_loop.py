@@ -9,8 +9,8 @@ from unlearnrec.backbones.lightgcn import LightGCN, LightGCNConfig
 from unlearnrec.data.graph import Graph, propagate
 from unlearnrec.errors import TrainingError
 from unlearnrec.eval.ranking import evaluate_embeddings
+from unlearnrec.losses import bpr_loss
 from unlearnrec.train.loop import TrainConfig, fit
-from unlearnrec.train.losses import bpr_loss
 
 
 def _model(train, seed: int = 0) -> LightGCN:

@@ -15,8 +15,8 @@ from unlearnrec.backbones import BACKBONES
 from unlearnrec.config import from_dict
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError, RequestError, UnlearnRecError
+from unlearnrec.losses import unlearning_loss
 from unlearnrec.model import TrainedModel
-from unlearnrec.train.losses import unlearning_loss
 from unlearnrec.unlearn.base import Request
 from unlearnrec.unlearn.registry import build_method
 from unlearnrec.unlearn.unlearnrec import (

@@ -7,8 +7,9 @@ cell with a pre-trained encoder, applying ΔE⁰ to one kind of rows at a time, 
 variant the *validation* Recall@20 (never the test split: this is for choosing, not reporting) and
 MI-BF / MI-NG / AUC on the request, as the runner computes them.
 
-Run it on a grid whose cells are cached (models, attack and the encoder under ``--out``), e.g. the
-ml-100k development grid:
+Run it on a grid whose cells are cached (models, attack and the encoder in the runner's cache,
+``$UNLEARNREC_CACHE`` or ``~/.cache/unlearnrec``; ``--cache`` names another), e.g. the ml-100k
+development grid:
 
     unlearnrec experiment experiments/tuning/ie-ml-100k.toml --out runs/tune-ie-ml-100k
     python experiments/tuning/ours0_rows.py experiments/tuning/ie-ml-100k.toml runs/tune-ie-ml-100k lr5e-3
@@ -28,7 +29,9 @@ import torch
 from unlearnrec.data.graph import propagate
 from unlearnrec.data.requests import sample_edges
 from unlearnrec.eval.membership import forgetting_metrics
-from unlearnrec.experiments.runner import Runner, load_config
+from unlearnrec.experiments.grid import groups, load_config
+from unlearnrec.experiments.runner import default_cache
+from unlearnrec.experiments.store import Store
 from unlearnrec.unlearn.unlearnrec import UnlearnRec, local_idm
 from unlearnrec.unlearn.unlearnrec.pretrain import copy_backbone
 
@@ -36,21 +39,22 @@ from unlearnrec.unlearn.unlearnrec.pretrain import copy_backbone
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", help="the grid's experiment TOML")
-    p.add_argument("out", help="the grid's --out folder (cached cells)")
+    p.add_argument("out", help="the grid's --out folder (its cache: --cache)")
     p.add_argument("label", help="the label of the UnlearnRec method whose encoder to use")
     p.add_argument("--random", type=float, default=None, help="serve a random request of this ratio")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--cache", default=None, help="the runner's cache (default: the runner's)")
     args = p.parse_args()
     cfg = load_config(args.config)
-    runner = Runner(cfg, args.out, data_dir=args.data_dir)
-    group = runner.groups()[0]
+    store = Store(cfg, args.cache or default_cache(), data_dir=args.data_dir)
+    group = groups(cfg)[0]
     spec = next(m for m in cfg.methods if m.title == args.label)
-    att = runner.forget_set(group)
-    model = runner.attacked_model(group)
-    data = runner.dataset(group.dataset)
-    method = UnlearnRec.from_encoder(runner.out / "prepared" / runner._prepare_hash(group, spec), model)
+    att = store.forget_set(group)
+    model = store.model(group)
+    data = store.dataset(group.dataset)
+    method = UnlearnRec.from_encoder(store.prepared_dir(group, spec), model)
     enc = method.encoder
-    edges = runner.request(group).edges
+    edges = store.request(group).edges
     if args.random is not None:
         edges = sample_edges(att.train, args.random, np.random.default_rng(1))
     nodes, sub = local_idm(edges)

@@ -43,6 +43,28 @@ class TrainedModel:
     forgotten_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def derive(
+        self,
+        backbone: Backbone,
+        graph: Graph | None = None,
+        *,
+        backbone_name: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> TrainedModel:
+        """A new model made from this one: ``backbone`` on ``graph`` (default: this graph, which is
+        immutable and shared), with this model's dataset, split and forgotten nodes (copied, so the
+        two never share a mutable array) and ``meta`` (default: none inherited)."""
+        return TrainedModel(
+            backbone=backbone,
+            graph=self.graph if graph is None else graph,
+            backbone_name=self.backbone_name if backbone_name is None else backbone_name,
+            dataset=self.dataset,
+            split=dict(self.split),
+            forgotten_users=np.array(self.forgotten_users, dtype=np.int64, copy=True),
+            forgotten_items=np.array(self.forgotten_items, dtype=np.int64, copy=True),
+            meta=dict(meta or {}),
+        )
+
     @property
     def train(self) -> Interactions:
         return self.graph.interactions

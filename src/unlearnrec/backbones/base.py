@@ -1,61 +1,14 @@
-"""The Backbone contract every recommender implements."""
+"""The Backbone contract every recommender implements (``Batch`` lives in :mod:`unlearnrec.data.sampling`)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unlearnrec.data.graph import Graph
-from unlearnrec.train.distributed import share
-from unlearnrec.train.losses import bpr_loss, info_nce, l2_reg
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A mini-batch of BPR triples: users (B,), positive items (B,), negative items (B,), int64.
-
-    ``part = (index, count)``: the loss of this batch is computed for part ``index`` of ``count``
-    (data-parallel training, ``unlearnrec.train.distributed``). A backbone's loss terms of the
-    ``count`` parts add up to the terms of the whole batch: the per-row terms (BPR, L2) take the
-    part's rows (:meth:`local`) divided by the whole batch size, an InfoNCE the part's share of
-    anchor rows against all of the batch's nodes. ``(0, 1)``, the default, is the whole batch.
-    """
-
-    users: torch.Tensor
-    pos: torch.Tensor
-    neg: torch.Tensor
-    part: tuple[int, int] = (0, 1)
-
-    def __len__(self) -> int:
-        return int(self.users.shape[0])
-
-    @property
-    def whole(self) -> bool:
-        """Whether the loss is computed for the whole batch (one part)."""
-        return self.part[1] == 1
-
-    def to(self, device) -> Batch:
-        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device), self.part)
-
-    def parted(self, index: int, count: int) -> Batch:
-        """The same batch, its loss to be computed for part ``index`` of ``count``."""
-        if not 0 <= index < count:
-            raise ValueError(f"part index must be in [0, {count}), got {index}")
-        return Batch(self.users, self.pos, self.neg, (int(index), int(count)))
-
-    def rows(self, n: int | None = None) -> slice:
-        """This part's contiguous share of ``n`` rows (default: of the batch's triples)."""
-        return share(len(self) if n is None else n, *self.part)
-
-    def local(self) -> Batch:
-        """The triples of this part (the whole batch when ``whole``)."""
-        if self.whole:
-            return self
-        sl = self.rows()
-        return Batch(self.users[sl], self.pos[sl], self.neg[sl])
+from unlearnrec.data.sampling import Batch
+from unlearnrec.losses import bpr_loss, info_nce, l2_reg
 
 
 class Backbone(nn.Module):

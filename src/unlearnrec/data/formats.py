@@ -1,3 +1,4 @@
+# long file: one reader per interaction format (ten), each small; they share the id remapping
 """File-format readers for interaction data.
 
 Every reader reports a bad line as ``DataError("<file>:<line>: <reason>")`` (one line, no

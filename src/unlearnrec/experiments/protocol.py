@@ -32,6 +32,10 @@ from unlearnrec.io.checkpoint import atomic_write_bytes, atomic_write_text
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
+#: the adversarial request: ``authors`` (the UnlearnRec authors' ``make_noise_dataset``: one
+#: lowest-scored item for each of a share of users AND one lowest-scored user for each of a share
+#: of items; docs/method.md §10) or ``per-user`` (users only: this project's grids before the table)
+ATTACK_PROTOCOLS = ("authors", "per-user")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,43 @@ class AttackConfig:
                 raise ValueError(f"{k} must be in [0, 1], got {v}")
         if self.batch_size <= 0:
             raise ValueError("batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class AttackTable:
+    """The ``[attack]`` table: ``protocol`` (one of :data:`ATTACK_PROTOCOLS`) of a grid sets the defaults of
+    ``user_ratio`` (1.0) and ``item_ratio`` (1.0 for ``authors``, 0 for ``per-user``, where setting
+    it is an error). ``user_ratio`` may be a list: the grid's ratio axis. The authors used 1.0 / 1.0
+    on ML-1M and Gowalla, 0.6 / 0.6 on Yelp2018."""
+
+    protocol: str = "authors"
+    user_ratio: float | tuple[float, ...] = 1.0
+    item_ratio: float | None = None
+
+    def __post_init__(self):
+        valid = ", ".join(ATTACK_PROTOCOLS)
+        if self.protocol not in ATTACK_PROTOCOLS:
+            raise ValueError(f"unknown value '{self.protocol}' for key 'attack.protocol' (valid: {valid})")
+        if self.protocol == "per-user" and self.item_ratio:
+            raise ValueError(
+                "attack.protocol = \"per-user\" forgets no item's edge: drop 'attack.item_ratio'"
+            )
+        for k, r in enumerate(self.user_ratios):
+            if not 0.0 < r <= 1.0:
+                raise ValueError(f"key 'attack.user_ratio[{k}]' must be in (0, 1], got {r}")
+        if not 0.0 <= self.items <= 1.0:
+            raise ValueError(f"key 'attack.item_ratio' must be in [0, 1], got {self.items}")
+
+    @property
+    def user_ratios(self) -> tuple[float, ...]:
+        r = self.user_ratio
+        return tuple(float(x) for x in r) if isinstance(r, tuple) else (float(r),)
+
+    @property
+    def items(self) -> float:
+        if self.item_ratio is not None:
+            return float(self.item_ratio)
+        return 1.0 if self.protocol == "authors" else 0.0
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The paper's studies as pure functions over embeddings and result records (METHOD.md §7 step 5).
+"""The paper's studies as pure functions over embeddings and result records (docs/method.md §7 step 5).
 
 - Score distributions (Fig. 2-3): raw scores ŷ of the forgotten, retained-positive and negative
   edges under the original model and under every unlearned model, summarised on shared bins and
@@ -7,21 +7,19 @@
   to it (cosine of the original model's final item embeddings) move for that user.
 - Efficiency (Table 4, Fig. 4): seconds and peak memory of each method, against dataset size.
 
-Everything but :func:`run_studies` (the driver at the end, which loads the runner's cached
-models and writes the studies' JSON) is pure: inputs are embeddings ``(user (U, d), item
-(I, d))``, :class:`~unlearnrec.data.interactions.Interactions` and result records (dicts, one
+Every function here is pure (the driver that loads the runner's cached models and writes the
+studies' JSON is :func:`~unlearnrec.experiments.study_runner.run_studies`): inputs are embeddings
+``(user (U, d), item (I, d))``, :class:`~unlearnrec.data.interactions.Interactions` and result
+records (dicts, one
 per finished runner cell); outputs are JSON-friendly dicts that
-:mod:`unlearnrec.experiments.plots` draws and :mod:`unlearnrec.experiments.html` renders.
+:mod:`unlearnrec.experiments.report.plots` draws and :mod:`unlearnrec.experiments.report.html` renders.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -386,107 +384,3 @@ def growth_exponent(sizes: Sequence[float], values: Sequence[float]) -> float | 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# ================================================================== driver (the one function with I/O)
-def run_studies(
-    config: Any,
-    out_dir: str | os.PathLike,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    device: str | None = None,
-    labels: Sequence[str] | None = None,
-    k: int = 10,
-    bins: int = 40,
-    case_rule: str = "highest",
-    train_missing: bool = False,
-) -> list[Path]:
-    """Compute Fig. 2-3 and Fig. 6 for every group of a finished runner grid and store them with
-    :func:`~unlearnrec.experiments.html.write_study` under ``out_dir/studies/``.
-
-    ``config``: the experiment TOML (or dict / ``ExperimentConfig``) that produced ``out_dir``.
-    Per (dataset, seed, ratio, backbone) group the runner's cached model to unlearn (attacked, or
-    with random requests the original) and retrained model are loaded; each non-retrain method (or
-    only those whose label is in ``labels``) is rebuilt, its prepared state taken from the runner's
-    cache, and made to forget the same request again (cheap for UnlearnRec; a baseline without a
-    cache re-prepares).
-    Then the score distributions (reference: the retrained model), the case study of one
-    forgotten edge (``case_rule``, see :func:`pick_case`) and the similar-item shift over all
-    forgotten edges are written. A group is looked up under the hashes its finished cells recorded
-    (``hashes`` in ``results.jsonl``), else under today's. Groups whose attacked model is not
-    cached are skipped unless ``train_missing``. Returns the written paths.
-    """
-    from unlearnrec.experiments.html import write_study
-    from unlearnrec.experiments.runner import Runner, load_config, read_results
-    from unlearnrec.model import TrainedModel
-
-    cfg = load_config(config)
-    runner = Runner(cfg, out_dir, data_dir=data_dir, device=device)
-    retrain = next((m for m in cfg.methods if m.name == "retrain"), None)
-    specs = [m for m in cfg.methods if m.name != "retrain" and (labels is None or m.title in labels)]
-    written: list[Path] = []
-    # the hashes the cells were run under: recomputing them from today's config dataclasses
-    # would miss the caches as soon as a config class gains a field
-    recorded: dict[tuple, dict] = {}
-    for r in read_results(out_dir):
-        if r.get("status") == "ok" and isinstance(r.get("hashes"), dict):
-            # the request kind too: random and users/items grids may share one OUT and its ratios
-            req = r.get("request")
-            kind = req.get("kind", "random") if isinstance(req, dict) else "adversarial"
-            key = (r.get("dataset"), r.get("backbone"), r.get("seed"), r.get("ratio"), kind)
-            recorded[key] = r["hashes"]
-    for group in runner.groups():
-        h = recorded.get((group.dataset, group.backbone, group.seed, group.ratio, group.request))
-        if h and h.get("attacked") and h.get("clean"):
-            group = dataclasses.replace(group, attacked_hash=h["attacked"], clean_hash=h["clean"])
-        elif h and h.get("model") and h.get("request"):  # a random-request grid
-            group = dataclasses.replace(group, attacked_hash=h["model"], request_key=h["request"])
-        kind = f"-{group.request}" if group.request in ("users", "items") else ""
-        tag = f"{Path(group.dataset).name}-{group.backbone}-s{group.seed}{kind}-r{group.ratio:g}"
-        if group.error is not None:
-            log.warning("study %s skipped: %s", tag, group.error)
-            continue
-        if not train_missing and not (Path(out_dir) / "models" / group.attacked_hash / "meta.json").is_file():
-            log.warning("study %s skipped: no cached model to unlearn (run the experiment first)", tag)
-            continue
-        data = runner.dataset(group.dataset)
-        att = runner.forget_set(group)
-        model = runner.attacked_model(group)
-        unlearned: dict[str, Embeddings] = {}
-        ref_name = None
-        if retrain is not None:
-            folder = Path(out_dir) / "models" / runner.cell_hash(group, retrain)
-            if (folder / "meta.json").is_file():
-                ref_name = retrain.title
-                unlearned[ref_name] = TrainedModel.load(folder, device=runner.device).embeddings()
-        for spec in specs:
-            method = runner.build(spec.name, dict(spec.config), group.seed)
-            if hasattr(method, "set_validation"):
-                method.set_validation(data.val)
-            runner._prepare(method, group, spec, model, att.train)  # the runner's prepared cache
-            unlearned[spec.title] = method.forget(model, att.train, runner.request(group)).model.embeddings()
-        if not unlearned:
-            continue
-        original = model.embeddings()
-        known = att.train.union(data.val).union(data.test)
-        residual = att.train.drop(att.edges)
-        title = f"{Path(group.dataset).name} / {group.backbone} (seed {group.seed}, ratio {group.ratio:g})"
-        scores = score_distribution_study(
-            original,
-            unlearned,
-            att.edges,
-            residual,
-            known,
-            seed=group.seed,
-            bins=bins,
-            reference=ref_name or "retrain",
-        )
-        written.append(write_study(out_dir, "scores", tag, scores, title=title))
-        u, i = pick_case(original, att.edges, case_rule)
-        written.append(
-            write_study(out_dir, "case", tag, case_study(original, unlearned, u, i, k=k), title=title)
-        )
-        shift = similar_item_shift(original, unlearned, att.edges, k=k)
-        written.append(write_study(out_dir, "shift", tag, shift, title=title))
-        log.info("studies of %s written", tag)
-    return written

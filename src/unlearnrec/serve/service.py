@@ -1,3 +1,4 @@
+# long file: the service facade (validation, views, start-up, id maps) that every HTTP route calls; issue 19
 """The forgetting service behind the HTTP routes: validation, views, start-up and metrics.
 
 :class:`Service` owns the store, the version folder, the base model, the worker and the id maps

@@ -1,3 +1,4 @@
+# long file: one schema and one state machine for both database back-ends (SQLite, PostgreSQL); issue 19
 """The service's database: SQLAlchemy 2 Core tables and the request state machine.
 
 One storage layer for both back-ends: the embedded default (SQLite in the state directory, WAL,

@@ -1,3 +1,4 @@
+# long file: the single writer (batching, cumulative forgetting, crash recovery, fine-tuning); issue 19
 """The single writer: applies queued deletion requests as new model versions.
 
 One thread takes the queued requests in the order they were accepted, merges what has

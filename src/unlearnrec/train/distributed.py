@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from unlearnrec.data.sampling import share  # noqa: F401 (defined beside Batch, which uses it)
+
 log = logging.getLogger(__name__)
 
 
@@ -58,11 +60,6 @@ PARALLEL_COMMANDS = ("train", "pretrain", "forget")
 
 #: accumulated by :func:`all_reduce_step` (benchmarks read and reset it)
 STATS = CommStats()
-
-
-def share(n: int, rank: int, world: int) -> slice:
-    """The contiguous slice of ``n`` rows that ``rank`` of ``world`` takes (sizes differ by at most 1)."""
-    return slice(n * rank // world, n * (rank + 1) // world)
 
 
 def backend_for(device: torch.device | str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from unlearnrec.data.interactions import Interactions
-from unlearnrec.errors import RequestError
+from unlearnrec.errors import ConfigError, RequestError
 from unlearnrec.model import TrainedModel
 from unlearnrec.runtime import release_free_memory
 
@@ -109,9 +109,30 @@ class Unlearner:
     override ``_forget``; ``forget`` adds timing, peak memory, and node erasure.
 
     Constructors take ``(config: <Method>Config, seed: int = 0)``; see ``unlearn/registry.py``.
+
+    Optional capabilities are declared here, never probed with ``hasattr``:
+
+    - ``uses_validation``: the method early-stops on the validation split given by
+      :meth:`set_validation` (a no-op for the others, so callers always call it);
+    - ``supports_cumulative``: the method overrides :meth:`forget_cumulative` (serve a request
+      against the stored original together with everything already forgotten).
     """
 
     name = "base"
+    uses_validation: bool = False
+
+    def set_validation(self, val: Interactions | None) -> Unlearner:
+        """The validation split (edges disjoint from training); used where ``uses_validation``."""
+        return self
+
+    @property
+    def supports_cumulative(self) -> bool:
+        """Whether :meth:`forget_cumulative` is implemented (overridden) by this method."""
+        return type(self).forget_cumulative is not Unlearner.forget_cumulative
+
+    def forget_cumulative(self, original: TrainedModel, current: TrainedModel, request: Request) -> Result:
+        """Forget ``request`` on top of everything ``current`` (derived from ``original``) forgot."""
+        raise ConfigError(f"cumulative forgetting is not supported by method '{self.name}'")
 
     def prepare(self, model: TrainedModel, train: Interactions) -> None:
         """One-off preparation (default: nothing)."""

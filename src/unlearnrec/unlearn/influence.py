@@ -1,3 +1,4 @@
+# long file: the Hessian-vector product and three inverse-Hessian solvers share checks (GIF, CEU)
 """Influence functions on GNN recommenders: Hessian-vector products and inverse-Hessian solvers.
 
 The parameters are the layer-0 embeddings θ = E⁰ (N x d); every vector below has that shape.
@@ -397,21 +398,10 @@ def with_embeddings(model, theta: torch.Tensor, graph: Graph):
     """A new ``TrainedModel``: a copy of ``model``'s backbone with E⁰ = θ, on ``graph`` (input untouched)."""
     import copy
 
-    from unlearnrec.model import TrainedModel
-
     backbone = copy.deepcopy(model.backbone)
     with torch.no_grad():
         backbone.e0.copy_(theta)
-    return TrainedModel(
-        backbone=backbone,
-        graph=graph,
-        backbone_name=model.backbone_name,
-        dataset=model.dataset,
-        split=dict(model.split),
-        forgotten_users=np.array(model.forgotten_users, dtype=np.int64, copy=True),
-        forgotten_items=np.array(model.forgotten_items, dtype=np.int64, copy=True),
-        meta={},
-    )
+    return model.derive(backbone, graph)
 
 
 def request_endpoints(edges: Interactions) -> np.ndarray:

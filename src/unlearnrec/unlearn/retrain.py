@@ -73,6 +73,8 @@ class Retrain(Unlearner):
         self.seed = int(seed)
         self.validation: Interactions | None = None
 
+    uses_validation = True
+
     def set_validation(self, val: Interactions | None) -> Retrain:
         """The validation split used for early stopping (edges disjoint from training)."""
         self.validation = val
@@ -126,15 +128,8 @@ class Retrain(Unlearner):
             recipe.epochs,
         )
         res = fit(backbone, graph, recipe, val=val)
-        new = TrainedModel(
-            backbone=backbone,
-            graph=graph,
-            backbone_name=model.backbone_name,
-            dataset=model.dataset,
-            split=dict(model.split),
-            forgotten_users=model.forgotten_users.copy(),
-            forgotten_items=model.forgotten_items.copy(),
-            meta={"train_config": to_dict(recipe), "best_epoch": res.best_epoch},
+        new = model.derive(
+            backbone, graph, meta={"train_config": to_dict(recipe), "best_epoch": res.best_epoch}
         )
         info = {
             "retrained": True,
@@ -148,13 +143,4 @@ class Retrain(Unlearner):
 
 def _copy_model(model: TrainedModel) -> TrainedModel:
     """An independent copy (the graph is immutable and shared)."""
-    return TrainedModel(
-        backbone=copy.deepcopy(model.backbone),
-        graph=model.graph,
-        backbone_name=model.backbone_name,
-        dataset=model.dataset,
-        split=dict(model.split),
-        forgotten_users=model.forgotten_users.copy(),
-        forgotten_items=model.forgotten_items.copy(),
-        meta={},
-    )
+    return model.derive(copy.deepcopy(model.backbone))

@@ -170,14 +170,9 @@ class UnlearnRec(Unlearner):
 
     @staticmethod
     def _new_model(model: TrainedModel, backbone, graph) -> TrainedModel:
-        return TrainedModel(
-            backbone=backbone,
-            graph=graph,
-            backbone_name=model.backbone_name,
-            dataset=model.dataset,
-            split=dict(model.split),
-            forgotten_users=np.asarray(model.forgotten_users, np.int64).copy(),
-            forgotten_items=np.asarray(model.forgotten_items, np.int64).copy(),
+        return model.derive(
+            backbone,
+            graph,
             # the input's recorded fingerprint when it has one (hashing every edge costs ~20 ms on
             # Gowalla); the new model's own is unknown until it is saved, so none is inherited
             meta={

@@ -1,16 +1,8 @@
-"""The ``unlearnrec`` command line: a thin layer over the library API.
-
-Errors in user input print one line to stderr and exit with status 2; no traceback.
-"""
+"""``train``, ``evaluate``, ``recommend`` and ``data info`` / ``data download``."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import math
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,95 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearnrec import __version__
-from unlearnrec.errors import TrainingError, UnlearnRecError
-from unlearnrec.runtime import resolve_device, tune_allocator
+from unlearnrec.cli.common import ID, NO_VAL, K, check_out, dataset_folder, emit, fmt_metrics, progress
+from unlearnrec.errors import UnlearnRecError
+from unlearnrec.runtime import resolve_device
+from unlearnrec.train import distributed
 
-log = logging.getLogger("unlearnrec")
-
-
-# ----------------------------------------------------------------------------------- helpers
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage block): ``unlearnrec CMD: error: ...``, exit 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-def number(kind: type, interval: str):
-    """An argparse ``type`` accepting a finite ``kind`` (int or float) within ``interval``."""
-    from unlearnrec.config import Interval
-
-    iv = Interval.parse(interval)
-
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if isinstance(v, float) and not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"must be a finite number {iv}, got {text}")
-        if v not in iv:
-            raise argparse.ArgumentTypeError(f"must be {iv}, got {text}")
-        return v
-
-    parse.__name__ = f"{kind.__name__} {iv}"
-    return parse
-
-
-K = number(int, "[1, 100000]")
-SEED = number(int, "[0, 4294967295]")
-ID = number(int, "[0, 2147483647]")  # ids beyond the model are refused by the model
-
-
-def check_out(args, inputs: dict[str, Any], option: str = "--out", must_be_new: bool = True) -> None:
-    """:func:`unlearnrec.io.paths.check_output` for ``args.<option>`` (shared by every writing command)."""
-    from unlearnrec.io.paths import check_output
-
-    value = getattr(args, option.lstrip("-").replace("-", "_"))
-    if value is not None:
-        check_output(
-            value, inputs, force=getattr(args, "force", False), option=option, must_be_new=must_be_new
-        )
-
-
-def dataset_folder(name: str, data_dir: str | None) -> str | None:
-    """The folder a dataset name resolves to (an input that no output may touch), if it exists."""
-    if Path(name).is_dir():
-        return name
-    root = data_dir or os.environ.get("UNLEARNREC_DATA")
-    if root and (Path(root) / name).exists():
-        return str(Path(root) / name)
-    return None
-
-
-NO_VAL = "none (no validation split: val_ratio = 0)"
 DEVICE_HELP = "cpu, cuda or cuda:N (default cpu)"
 
-
-def _emit(args, obj: dict[str, Any], lines: list[str]) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(obj, default=_json_default))
-    else:
-        print("\n".join(lines))
-
-
-def _json_default(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
-
-
-def _fmt_metrics(m: dict[str, float]) -> str:
-    return "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    """A tqdm bar on stderr (the CLI's business, never the library's)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False)
+log = logging.getLogger("unlearnrec")
 
 
 def _load_train_config(args):
@@ -152,13 +63,11 @@ def _load_train_config(args):
     return name, mcfg, tcfg, data_raw
 
 
-# ----------------------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
     from unlearnrec.backbones import build_backbone
     from unlearnrec.data.datasets import load_dataset
     from unlearnrec.data.graph import Graph
     from unlearnrec.model import TrainedModel
-    from unlearnrec.train import distributed
     from unlearnrec.train.loop import fit
 
     name, mcfg, tcfg, data_raw = _load_train_config(args)
@@ -170,7 +79,7 @@ def cmd_train(args) -> int:
     graph = Graph.from_interactions(data.train, device=device)
     gen = torch.Generator().manual_seed(tcfg.seed)
     backbone = build_backbone(name, data.num_users, data.num_items, mcfg, generator=gen).to(device)
-    bar = _progress(tcfg.epochs, f"train {name} on {args.dataset}", not args.quiet and part.is_main)
+    bar = progress(tcfg.epochs, f"train {name} on {args.dataset}", not args.quiet and part.is_main)
 
     def on_epoch(row):
         bar.update(1)
@@ -201,7 +110,7 @@ def cmd_train(args) -> int:
         }
     )
     model.save(args.out)
-    _emit(
+    emit(
         args,
         {
             "out": str(args.out),
@@ -214,8 +123,8 @@ def cmd_train(args) -> int:
         [
             f"trained {name} on {args.dataset} in {res.seconds:.1f}s "
             f"({res.epochs_run} epochs, best {res.best_epoch})",
-            f"test  {_fmt_metrics(test)}",
-            f"val   {_fmt_metrics(val)}" if val is not None else f"val   {NO_VAL}",
+            f"test  {fmt_metrics(test)}",
+            f"val   {fmt_metrics(val)}" if val is not None else f"val   {NO_VAL}",
             f"saved to {args.out}",
         ],
     )
@@ -235,10 +144,10 @@ def cmd_evaluate(args) -> int:
     data = model.load_dataset(args.data_dir)
     ks = tuple(args.k)
     test = model.evaluate(data, "test", ks=ks)
-    _emit(
+    emit(
         args,
         {"model": str(args.model), "dataset": model.dataset, "test": test},
-        [f"{args.model} on {model.dataset} (test, {test['users']} users)", _fmt_metrics(test)],
+        [f"{args.model} on {model.dataset} (test, {test['users']} users)", fmt_metrics(test)],
     )
     return 0
 
@@ -251,7 +160,7 @@ def cmd_recommend(args) -> int:
     ok = np.isfinite(scores[0])
     items, scores = items[0][ok], scores[0][ok]
     info = _item_info(model.dataset, args.data_dir, model.train.num_items)
-    _emit(
+    emit(
         args,
         {
             "user": args.user,
@@ -306,7 +215,7 @@ def cmd_data_info(args) -> int:
             f"  train {st['train']:,} / val {st['val']:,} / test {st['test']:,} "
             f"(seeded per-user split {'/'.join(f'{f:g}' for f in data.meta.get('fractions', ()))})"
         )
-    _emit(
+    emit(
         args,
         st,
         [
@@ -326,7 +235,7 @@ def cmd_data_download(args) -> int:
 
     t = time.perf_counter()
     paths = download(args.name, args.data_dir, mirror=args.mirror, force=args.force)
-    _emit(
+    emit(
         args,
         {"name": args.name, "files": [str(p) for p in paths], "seconds": time.perf_counter() - t},
         [f"{args.name}: {len(paths)} files verified in {Path(paths[0]).parent if paths else '?'}"],
@@ -334,19 +243,8 @@ def cmd_data_download(args) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="unlearnrec", description="Make GNN recommenders forget.")
-    p.add_argument("--version", action="version", version=f"unlearnrec {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO) to stderr")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def common(sp, data=True):
-        if data:
-            sp.add_argument("--data-dir", default=None, help="dataset root (default: $UNLEARNREC_DATA)")
-        sp.add_argument("--json", action="store_true", help="print one JSON object")
-        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
+def register(sub, common) -> None:
+    """Add ``train``, ``evaluate``, ``recommend`` and ``data`` to the ``unlearnrec`` parser."""
     t = sub.add_parser("train", help="train a backbone on a dataset")
     t.add_argument("--dataset", required=True)
     t.add_argument("--backbone", default=None)
@@ -394,98 +292,3 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--force", action="store_true")
     common(dd)
     dd.set_defaults(func=cmd_data_download)
-
-    _register_extensions(sub, common)
-    return p
-
-
-def _register_extensions(sub, common) -> None:
-    """Commands contributed by the other packages (forgetting, experiments, reports)."""
-    from unlearnrec.experiments import commands as experiment_commands
-    from unlearnrec.serve import cli as serve_cli
-    from unlearnrec.unlearn import audit
-    from unlearnrec.unlearn import commands as unlearn_commands
-
-    for mod in (unlearn_commands, audit, experiment_commands, serve_cli):
-        mod.register(sub, common)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 a failed check, 2 bad input).
-
-    Output to a closed pipe (``unlearnrec ledger x --json | head -1``) ends quietly with 141
-    (128 + SIGPIPE, as a tool killed by SIGPIPE reports it).
-    """
-    try:
-        return _main(argv)
-    except BrokenPipeError:
-        _silence_stdout()
-        return 141
-
-
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet too."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured in tests)
-        pass
-
-
-def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --version, or a usage error (already printed on one line)
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        tune_allocator()
-    except ValueError as e:
-        print(f"unlearnrec: error: {e}", file=sys.stderr)
-        return 2
-    from unlearnrec.train.distributed import PARALLEL_COMMANDS, env_world_size
-
-    if env_world_size() > 1 and args.command not in PARALLEL_COMMANDS:
-        # every rank would run the whole command and write the same files
-        print(
-            f"unlearnrec: error: '{args.command}' does not run under torchrun (WORLD_SIZE="
-            f"{env_world_size()}); only {', '.join(PARALLEL_COMMANDS)} do",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        status = int(args.func(args) or 0)
-        sys.stdout.flush()  # surface a closed pipe here, not in the interpreter's exit
-        return status
-    except UnlearnRecError as e:
-        print(f"unlearnrec: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except TrainingError as e:  # diverged: a setting to change (the message names it), nothing saved
-        print(f"unlearnrec: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        raise
-    except OSError as e:  # a path that cannot be read or written (a directory, no permission, disk full)
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"unlearnrec: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("unlearnrec: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        from unlearnrec.train.distributed import leave
-
-        leave()  # a torchrun rank that failed leaves its process group before the interpreter exits
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,37 +1,23 @@
-"""CLI commands of the forgetting package: ``pretrain`` (the Influence Encoder) and ``forget``."""
+"""``pretrain`` (UnlearnRec's Influence Encoder) and ``forget``."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from unlearnrec.cli.audit import add_request_args, request_from_args
+from unlearnrec.cli.common import SEED, check_out, config_table, emit, progress
 from unlearnrec.errors import ConfigError, RequestError
-
-
-def _emit(args, obj: dict[str, Any], lines: list[str]) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-    else:
-        print("\n".join(lines))
-
-
-def _config_table(path: str | None, section: str) -> dict[str, Any]:
-    """The ``[section]`` table of a TOML file, or its top level when it has no such table."""
-    if not path:
-        return {}
-    from unlearnrec.config import read_toml
-
-    raw = read_toml(path)
-    return dict(raw[section]) if section in raw else raw
+from unlearnrec.runtime import resolve_device
+from unlearnrec.train import distributed
 
 
 def _unlearnrec_config(args, extra: dict[str, Any]):
     from unlearnrec.config import from_dict
     from unlearnrec.unlearn.unlearnrec import UnlearnRecConfig
 
-    raw = _config_table(args.config, "unlearnrec")
+    raw = config_table(args.config, "unlearnrec")
     raw.update({k: v for k, v in extra.items() if v is not None})
     return from_dict(UnlearnRecConfig, raw, "unlearnrec")
 
@@ -59,13 +45,9 @@ class EpochMeans:
 
 
 def cmd_pretrain(args) -> int:
-    from tqdm import tqdm
 
-    from unlearnrec.cli import check_out
     from unlearnrec.io.checkpoint import atomic_write_text
     from unlearnrec.model import TrainedModel
-    from unlearnrec.runtime import resolve_device
-    from unlearnrec.train import distributed
     from unlearnrec.unlearn.unlearnrec import UnlearnRec
 
     cfg = _unlearnrec_config(
@@ -77,8 +59,7 @@ def cmd_pretrain(args) -> int:
     part = distributed.init_from_env(device)  # under torchrun: data-parallel, rank 0 writes
     model = TrainedModel.load(args.model, device=device)
     method = UnlearnRec(cfg, seed=args.seed)
-    quiet = args.quiet or not part.is_main
-    bar = tqdm(total=cfg.epochs, desc="pre-train IE", disable=quiet, file=sys.stderr, leave=False)
+    bar = progress(cfg.epochs, "pre-train IE", not (args.quiet or not part.is_main))
     shown = ("model", "unlearn", "preserve", "contrast", "total")
     means = EpochMeans(shown)
 
@@ -99,7 +80,7 @@ def cmd_pretrain(args) -> int:
     atomic_write_text(curve, json.dumps(method.history, indent=1))
     secs = method.history[-1]["seconds"] if method.history else 0.0
     last = method.history[-1] if method.history else {}
-    _emit(
+    emit(
         args,
         {
             "out": str(args.out),
@@ -132,9 +113,8 @@ def _build_unlearner(args, model, data):
         return UnlearnRec.from_encoder(args.encoder, model, **over)
     if args.finetune_epochs is not None:
         raise ConfigError("--finetune-epochs applies to --method unlearnrec only")
-    method = build_method(args.method, _config_table(args.config, args.method), seed=args.seed)
-    if hasattr(method, "set_validation"):
-        method.set_validation(data.val)
+    method = build_method(args.method, config_table(args.config, args.method), seed=args.seed)
+    method.set_validation(data.val)
     if not (args.encoder and method.load_prepared(args.encoder, model)):
         method.prepare(model, model.train)
     return method
@@ -143,12 +123,8 @@ def _build_unlearner(args, model, data):
 def cmd_forget(args) -> int:
     import numpy as np
 
-    from unlearnrec.cli import check_out
     from unlearnrec.eval.membership import forgetting_metrics
     from unlearnrec.model import TrainedModel
-    from unlearnrec.runtime import resolve_device
-    from unlearnrec.train import distributed
-    from unlearnrec.unlearn.audit import request_from_args
 
     inputs = {
         "--model": args.model,
@@ -177,7 +153,7 @@ def cmd_forget(args) -> int:
         raise RequestError("the request names a user or item this model has already forgotten")
     method = _build_unlearner(args, model, data)
     if args.original:
-        if not hasattr(method, "forget_cumulative"):
+        if not method.supports_cumulative:
             raise ConfigError(
                 f"--original (cumulative forgetting) is not supported by --method {args.method}"
             )
@@ -237,7 +213,7 @@ def cmd_forget(args) -> int:
         "info": info,
         "ledger_entry": entry["seq"] if entry else None,
     }
-    _emit(
+    emit(
         args,
         out,
         [
@@ -254,8 +230,6 @@ def cmd_forget(args) -> int:
 
 def register(sub, common) -> None:
     """Add ``pretrain`` and ``forget`` to the ``unlearnrec`` parser."""
-    from unlearnrec.cli import SEED
-    from unlearnrec.unlearn.audit import add_request_args
     from unlearnrec.unlearn.registry import METHOD_NAMES
 
     p = sub.add_parser("pretrain", help="pre-train UnlearnRec's Influence Encoder for a trained model")

@@ -1,4 +1,4 @@
-"""CLI commands of this package: ``experiment`` (run a grid) and ``report`` (tables from its results)."""
+"""``experiment`` (run, resume or inspect a grid), ``report`` (its tables and page) and ``study``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,55 @@ import json
 import sys
 from pathlib import Path
 
+from unlearnrec.cli.common import K, check_out, progress
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def cmd_status(args) -> int:
+    """``experiment GRID --out DIR --status``: done and pending cells, with (estimated) seconds."""
+    from unlearnrec.experiments.runner import load_config, status
+
+    cells = status(load_config(args.config), args.out, args.cache)
+    pending = [c for c in cells if not c.done]
+    known = [c.seconds for c in pending if c.seconds is not None]
+    summary = {
+        "cells": len(cells),
+        "done": len(cells) - len(pending),
+        "pending": len(pending),
+        "estimated_seconds": sum(known),
+        "unknown_estimates": len(pending) - len(known),
+    }
+    if args.json:
+        rows = [
+            {"group": c.group.tag, "label": c.label, "method": c.method, "done": c.done, "seconds": c.seconds}
+            for c in cells
+        ]
+        print(json.dumps({**summary, "cell_status": rows}))
+        return 0
+    for c in cells:
+        state = "done   " if c.done else "pending"
+        what = "took" if c.done else "est."
+        print(f"{state} {c.group.tag:<40} {c.label:<28} {what} {_fmt_seconds(c.seconds)}")
+    n_unknown = summary["unknown_estimates"]
+    if not pending:
+        left = "nothing pending"
+    elif not known:
+        left = f"{len(pending)} pending, no estimate (no finished cell of their methods in {args.out})"
+    else:
+        unknown = f", {n_unknown} without an estimate" if n_unknown else ""
+        left = f"{len(pending)} pending, about {_fmt_seconds(summary['estimated_seconds'])}{unknown}"
+    print(f"{summary['done']} of {summary['cells']} cells done; {left}")
+    return 0
+
 
 def cmd_experiment(args) -> int:
-    from tqdm import tqdm
-
-    from unlearnrec.cli import check_out
+    if args.status:
+        return cmd_status(args)
     from unlearnrec.experiments.report import report
     from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
 
@@ -18,14 +62,19 @@ def cmd_experiment(args) -> int:
     # an existing --out is how a grid resumes, so it may exist; it may never be (or hold) an input
     check_out(args, {"CONFIG": args.config, "--data-dir": args.data_dir}, must_be_new=False)
     total = len(cfg.datasets) * len(cfg.seeds) * len(cfg.request_axis) * len(cfg.backbones) * len(cfg.methods)
-    bar = tqdm(total=total, desc=f"experiment {cfg.name}", disable=args.quiet, file=sys.stderr, leave=False)
+    bar = progress(total, f"experiment {cfg.name}", not args.quiet)
 
     def on_cell(rec: dict) -> None:
         bar.update(1)
         bar.set_postfix_str(f"{rec['dataset']}/{rec['backbone']}/{rec['label']}: {rec['status']}")
 
     records = run_experiment(
-        args.config, args.out, data_dir=args.data_dir, device=args.device, on_cell=on_cell
+        args.config,
+        args.out,
+        data_dir=args.data_dir,
+        device=args.device,
+        on_cell=on_cell,
+        cache_dir=args.cache,
     )
     bar.close()
     ok = sum(r["status"] == "ok" for r in records)
@@ -51,18 +100,16 @@ def cmd_experiment(args) -> int:
 
 def cmd_report(args) -> int:
     from unlearnrec.errors import UnlearnRecError
-    from unlearnrec.experiments.report import aggregate, to_csv, to_markdown
+    from unlearnrec.experiments.report import table_cells, to_csv, to_markdown
     from unlearnrec.experiments.runner import RESULTS, read_results
 
     if args.html:
-        from unlearnrec.cli import check_out
-
         if Path(args.html).is_dir():
             raise UnlearnRecError(f"--html {args.html} is a directory: name the HTML file to write")
         check_out(args, {"DIR/" + RESULTS: Path(args.dir) / RESULTS}, option="--html", must_be_new=False)
     if args.html and not (Path(args.dir) / RESULTS).is_file():
         # a parent folder of several experiment folders: the HTML page gathers them all
-        from unlearnrec.experiments.html import render_html
+        from unlearnrec.experiments.report.html import render_html
 
         render_html(args.dir, args.html)
         print(f"wrote {args.html}", file=sys.stderr)
@@ -83,7 +130,7 @@ def cmd_report(args) -> int:
                 "seeds": c.seeds,
                 **{k: c.mean(k) for k in c.values},
             }
-            for c in aggregate(records)
+            for c in table_cells(records)
         ]
         print(json.dumps(cells))
         return 0
@@ -97,7 +144,7 @@ def cmd_report(args) -> int:
         Path(args.dir, "table2.md").write_text(to_markdown(records, args.layout))
         Path(args.dir, "table2.csv").write_text(to_csv(records))
     if args.html:
-        from unlearnrec.experiments.html import render_html
+        from unlearnrec.experiments.report.html import render_html
 
         render_html(args.dir, args.html)
         print(f"wrote {args.html}", file=sys.stderr)
@@ -105,10 +152,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from unlearnrec.experiments.studies import run_studies
+    from unlearnrec.experiments.study_runner import run_studies
 
     paths = run_studies(
-        args.config, args.out, data_dir=args.data_dir, device=args.device, labels=args.labels, k=args.k
+        args.config,
+        args.out,
+        data_dir=args.data_dir,
+        device=args.device,
+        labels=args.labels,
+        k=args.k,
+        cache_dir=args.cache,
     )
     if args.json:
         print(json.dumps({"written": [str(p) for p in paths]}))
@@ -119,12 +172,21 @@ def cmd_study(args) -> int:
 
 def register(sub, common) -> None:
     """Add ``experiment`` and ``report`` to the ``unlearnrec`` parser."""
-    from unlearnrec.cli import K
-
     e = sub.add_parser("experiment", help="run (or resume) a TOML grid of datasets x backbones x methods")
     e.add_argument("config", help="experiment TOML (see experiments/)")
-    e.add_argument("--out", required=True, help="output directory (results.jsonl, cached models)")
+    e.add_argument("--out", required=True, help="output directory (results.jsonl)")
     e.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the config's)")
+    e.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="cache of models, attacks, prepared methods (default: $UNLEARNREC_CACHE, ~/.cache/unlearnrec)",
+    )
+    e.add_argument(
+        "--status",
+        action="store_true",
+        help="list done and pending cells with (estimated) times; run nothing",
+    )
     common(e)
     e.set_defaults(func=cmd_experiment)
 
@@ -152,5 +214,6 @@ def register(sub, common) -> None:
     s.add_argument("--labels", nargs="+", default=None, help="only these method labels")
     s.add_argument("--k", type=K, default=10, help="similar items in the case study (1..100000)")
     s.add_argument("--device", default=None)
+    s.add_argument("--cache", default=None, metavar="DIR", help="the runner's cache (default: the runner's)")
     common(s)
     s.set_defaults(func=cmd_study)

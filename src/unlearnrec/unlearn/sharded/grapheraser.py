@@ -30,16 +30,16 @@ from unlearnrec.config import check_ranges
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import ConfigError
+from unlearnrec.losses import bpr_loss
 from unlearnrec.model import TrainedModel
-from unlearnrec.train.losses import bpr_loss
-from unlearnrec.unlearn.partition import (
+from unlearnrec.unlearn.sharded.base import ShardedUnlearner
+from unlearnrec.unlearn.sharded.partition import (
     GRAPHERASER_KINDS,
     Partition,
-    ShardedUnlearner,
-    bpr_epochs,
     check_sharded_config,
     partition_interactions,
 )
+from unlearnrec.unlearn.sharded.pool import bpr_epochs
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ over seeds. With a ratio column comes the share of the training edges forgotten 
 Table 5 axis): an adversarial ratio is a fraction of users, a random one a fraction of edges, a
 users / items one a fraction of the users / items forgotten whole, and this column puts them on
 the same scale (with the number of nodes for users / items requests, whose rows carry the kind
-beside the ratio). Where the paper reports the same cell (METHOD.md §8: Retrain and
+beside the ratio). Where the paper reports the same cell (docs/method.md §8: Retrain and
 UnlearnRec only) its value and our relative difference are shown beside ours. A second table
 gives what the paper does not: membership AUC, the distance to the retrained model's
 forgotten-edge score distribution, time and peak memory.
@@ -22,33 +22,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unlearnrec.experiments.runner import read_results
+from unlearnrec.experiments.columns import BY_KEY, COLUMNS, EXTRA, MAIN
+from unlearnrec.experiments.report.paper import NOTE, PAPER_TABLE2
+from unlearnrec.experiments.results import latest_records, read_results, request_of
 
-# METHOD.md §8, Table 2 of the paper: (Recall@20, NDCG@20, MI-BF, MI-NG)
-PAPER_TABLE2: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
-    ("ml-1m", "lightgcn", "retrain"): (0.2287, 0.3209, 9.79, 6.23),
-    ("ml-1m", "lightgcn", "unlearnrec"): (0.2282, 0.3206, 6.51, 4.28),
-    ("ml-1m", "simgcl", "retrain"): (0.2336, 0.3325, 6.23, 3.98),
-    ("ml-1m", "simgcl", "unlearnrec"): (0.2336, 0.3323, 3.20, 2.36),
-    ("ml-1m", "sgl", "retrain"): (0.2339, 0.3328, 20.98, 11.34),
-    ("ml-1m", "sgl", "unlearnrec"): (0.2330, 0.3296, 14.03, 9.37),
-    ("gowalla", "lightgcn", "retrain"): (0.2407, 0.1584, 7.67, 3.93),
-    ("gowalla", "lightgcn", "unlearnrec"): (0.2398, 0.1545, 5.37, 2.81),
-    ("gowalla", "simgcl", "retrain"): (0.2605, 0.1703, 15.43, 7.72),
-    ("gowalla", "simgcl", "unlearnrec"): (0.2540, 0.1670, 4.35, 1.81),
-    ("gowalla", "sgl", "retrain"): (0.2502, 0.1618, 8.75, 4.43),
-    ("gowalla", "sgl", "unlearnrec"): (0.2477, 0.1611, 2.63, 1.34),
-    ("yelp2018", "lightgcn", "retrain"): (0.0625, 0.0511, 6.26, 3.32),
-    ("yelp2018", "lightgcn", "unlearnrec"): (0.0617, 0.0501, 5.64, 3.00),
-    ("yelp2018", "simgcl", "retrain"): (0.0648, 0.0531, 11.11, 5.89),
-    ("yelp2018", "simgcl", "unlearnrec"): (0.0640, 0.0519, 6.02, 2.50),
-    ("yelp2018", "sgl", "retrain"): (0.0635, 0.0512, 9.99, 4.43),
-    ("yelp2018", "sgl", "unlearnrec"): (0.0633, 0.0513, 4.09, 2.05),
-}
-MAIN = ("recall@20", "ndcg@20", "mi_bf", "mi_ng")
-SHORT = {"recall@20": "Recall", "ndcg@20": "NDCG", "mi_bf": "MI-BF", "mi_ng": "MI-NG"}
-EXTRA = ("auc", "auc_before", "w1_to_ref", "ks_to_ref", "seconds", "prepare_seconds", "peak_memory_mb")
-NOTE = "our Gowalla is not the paper's (METHOD.md §8): compare its rows in shape, not in value"
+MAIN_KEYS = tuple(c.key for c in MAIN)
 
 
 @dataclass
@@ -82,32 +60,13 @@ class Cell:
         if self.request != "adversarial":  # Table 2 is the adversarial protocol
             return None
         p = PAPER_TABLE2.get((self.dataset, self.backbone, self.method))
-        return p[MAIN.index(key)] if p is not None and key in MAIN else None
+        k = MAIN_KEYS.index(key) if key in MAIN_KEYS else len(MAIN_KEYS)
+        return p[k] if p is not None and k < len(p) else None  # the paper has four Table 2 metrics
 
 
-def request_of(record: dict) -> tuple[str, dict]:
-    """(request kind, its summary ``{edges, fraction_of_train, ...}``) of a runner record: the
-    ``request`` table of a random / users / items cell, else the ``attack`` table (adversarial)."""
-    req = record.get("request")
-    if isinstance(req, dict):
-        return str(req.get("kind") or "random"), req
-    att = record.get("attack")
-    return "adversarial", att if isinstance(att, dict) else {}
-
-
-def latest_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(ok records, errors still unresolved): the last line of each cell wins."""
-    last: dict[str, dict] = {}
-    for r in records:
-        if r.get("kind") == "cell" and "cell" in r:
-            last[r["cell"]] = r
-    ok = [r for r in last.values() if r.get("status") == "ok"]
-    err = [r for r in last.values() if r.get("status") != "ok"]
-    return ok, err
-
-
-def aggregate(records: list[dict]) -> list[Cell]:
-    """Average the ok cells over seeds, in grid order (first appearance).
+def table_cells(records: list[dict]) -> list[Cell]:
+    """The cells of the tables: the ok records of each (dataset, backbone, ratio, label, request
+    kind) with one value per seed (for the mean and the spread), in grid order (first appearance).
 
     Two cells under one label and seed (a method's config changed and the grid re-run into the
     same folder) are not averaged: the one recorded last stands for that seed.
@@ -125,10 +84,10 @@ def aggregate(records: list[dict]) -> list[Cell]:
         kind, req = request_of(r)
         key = (r["dataset"], r["backbone"], float(r.get("ratio", 1.0)), r.get("label") or r["method"], kind)
         c = cells.setdefault(key, Cell(*key[:4], method=r["method"], request=kind))
-        m = r.get("metrics", {})
-        for k in (*MAIN, "auc", "auc_before", "w1_to_ref", "ks_to_ref"):
-            if m.get(k) is not None:
-                c.values[k].append(float(m[k]))
+        for col in COLUMNS:
+            v = col.value(r)
+            if v is not None:
+                c.values[col.key].append(float(v))
         for k, src in (
             ("forgotten_edges", "edges"),
             ("forgotten_fraction", "fraction_of_train"),
@@ -136,22 +95,11 @@ def aggregate(records: list[dict]) -> list[Cell]:
         ):
             if isinstance(req.get(src), (int, float)):
                 c.values[k].append(float(req[src]))
-        for k in ("seconds", "prepare_seconds", "peak_memory_mb"):
-            if r.get(k) is not None:
-                c.values[k].append(float(r[k]))
     return list(cells.values())
 
 
 def _fmt(v: float | None, key: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if key in ("recall@20", "ndcg@20", "auc", "auc_before", "w1_to_ref", "ks_to_ref"):
-        return f"{v:.4f}"
-    if key in ("seconds", "prepare_seconds"):
-        return f"{v:.2f}"
-    if key == "peak_memory_mb":
-        return f"{v:.0f}"
-    return f"{v:.2f}"
+    return BY_KEY[key].fmt(v)
 
 
 def _diff_pct(ours: float, paper: float | None) -> float | None:
@@ -233,7 +181,7 @@ def to_markdown(records: list[dict], layout: str = "auto") -> str:
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    cells = aggregate(records)
+    cells = table_cells(records)
     _, errors = latest_records(records)
     if not cells and not errors:
         return "_no results yet_\n"
@@ -243,9 +191,9 @@ def to_markdown(records: list[dict], layout: str = "auto") -> str:
     if layout == "auto":
         layout = "wide" if len(labels) <= WIDE_MAX_METHODS else "long"
     if layout == "wide":
-        cols = [f"{lab} {SHORT[k]}" for lab in labels for k in MAIN]
+        cols = [f"{lab} {c.short}" for lab in labels for c in MAIN]
     else:
-        cols = ["method", *(SHORT[k] for k in MAIN), "Recall / Retrain"]
+        cols = ["method", *(c.short for c in MAIN), "Recall / Retrain"]
         retrain = {row: c for (row, _), c in by.items() if c.method == "retrain"}
     out = ["| " + " | ".join(head + cols) + " |", "|" + "---|" * (len(head) + len(cols))]
     for row in rows:
@@ -253,12 +201,12 @@ def to_markdown(records: list[dict], layout: str = "auto") -> str:
         if with_ratio:
             vals.append(_forgotten([c for lab in labels if (c := by.get((row, lab))) is not None]))
         if layout == "wide":
-            vals += [_value(c, k) if (c := by.get((row, lab))) else "" for lab in labels for k in MAIN]
+            vals += [_value(c, k) if (c := by.get((row, lab))) else "" for lab in labels for k in MAIN_KEYS]
             out.append("| " + " | ".join(vals) + " |")
             continue
         for lab in labels:
             if (c := by.get((row, lab))) is not None:
-                line = [*vals, lab, *(_value(c, k) for k in MAIN), _of_retrain(c, retrain.get(row))]
+                line = [*vals, lab, *(_value(c, k) for k in MAIN_KEYS), _of_retrain(c, retrain.get(row))]
                 out.append("| " + " | ".join(line) + " |")
     out.append("")
     out.append(
@@ -287,14 +235,17 @@ def to_markdown(records: list[dict], layout: str = "auto") -> str:
         "",
         "| dataset | backbone | "
         + ("ratio | " if with_ratio else "")
-        + "method | seeds | AUC | AUC before | W1 to retrain | KS to retrain "
-        "| forget s | prepare s | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_ratio else ""),
+        + "method | seeds | "
+        + " | ".join(c.markdown_title for c in EXTRA)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(EXTRA) + ("---|" if with_ratio else ""),
     ]
     for c in cells:
         ratio = f"{c.ratio:g}" + (f" {c.request}" if c.request in NODE_KINDS else "")
         head_vals = [c.dataset, c.backbone] + ([ratio] if with_ratio else []) + [c.label]
-        out.append("| " + " | ".join(head_vals + [str(c.seeds)] + [_fmt(c.mean(k), k) for k in EXTRA]) + " |")
+        out.append(
+            "| " + " | ".join(head_vals + [str(c.seeds)] + [col.fmt(c.mean(col.key)) for col in EXTRA]) + " |"
+        )
     out.append("")
     out.append(
         "AUC: forgotten edges vs never-seen non-edges by score (0.5 = indistinguishable). Adversarial "
@@ -317,13 +268,13 @@ def to_csv(records: list[dict]) -> str:
     value and the relative difference for the four Table 2 metrics, then the extra columns, then
     the request kind, the edges forgotten, their share of the training edges and (users / items
     requests) the number of nodes forgotten whole."""
-    cells = aggregate(records)
+    cells = table_cells(records)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["dataset", "backbone", "ratio", "method", "label", "seeds"]
-    for k in MAIN:
+    for k in MAIN_KEYS:
         header += [k, f"{k}_std", f"paper_{k}", f"diff_pct_{k}"]
-    header += [*EXTRA, "request", "forgotten_edges", "forgotten_fraction", "forgotten_nodes"]
+    header += [*(c.key for c in EXTRA), "request", "forgotten_edges", "forgotten_fraction", "forgotten_nodes"]
     w.writerow(header)
 
     def num(v):
@@ -331,10 +282,10 @@ def to_csv(records: list[dict]) -> str:
 
     for c in cells:
         row = [c.dataset, c.backbone, c.ratio, c.method, c.label, c.seeds]
-        for k in MAIN:
+        for k in MAIN_KEYS:
             ours, p = c.mean(k), c.paper(k)
             row += [num(ours), num(c.std(k)), num(p), num(_diff_pct(ours, p))]
-        row += [num(c.mean(k)) for k in EXTRA]
+        row += [num(c.mean(col.key)) for col in EXTRA]
         row += [c.request, num(c.mean("forgotten_edges")), num(c.mean("forgotten_fraction"))]
         row.append(num(c.mean("forgotten_nodes")))
         w.writerow(row)

@@ -20,6 +20,53 @@ from unlearnrec.errors import UnlearnRecError
 SET_COLORS = {"forgotten": "#d62728", "retained": "#2ca02c", "negative": "#1f77b4"}
 SET_LABELS = {"forgotten": "forgotten (E_Δ)", "retained": "retained positive", "negative": "negative"}
 DPI = 80  # the committed reports embed ~11 figures and should stay under 1 MB (96 dpi: 1.19 MB)
+# type sizes in points: at DPI 80 a point is 1.11 px, so the smallest text is 10 px high in the PNG, which
+# the page shows at its own size (every figure is narrower than the page: MAX_WIDTH_IN)
+FONT = 9.0  # ticks, legends, axis labels
+TITLE = 10.5
+SUPTITLE = 11.5
+MAX_WIDTH_IN = 14.0  # 1,120 px: the report's column is 1,200 px less its margins
+# ten colours (tab10) and eleven markers: series k gets colour k mod 10 and marker k mod 11, so no two of
+# the first 110 series share both, and the first ten differ in colour AND marker
+COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
+
+
+def series_style(k: int) -> dict[str, Any]:
+    """Colour, marker and line style of the k-th series of a line plot (distinct pairs for k < 110;
+    dashed from the eleventh series on, so repeated colours are told apart at a glance too)."""
+    return {
+        "color": COLORS[k % len(COLORS)],
+        "marker": MARKERS[k % len(MARKERS)],
+        "linestyle": "-" if k < len(COLORS) else "--",
+    }
+
+
+def _legend_below(fig, handles, labels, ncol: int | None = None) -> None:
+    """A figure legend under the axes (never over the data); ``bbox_inches="tight"`` keeps it in the PNG."""
+    if not handles:
+        return
+    ncol = ncol or min(4, len(handles))
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=ncol,
+        fontsize=FONT,
+        frameon=False,
+    )
 
 
 def _figure(width: float, height: float):
@@ -67,6 +114,11 @@ def _model_color(name: str, k: int) -> str:
     return ("#1f77b4", "#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22")[k % 8]
 
 
+def _model_hatch(k: int) -> str:
+    """A hatch for the k-th bar series beyond the eight colours (so the ninth differs from the first)."""
+    return ("", "//", "..", "xx")[(k // 8) % 4]
+
+
 def _label(row: Mapping[str, Any], keys: str | Sequence[str]) -> str:
     """A series name from one key or several (joined by ' / ')."""
     keys = [keys] if isinstance(keys, str) else list(keys)
@@ -96,7 +148,7 @@ def plot_score_distributions(
     ]
     bins = summary["bins"]
     rows, cols = _grid(len(order))
-    fig = _figure(3.3 * cols, 2.6 * rows)
+    fig = _figure(min(3.4 * cols, MAX_WIDTH_IN), 2.8 * rows)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=False)
     for k, name in enumerate(order):
         ax = axes[k // cols][k % cols]
@@ -128,9 +180,9 @@ def plot_score_distributions(
         sub = ""
         if f.get("w1_to_ref") is not None and name != ref:
             sub = f"\nW1 to {ref} (forgotten) = {f['w1_to_ref']:.3f}"
-        ax.set_title(f"{name}{sub}", fontsize=9)
-        ax.set_xlabel("score ŷ", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_title(f"{name}{sub}", fontsize=TITLE)
+        ax.set_xlabel("score ŷ", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
     for k in range(len(order), rows * cols):
         axes[k // cols][k % cols].set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -139,17 +191,9 @@ def plot_score_distributions(
         h, lab = axes[k // cols][k % cols].get_legend_handles_labels()
         for hh, ll in zip(h, lab, strict=True):
             seen.setdefault(ll, hh)
-    fig.legend(
-        list(seen.values()),
-        list(seen.keys()),
-        loc="lower center",
-        ncol=min(4, len(seen)),
-        fontsize=8,
-        bbox_to_anchor=(0.5, -0.02),
-        frameon=False,
-    )
-    fig.suptitle(title or "Score distributions before and after unlearning", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    fig.suptitle(title or "Score distributions before and after unlearning", fontsize=SUPTITLE)
+    fig.tight_layout()
+    _legend_below(fig, list(seen.values()), list(seen.keys()))
     return _finish(fig, out)
 
 
@@ -190,20 +234,20 @@ def plot_pretrain_curve(
     from matplotlib.ticker import MaxNLocator
 
     rows, cols = _grid(len(terms), 3)
-    fig = _figure(3.2 * cols, 2.4 * rows)
+    fig = _figure(3.4 * cols, 2.6 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for k, term in enumerate(terms):
         ax = axes[k // cols][k % cols]
         pts = [(e, float(h[term])) for e, h in zip(epochs, history, strict=True) if _num(h.get(term))]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, linewidth=1.2)
-        ax.set_title(term, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_title(term, fontsize=TITLE)
+        ax.set_xlabel("epoch", fontsize=FONT)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=FONT)
         ax.grid(alpha=0.3)
     for k in range(len(terms), rows * cols):
         axes[k // cols][k % cols].set_visible(False)
-    fig.suptitle(title or "Influence Encoder pre-training", fontsize=10)
+    fig.suptitle(title or "Influence Encoder pre-training", fontsize=SUPTITLE)
     fig.tight_layout()
     return _finish(fig, out)
 
@@ -227,25 +271,34 @@ def plot_case_study(
         base = (item_names or {}).get(j, f"item {j}")
         return f"{base}\n(forgotten)" if k == 0 else f"{base}\ncos {case['similarity'][k - 1]:.2f}"
 
-    fig = _figure(min(12.0, max(6.0, 0.3 * len(ids) * max(1, len(names)) + 1.5)), 3.6)
+    fig = _figure(min(12.0, max(6.0, 0.3 * len(ids) * max(1, len(names)) + 1.5)), 4.2)
     ax = fig.subplots()
     width = 0.8 / len(names)
     for m, name in enumerate(names):
         vals = [scores[name]["forgotten"], *scores[name]["similar"]]
         xs = [x + (m - (len(names) - 1) / 2) * width for x in range(len(ids))]
-        ax.bar(xs, vals, width=width, label=name, color=_model_color(name, m))
+        ax.bar(xs, vals, width=width, label=name, color=_model_color(name, m), hatch=_model_hatch(m))
     ax.axhline(0, color="black", linewidth=0.6)
     ax.axvline(0.5, color="gray", linewidth=0.6, linestyle=":")
     ax.set_xticks(range(len(ids)))
-    ax.set_xticklabels([label(j, k) for k, j in enumerate(ids)], fontsize=6.5, rotation=45, ha="right")
-    ax.set_ylabel(f"score ŷ for user {case['user']}", fontsize=8)
-    ax.tick_params(axis="y", labelsize=7)
-    ax.legend(fontsize=7, ncol=len(names))
+    ax.set_xticklabels([label(j, k) for k, j in enumerate(ids)], fontsize=FONT, rotation=45, ha="right")
+    ax.set_ylabel(f"score ŷ for user {case['user']}", fontsize=FONT)
+    ax.tick_params(axis="y", labelsize=FONT)
     ax.set_title(
         title or f"User {case['user']} forgets item {case['item']}: its {case['k']} most similar items",
-        fontsize=9,
+        fontsize=TITLE,
     )
     fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=min(5, len(names)),
+        fontsize=FONT,
+        frameon=False,
+    )
     return _finish(fig, out)
 
 
@@ -265,25 +318,25 @@ def plot_efficiency(
     series: dict[str, list[Mapping[str, Any]]] = {}
     for r in pts:
         series.setdefault(_label(r, series_key), []).append(r)
-    fig = _figure(9.0, 3.4)
+    fig = _figure(10.0, 3.8)
     ax_t, ax_m = fig.subplots(1, 2)
-    for name, rs in sorted(series.items()):
+    for k, (name, rs) in enumerate(sorted(series.items())):
         rs = sorted(rs, key=lambda r: r[size_key])
         xs = [r[size_key] for r in rs]
-        ax_t.plot(xs, [max(r["seconds"], 1e-4) for r in rs], marker="o", label=name)
+        ax_t.plot(xs, [max(r["seconds"], 1e-4) for r in rs], label=name, **series_style(k))
         mem = [(r[size_key], r["peak_memory_mb"]) for r in rs if r.get("peak_memory_mb") is not None]
         if mem:
-            ax_m.plot([p[0] for p in mem], [max(p[1], 1e-2) for p in mem], marker="o", label=name)
+            ax_m.plot([p[0] for p in mem], [max(p[1], 1e-2) for p in mem], label=name, **series_style(k))
     for ax, ylab in ((ax_t, "forgetting time (s)"), (ax_m, "peak memory (MiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("training edges", fontsize=8)
-        ax.set_ylabel(ylab, fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_xlabel("training edges", fontsize=FONT)
+        ax.set_ylabel(ylab, fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
         ax.grid(alpha=0.3, which="both")
-    ax_t.legend(fontsize=7)
-    fig.suptitle(title or "Cost of forgetting against dataset size", fontsize=10)
+    fig.suptitle(title or "Cost of forgetting against dataset size", fontsize=SUPTITLE)
     fig.tight_layout()
+    _legend_below(fig, *ax_t.get_legend_handles_labels(), ncol=3)
     return _finish(fig, out)
 
 
@@ -303,20 +356,27 @@ def plot_ratio(
     series: dict[str, list[Mapping[str, Any]]] = {}
     for r in pts:
         series.setdefault(_label(r, series_key), []).append(r)
-    fig = _figure(3.0 * len(metrics), 2.8)
+    fig = _figure(min(3.2 * len(metrics), MAX_WIDTH_IN), 3.0)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=True):
-        for name, rs in sorted(series.items()):
+        for k, (name, rs) in enumerate(sorted(series.items())):
             rs = sorted((r for r in rs if isinstance(r.get(metric), (int, float))), key=lambda r: r["ratio"])
             if rs:
-                ax.plot([100 * r["ratio"] for r in rs], [r[metric] for r in rs], marker="o", label=name)
+                ax.plot(
+                    [100 * r["ratio"] for r in rs], [r[metric] for r in rs], label=name, **series_style(k)
+                )
         if metric.startswith("mi_"):
             ax.axhline(1.0, color="gray", linewidth=0.6, linestyle=":")
-        ax.set_title(metric, fontsize=9)
-        ax.set_xlabel("edges forgotten (%)", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_title(metric, fontsize=TITLE)
+        ax.set_xlabel("edges forgotten (%)", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(title or "Unlearning ratio", fontsize=10)
+    fig.suptitle(title or "Unlearning ratio", fontsize=SUPTITLE)
     fig.tight_layout()
+    # every series, from whichever panel has it (a series may lack one metric)
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    _legend_below(fig, list(seen.values()), list(seen.keys()), ncol=4)
     return _finish(fig, out)
