@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: train a recommender, pre-train the Influence Encoder, forget a user and a
-# few edges, verify the forgetting against the original, and print the figures.
+# few edges, verify the forgetting against the original, print the figures, and run the forgetting service
+# (deletions over HTTP while it keeps serving recommendations).
 # Environment: DATASET (default ml-100k, ~5 minutes on 2 cores; ml-1m about an hour), OUT (runs/demo).
 # Re-running replaces the demo's own outputs under OUT (--force); it never writes over an input.
 set -euo pipefail
@@ -68,3 +69,44 @@ TXT
 $BIN/unlearnrec report "$OUT/experiment" --html "$OUT/report.html" >/dev/null
 echo
 echo "HTML report (every table and figure): $OUT/report.html"
+
+say "8. the forgetting service: deletions over HTTP while recommendations keep being served"
+# unlearnrec serve on the demo's model and encoder, the embedded default (SQLite in the state directory)
+STATE="$OUT/service"
+rm -rf "$STATE"
+PORT=$($BIN/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+KEY=$($BIN/unlearnrec serve keys create --state "$STATE" --role admin)
+$BIN/unlearnrec serve --model "$OUT/model" --encoder "$OUT/encoder" --state "$STATE" --port "$PORT" \
+  >"$OUT/service.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+URL="http://127.0.0.1:$PORT"
+for _ in $(seq 120); do curl -sf "$URL/readyz" >/dev/null && break; sleep 0.5; done
+api() { curl -s -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$@"; echo; }
+SERVE_USER=${SERVE_USER:-7}
+echo "user $SERVE_USER's top 5 before:"
+api "$URL/v1/users/$SERVE_USER/recommendations?k=5"
+TOP=$(api "$URL/v1/users/$SERVE_USER/recommendations?k=1" | $BIN/python -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+OTHER=$((USER_ID + 1))
+echo "POST /v1/deletions: item $TOP (user $SERVE_USER's top recommendation) and user $OTHER, as two requests"
+ID1=$(api -X POST "$URL/v1/deletions" -H "Idempotency-Key: demo-item" -d "{\"items\": [$TOP]}" \
+  | $BIN/python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+ID2=$(api -X POST "$URL/v1/deletions" -H "Idempotency-Key: demo-user" -d "{\"users\": [$OTHER]}" \
+  | $BIN/python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+for _ in $(seq 120); do
+  S=$(api "$URL/v1/deletions/$ID2" | $BIN/python -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+  [ "$S" = applied ] || [ "$S" = finetuned ] || [ "$S" = failed ] && break
+  sleep 0.5
+done
+echo "GET /v1/deletions/$ID1 and /$ID2 (status, version, latency, verification, ledger hash):"
+api "$URL/v1/deletions/$ID1"
+api "$URL/v1/deletions/$ID2"
+echo "user $SERVE_USER's top 5 now (item $TOP never appears again):"
+api "$URL/v1/users/$SERVE_USER/recommendations?k=5"
+echo "user $OTHER now (410: forgotten):"
+api "$URL/v1/users/$OTHER/recommendations?k=5"
+echo "ledger check:"
+api "$URL/v1/ledger/verify"
+kill $SERVER 2>/dev/null || true
+wait $SERVER 2>/dev/null || true
+echo "the service's state (versions + SQLite): $STATE; its log: $OUT/service.log"
