@@ -718,3 +718,10 @@ def test_stopping_rule_is_built_without_the_request(model, prepared):
 def test_finetune_config_range_checks(key, value):
     with pytest.raises(ConfigError, match=key):
         from_dict(UnlearnRecConfig, {key: value}, "unlearnrec")
+
+
+def test_every_finetune_field_is_forget_only_in_grids():
+    from unlearnrec.experiments.grid import FORGET_ONLY_FIELDS
+
+    fields = {f for f in UnlearnRecConfig.__dataclass_fields__ if f.startswith("finetune_")}
+    assert set(FORGET_ONLY_FIELDS["unlearnrec"]) == fields
