@@ -232,16 +232,24 @@ def _value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def _fields(pairs: list[str]) -> dict:
+    """``["key=value", ...]`` as a dict with numbers and booleans parsed."""
+    return {k: _value(v) for k, v in (kv.split("=", 1) for kv in pairs if kv)}
+
+
 def compare(args) -> list[dict]:
     """Retrain, Ours(0) and Ours(k) on one attacked model, each through ``Runner.run_cell``."""
     from unlearnrec.experiments.runner import Runner, load_config
 
-    finetune = dict(kv.split("=", 1) for kv in args.ours)
-    finetune = {k: _value(v) for k, v in finetune.items()}
+    finetune = _fields(args.ours)
     methods = [{"name": "retrain", "label": "Retrain"}]
     for k in args.ks:
         cfg = {**ENCODER, **(finetune if k else {}), "finetune_epochs": k}
         methods.append({"name": "unlearnrec", "label": f"Ours({k})", "config": cfg})
+    for variant in args.variants:  # further Ours(k > 0) rows against the same Retrain
+        for k in (k for k in args.ks if k):
+            cfg = {**ENCODER, **finetune, **_fields(variant.split(",")), "finetune_epochs": k}
+            methods.append({"name": "unlearnrec", "label": f"Ours({k}) {variant}", "config": cfg})
     rows = []
     for name in args.datasets:
         exp = load_config(
@@ -298,15 +306,16 @@ def compare(args) -> list[dict]:
             f"{name} {args.backbone}: adversarial request of {base['request_edges']:,} edges; "
             f"Ours(k) fine-tuning {finetune or 'defaults'}; load average {os.getloadavg()[0]:.1f} at the end"
         )
+        width = max(len(r["method"]) for r in out)
         print(
-            f"{'method':9s} {'seconds':>9s} {'Retrain/x':>10s} {'Recall':>7s} {'share':>7s} "
+            f"{'method':{width}s} {'seconds':>9s} {'Retrain/x':>10s} {'Recall':>7s} {'share':>7s} "
             f"{'val Rec':>8s} {'MI-BF':>7s} {'MI-NG':>7s} {'AUC':>6s} {'steps':>6s} stopped"
         )
         for r in out:
             r["retrain_over"] = base["seconds_median"] / r["seconds_median"]
             r["recall_share"] = r["recall@20"] / base["recall@20"]
             print(
-                f"{r['method']:9s} {r['seconds_median']:9.2f} {r['retrain_over']:9.1f}x "
+                f"{r['method']:{width}s} {r['seconds_median']:9.2f} {r['retrain_over']:9.1f}x "
                 f"{r['recall@20']:7.4f} "
                 f"{r['recall_share']:7.1%} {r['val_recall@20']:8.4f} {r['mi_bf']:7.2f} {r['mi_ng']:7.2f} "
                 f"{r['auc']:6.3f} {r['steps']:6d} {r['stopped']}",
@@ -349,6 +358,13 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="--compare: UnlearnRecConfig fine-tuning fields of Ours(k>0), e.g. finetune_steps=40",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="--compare: each adds Ours(k > 0) rows with these fields on top of --ours",
     )
     args = p.parse_args()
     retrain = None

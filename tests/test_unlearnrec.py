@@ -684,13 +684,18 @@ def test_stopping_rule_reads_validation_never_the_request(model, prepared, monke
     assert len(seen[0][1]) == 1 and seen[0][1][0] is model.train
     for _, exclude in seen[1:]:  # then the checks: the masked residual holds no forgotten edge
         assert len(exclude) == 1 and not exclude[0].contains(req.edges.users, req.edges.items).any()
-    # a share of 1% of the input model's validation Recall is reached at the first check
-    assert res.info["finetune_stopped"] and res.info["finetune_steps_run"] == 1
+    # a share of 1% of the input model's validation Recall is met by Ours(0) itself: no step taken,
+    # and the model is Ours(0)'s
+    assert res.info["finetune_stopped"] and res.info["finetune_steps_run"] == 0
+    assert res.info["finetune_val_checks"][0][0] == 0
+    ours0 = UnlearnRec(fast(), seed=0)
+    ours0.encoder, ours0.prepared_for = prepared.encoder, prepared.prepared_for
+    torch.testing.assert_close(res.model.backbone.e0, ours0.forget(model, model.train, req).model.backbone.e0)
     # an unreachable share runs every epoch
     method.config = fast(finetune_epochs=2, finetune_steps=2, finetune_stop_share=2.0)
     res = method.forget(model, model.train, req)
     assert not res.info["finetune_stopped"] and res.info["finetune_steps_run"] == 4
-    assert len(res.info["finetune_val_checks"]) == 2  # once per epoch (check_every 0)
+    assert [c[0] for c in res.info["finetune_val_checks"]] == [0, 2, 4]  # before, then once per epoch
 
 
 def test_stopping_rule_is_built_without_the_request(model, prepared):

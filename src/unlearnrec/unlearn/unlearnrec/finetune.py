@@ -154,8 +154,9 @@ def finetune(
     target). An epoch is one pass over E_r in batches of ``finetune_batch_size`` (0: ``batch_size``),
     or ``finetune_steps`` steps; λ_p is rescaled by ``batch_size / finetune_batch_size`` (L_p is a
     sum over the batch, λ_p was set for ``batch_size``). Every forgotten edge enters L_u once per
-    epoch. ``stop`` is checked every ``finetune_check_every`` steps (0: after each epoch) and ends
-    the run once reached. On return ``backbone.e0`` holds the final Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18),
+    epoch. ``stop`` is checked before the first step (Ours(0) may already meet it: then no step is
+    taken), then every ``finetune_check_every`` steps (0: after each epoch), and ends the run once
+    reached. On return ``backbone.e0`` holds the final Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18),
     so the backbone alone is the unlearned model. ``backbone`` must be a copy owned by the caller;
     ``mlp`` is copied, never modified. ``history``: one row per epoch; ``best_epoch``: the epoch
     the run ended in; ``best_metric``: the last validation check (NaN without ``stop``).
@@ -177,7 +178,19 @@ def finetune(
     res = FitResult()
     done, step = False, 0
     nu = residual.num_users
-    for epoch in range(1, config.finetune_epochs + 1):
+
+    def reached() -> bool:
+        with torch.no_grad():
+            backbone.eval()
+            out = backbone.propagate(residual, backbone.e0 + shift())
+            backbone.train()
+        hit = stop.reached(step, out[:nu], out[nu:])
+        res.best_metric = stop.checks[-1][1]
+        return hit
+
+    if stop is not None:  # Ours(0) may already be there: then no step at all
+        done = reached()
+    for epoch in range(1, 0 if done else config.finetune_epochs + 1):
         backbone.train()
         hook = getattr(backbone, "on_epoch_start", None)
         if hook is not None:  # per-epoch augmentation (SGL's views)
@@ -214,12 +227,7 @@ def finetune(
             step += 1
             last = i == steps - 1
             if stop is not None and ((check_every and step % check_every == 0) or (not check_every and last)):
-                with torch.no_grad():
-                    backbone.eval()
-                    out = backbone.propagate(residual, backbone.e0 + shift())
-                    backbone.train()
-                done = stop.reached(step, out[:nu], out[nu:])
-                res.best_metric = stop.checks[-1][1]
+                done = reached()
                 if done:
                     break
         row = {"epoch": epoch, "steps": n, "seconds": time.perf_counter() - t0}
