@@ -252,13 +252,16 @@ def compare(args) -> list[dict]:
             methods.append({"name": "unlearnrec", "label": f"Ours({k}) {variant}", "config": cfg})
     rows = []
     for name in args.datasets:
+        if args.request == "adversarial":
+            request = {"ratios": [args.user_ratio], "item_ratio": args.item_ratio}
+        else:  # a random request or whole users: no attack, the model trained on the clean split
+            request = {"request": args.request, "request_ratios": [args.request_ratio]}
         exp = load_config(
             {
                 "name": f"bench-forget-{name}",
                 "datasets": [name],
                 "backbones": [args.backbone],
-                "ratios": [args.user_ratio],
-                "item_ratio": args.item_ratio,
+                **request,
                 "seeds": [0],
                 "val_ratio": 0.1,
                 "split_seed": 0,
@@ -297,13 +300,13 @@ def compare(args) -> list[dict]:
                     "auc": m["auc"],
                     "steps": info.get("finetune_steps_run", 0),
                     "stopped": info.get("finetune_stopped"),
-                    "request_edges": rec.get("attack", {}).get("edges"),
+                    "request_edges": (rec.get("attack") or rec.get("request") or {}).get("edges"),
                     "config": spec.config,
                 }
             )
         base = out[0]
         print(
-            f"{name} {args.backbone}: adversarial request of {base['request_edges']:,} edges; "
+            f"{name} {args.backbone}: {args.request} request of {base['request_edges']:,} edges; "
             f"Ours(k) fine-tuning {finetune or 'defaults'}; load average {os.getloadavg()[0]:.1f} at the end"
         )
         width = max(len(r["method"]) for r in out)
@@ -352,6 +355,12 @@ def main() -> None:
     p.add_argument("--backbone", default="lightgcn", help="--compare: the backbone")
     p.add_argument("--user-ratio", type=float, default=1.0, help="--compare: users given an adversarial edge")
     p.add_argument("--item-ratio", type=float, default=0.0, help="--compare: items given an adversarial edge")
+    p.add_argument(
+        "--request", default="adversarial", choices=["adversarial", "random", "users"], help="--compare: kind"
+    )
+    p.add_argument(
+        "--request-ratio", type=float, default=0.0092, help="--compare: share of edges (random) or users"
+    )
     p.add_argument(
         "--ours",
         nargs="*",
