@@ -302,12 +302,22 @@ def compare(args) -> list[dict]:
                     "stopped": info.get("finetune_stopped"),
                     "request_edges": (rec.get("attack") or rec.get("request") or {}).get("edges"),
                     "config": spec.config,
+                    "load_average": os.getloadavg()[0],
                 }
             )
+            r = out[-1]
+            print(  # progress, as each cell ends (the table follows)
+                f"  {r['method']}: {r['seconds_median']:.2f} s, Recall {r['recall@20']:.4f}, MI-NG "
+                f"{r['mi_ng']:.2f}, load {r['load_average']:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
         base = out[0]
+        loads = [r["load_average"] for r in out]
         print(
             f"{name} {args.backbone}: {args.request} request of {base['request_edges']:,} edges; "
-            f"Ours(k) fine-tuning {finetune or 'defaults'}; load average {os.getloadavg()[0]:.1f} at the end"
+            f"Ours(k) fine-tuning {finetune or 'defaults'}; load average "
+            f"{min(loads):.1f}-{max(loads):.1f} after the cells"
         )
         width = max(len(r["method"]) for r in out)
         print(
