@@ -237,6 +237,15 @@ def _fields(pairs: list[str]) -> dict:
     return {k: _value(v) for k, v in (kv.split("=", 1) for kv in pairs if kv)}
 
 
+def _wait_for_encoder(runner, group, spec, seconds: float) -> None:
+    """Wait up to ``seconds`` for the cached pre-trained encoder of ``spec`` (being pre-trained by
+    another process while Retrain is timed here); past that, the cell pre-trains it itself."""
+    folder = runner.out / "prepared" / runner._prepare_hash(group, spec)
+    end = time.monotonic() + seconds
+    while not (folder / "meta.json").is_file() and time.monotonic() < end:
+        time.sleep(10)
+
+
 def compare(args) -> list[dict]:
     """Retrain, Ours(0) and Ours(k) on one attacked model, each through ``Runner.run_cell``."""
     from unlearnrec.experiments.runner import Runner, load_config
@@ -277,6 +286,8 @@ def compare(args) -> list[dict]:
         reference = None
         out = []
         for spec in exp.methods:
+            if spec.name == "unlearnrec" and args.prepare_wait > 0:
+                _wait_for_encoder(runner, group, spec, args.prepare_wait)
             reps = 1 if spec.name == "retrain" else args.repeats
             times, rec, result = [], None, None
             for _ in range(reps):
@@ -377,6 +388,13 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="--compare: UnlearnRecConfig fine-tuning fields of Ours(k>0), e.g. finetune_steps=40",
+    )
+    p.add_argument(
+        "--prepare-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="--compare: wait this long for an encoder another process is pre-training into --cache",
     )
     p.add_argument(
         "--variants",
