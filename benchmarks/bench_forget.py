@@ -20,7 +20,7 @@ Ours(0)'s fraction of it.
     flock /tmp/unlearnrec-heavy.lock timeout 900 .venv/bin/python benchmarks/bench_forget.py
 
 ``--compare`` (issue 25) times Retrain against Ours(0) and Ours(k) for each ``--ks`` in one command,
-through the experiment runner's own cells (``Runner.run_cell``: the grids' recipe, protocol and
+through the experiment runner's own cells (``experiments.cell.run_cell``: the grids' recipe, protocol and
 metrics): the attacked model and the pre-trained encoder are cached under ``--cache`` (built on the
 first run), Retrain is measured in the same command every time, each Ours(k) ``--repeats`` times
 (median). It prints seconds, Retrain's time over each method's, the same for the CPU time of each whole
@@ -242,15 +242,17 @@ def _fields(pairs: list[str]) -> dict:
 def _wait_for_encoder(runner, group, spec, seconds: float) -> None:
     """Wait up to ``seconds`` for the cached pre-trained encoder of ``spec`` (being pre-trained by
     another process while Retrain is timed here); past that, the cell pre-trains it itself."""
-    folder = runner.out / "prepared" / runner._prepare_hash(group, spec)
+    folder = runner.store.prepared_dir(group, spec)
     end = time.monotonic() + seconds
     while not (folder / "meta.json").is_file() and time.monotonic() < end:
         time.sleep(10)
 
 
 def compare(args) -> list[dict]:
-    """Retrain, Ours(0) and Ours(k) on one attacked model, each through ``Runner.run_cell``."""
-    from unlearnrec.experiments.runner import Runner, load_config
+    """Retrain, Ours(0) and Ours(k) on one attacked model, each through ``experiments.cell.run_cell``."""
+    from unlearnrec.experiments.cell import run_cell
+    from unlearnrec.experiments.grid import load_config
+    from unlearnrec.experiments.runner import Runner
 
     finetune = _fields(args.ours)
     methods = [{"name": "retrain", "label": "Retrain"}]
@@ -281,10 +283,11 @@ def compare(args) -> list[dict]:
                 "methods": methods,
             }
         )
-        runner = Runner(exp, Path(args.cache) / name, data_dir=args.data_dir)
+        cache = Path(args.cache) / name
+        runner = Runner(exp, cache, data_dir=args.data_dir, cache_dir=cache)
         group = runner.groups()[0]
-        data = runner.dataset(name)
-        runner.attacked_model(group)  # trained once, then from the cache
+        data = runner.store.dataset(name)
+        runner.store.model(group)  # trained once, then from the cache
         reference = None
         out = []
         for spec in exp.methods:
@@ -294,7 +297,7 @@ def compare(args) -> list[dict]:
             times, cpu, rec, result = [], [], None, None
             for _ in range(reps):
                 c = time.process_time()
-                rec, result = runner.run_cell(group, spec, reference)
+                rec, result = run_cell(runner.store, group, spec, runner.build, reference)
                 # the CPU time of the whole cell (forget plus its evaluation), all threads of this process:
                 # with --threads 1 it moves far less than wall time with the machine's load
                 cpu.append(time.process_time() - c)
