@@ -18,6 +18,18 @@ epoch, batch 8192; no early stopping), and prints its time, its test Recall@20 /
 Ours(0)'s fraction of it.
 
     flock /tmp/unlearnrec-heavy.lock timeout 900 .venv/bin/python benchmarks/bench_forget.py
+
+``--compare`` (issue 25) times Retrain against Ours(0) and Ours(k) for each ``--ks`` in one command,
+through the experiment runner's own cells (``experiments.cell.run_cell``: the grids' recipe, protocol and
+metrics): the attacked model and the pre-trained encoder are cached under ``--cache`` (built on the
+first run), Retrain is measured in the same command every time, each Ours(k) ``--repeats`` times
+(median). It prints seconds, Retrain's time over each method's, the same for the CPU time of each whole
+cell (forgetting plus its evaluation; less sensitive to a shared machine's load than wall time), the test
+Recall@20 and its share of Retrain's, the validation Recall@20, MI-BF, MI-NG, AUC, and the fine-tuning
+steps run:
+
+    nice -n 5 .venv/bin/python benchmarks/bench_forget.py --compare --datasets ml-1m --threads 1 \
+        --cache runs/bench-forget --ks 0 1 3
 """
 
 from __future__ import annotations
@@ -208,6 +220,148 @@ def bench(
     return out
 
 
+# the grids' recipe (experiments/ml-1m-table2-cpu.toml) and the encoder of configs/unlearnrec-cpu.toml
+GRID_TRAIN = {"epochs": 30, "batch_size": 4096, "lr": 1e-2, "eval_every": 3, "patience": 2}
+ENCODER = {"epochs": 10, "ratio": 0.2, "batch_size": 4096, "lr": 5e-3, "lambda_p": 1.25e-3}
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _fields(pairs: list[str]) -> dict:
+    """``["key=value", ...]`` as a dict with numbers and booleans parsed."""
+    return {k: _value(v) for k, v in (kv.split("=", 1) for kv in pairs if kv)}
+
+
+def _wait_for_encoder(runner, group, spec, seconds: float) -> None:
+    """Wait up to ``seconds`` for the cached pre-trained encoder of ``spec`` (being pre-trained by
+    another process while Retrain is timed here); past that, the cell pre-trains it itself."""
+    folder = runner.store.prepared_dir(group, spec)
+    end = time.monotonic() + seconds
+    while not (folder / "meta.json").is_file() and time.monotonic() < end:
+        time.sleep(10)
+
+
+def compare(args) -> list[dict]:
+    """Retrain, Ours(0) and Ours(k) on one attacked model, each through ``experiments.cell.run_cell``."""
+    from unlearnrec.experiments.cell import run_cell
+    from unlearnrec.experiments.grid import load_config
+    from unlearnrec.experiments.runner import Runner
+
+    finetune = _fields(args.ours)
+    methods = [{"name": "retrain", "label": "Retrain"}]
+    for k in args.ks:
+        cfg = {**ENCODER, **(finetune if k else {}), "finetune_epochs": k}
+        methods.append({"name": "unlearnrec", "label": f"Ours({k})", "config": cfg})
+    for variant in args.variants:  # further Ours(k > 0) rows against the same Retrain
+        for k in (k for k in args.ks if k):
+            cfg = {**ENCODER, **finetune, **_fields(variant.split(",")), "finetune_epochs": k}
+            methods.append({"name": "unlearnrec", "label": f"Ours({k}) {variant}", "config": cfg})
+    rows = []
+    for name in args.datasets:
+        if args.request == "adversarial":
+            request = {"ratios": [args.user_ratio], "item_ratio": args.item_ratio}
+        else:  # a random request or whole users: no attack, the model trained on the clean split
+            request = {"request": args.request, "request_ratios": [args.request_ratio]}
+        exp = load_config(
+            {
+                "name": f"bench-forget-{name}",
+                "datasets": [name],
+                "backbones": [args.backbone],
+                **request,
+                "seeds": [0],
+                "val_ratio": 0.1,
+                "split_seed": 0,
+                "train": GRID_TRAIN,
+                "model": {args.backbone: {"dim": 64, "layers": 3, "reg": 1e-4}},
+                "methods": methods,
+            }
+        )
+        cache = Path(args.cache) / name
+        runner = Runner(exp, cache, data_dir=args.data_dir, cache_dir=cache)
+        group = runner.groups()[0]
+        data = runner.store.dataset(name)
+        runner.store.model(group)  # trained once, then from the cache
+        reference = None
+        out = []
+        for spec in exp.methods:
+            if spec.name == "unlearnrec" and args.prepare_wait > 0:
+                _wait_for_encoder(runner, group, spec, args.prepare_wait)
+            reps = 1 if spec.name == "retrain" else args.repeats
+            times, cpu, rec, result = [], [], None, None
+            for _ in range(reps):
+                c = time.process_time()
+                rec, result = run_cell(runner.store, group, spec, runner.build, reference)
+                # the CPU time of the whole cell (forget plus its evaluation), all threads of this process:
+                # with --threads 1 it moves far less than wall time with the machine's load
+                cpu.append(time.process_time() - c)
+                times.append(float(rec["seconds"]))
+            if spec.name == "retrain":
+                reference = result.model
+            m = rec["metrics"]
+            info = rec.get("info", {})
+            out.append(
+                {
+                    "dataset": name,
+                    "method": spec.title,
+                    "seconds_median": statistics.median(times),
+                    "seconds": times,
+                    "cell_cpu_seconds": statistics.median(cpu),
+                    "recall@20": m["recall@20"],
+                    "ndcg@20": m["ndcg@20"],
+                    "val_recall@20": result.model.evaluate(data, "val")["recall@20"],
+                    "mi_bf": m["mi_bf"],
+                    "mi_ng": m["mi_ng"],
+                    "auc": m["auc"],
+                    "steps": info.get("finetune_steps_run", 0),
+                    "stopped": info.get("finetune_stopped"),
+                    "request_edges": (rec.get("attack") or rec.get("request") or {}).get("edges"),
+                    "config": spec.config,
+                    "load_average": os.getloadavg()[0],
+                }
+            )
+            r = out[-1]
+            print(  # progress, as each cell ends (the table follows)
+                f"  {r['method']}: {r['seconds_median']:.2f} s, Recall {r['recall@20']:.4f}, MI-NG "
+                f"{r['mi_ng']:.2f}, load {r['load_average']:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
+        base = out[0]
+        loads = [r["load_average"] for r in out]
+        print(
+            f"{name} {args.backbone}: {args.request} request of {base['request_edges']:,} edges; "
+            f"Ours(k) fine-tuning {finetune or 'defaults'}; load average "
+            f"{min(loads):.1f}-{max(loads):.1f} after the cells"
+        )
+        width = max(len(r["method"]) for r in out)
+        print(
+            f"{'method':{width}s} {'seconds':>9s} {'Retrain/x':>10s} {'cell CPU s':>10s} {'Retrain/x':>10s} "
+            f"{'Recall':>7s} {'share':>7s} "
+            f"{'val Rec':>8s} {'MI-BF':>7s} {'MI-NG':>7s} {'AUC':>6s} {'steps':>6s} stopped"
+        )
+        for r in out:
+            r["retrain_over"] = base["seconds_median"] / r["seconds_median"]
+            r["retrain_over_cpu"] = base["cell_cpu_seconds"] / r["cell_cpu_seconds"]
+            r["recall_share"] = r["recall@20"] / base["recall@20"]
+            print(
+                f"{r['method']:{width}s} {r['seconds_median']:9.2f} {r['retrain_over']:9.1f}x "
+                f"{r['cell_cpu_seconds']:10.2f} {r['retrain_over_cpu']:9.1f}x "
+                f"{r['recall@20']:7.4f} "
+                f"{r['recall_share']:7.1%} {r['val_recall@20']:8.4f} {r['mi_bf']:7.2f} {r['mi_ng']:7.2f} "
+                f"{r['auc']:6.3f} {r['steps']:6d} {r['stopped']}",
+                flush=True,
+            )
+        rows.extend(out)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["gowalla", "yelp2018"])
@@ -229,6 +383,39 @@ def main() -> None:
     p.add_argument("--retrain-lr-decay", type=float, default=0.97)
     p.add_argument("--retrain-batch-size", type=int, default=8192)
     p.add_argument("--peak-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compare", action="store_true", help="Retrain vs Ours(0) and Ours(k) (issue 25)")
+    p.add_argument("--ks", type=int, nargs="+", default=[0, 1, 3], help="--compare: the k of Ours(k)")
+    p.add_argument("--cache", default="runs/bench-forget", help="--compare: models and encoders cached here")
+    p.add_argument("--backbone", default="lightgcn", help="--compare: the backbone")
+    p.add_argument("--user-ratio", type=float, default=1.0, help="--compare: users given an adversarial edge")
+    p.add_argument("--item-ratio", type=float, default=0.0, help="--compare: items given an adversarial edge")
+    p.add_argument(
+        "--request", default="adversarial", choices=["adversarial", "random", "users"], help="--compare: kind"
+    )
+    p.add_argument(
+        "--request-ratio", type=float, default=0.0092, help="--compare: share of edges (random) or users"
+    )
+    p.add_argument(
+        "--ours",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--compare: UnlearnRecConfig fine-tuning fields of Ours(k>0), e.g. finetune_steps=40",
+    )
+    p.add_argument(
+        "--prepare-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="--compare: wait this long for an encoder another process is pre-training into --cache",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="--compare: each adds Ours(k > 0) rows with these fields on top of --ours",
+    )
     args = p.parse_args()
     retrain = None
     if args.full_retrain > 0:
@@ -239,6 +426,12 @@ def main() -> None:
             "batch_size": args.retrain_batch_size,
         }
     torch.set_num_threads(args.threads)
+    if args.compare:
+        rows = compare(args)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+        return
     if args.peak_child:
         r = bench(args.datasets[0], args.dims[0], args.ratio, 0, False, args.data_dir, peak_only=True)
         print(json.dumps(r))

@@ -14,6 +14,7 @@ from tests.contracts import UnlearnerContract, tiny_trained_model
 from unlearnrec.backbones import BACKBONES
 from unlearnrec.config import from_dict
 from unlearnrec.data.interactions import Interactions
+from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import ConfigError, RequestError, UnlearnRecError
 from unlearnrec.losses import unlearning_loss
 from unlearnrec.model import TrainedModel
@@ -29,7 +30,9 @@ from unlearnrec.unlearn.unlearnrec import (
     local_idm,
     prior_request,
 )
-from unlearnrec.unlearn.unlearnrec.pretrain import final_embeddings
+from unlearnrec.unlearn.unlearnrec import finetune as finetune_module
+from unlearnrec.unlearn.unlearnrec.finetune import RowMLP, step_terms, validation_recall
+from unlearnrec.unlearn.unlearnrec.pretrain import auxiliary_terms, copy_backbone, final_embeddings
 
 FAST = dict(epochs=2, batch_size=256, steps_per_epoch=3, lr=1e-2)
 
@@ -561,3 +564,169 @@ def test_cli_forget_needs_encoder(cli_model, tmp_path, capsys):
     m0, _ = cli_model
     code, _, err = run(capsys, "forget", "--model", m0, "--user", 1, "--out", tmp_path / "x")
     assert code == 2 and "--encoder" in err
+
+
+# ============================================================================ fine-tuning (issue 25)
+def _two_propagation_step(backbone, residual, e0_tilde, batch, gen, forgotten, chunk, e_bar, config):
+    """The former fine-tuning step: the backbone's loss (one propagation inside) and a second
+    propagation for L_u / L_p."""
+    terms = backbone.loss(residual, batch, e0=e0_tilde, generator=gen)
+    total = terms["total"]
+    out = backbone.propagate(residual, e0_tilde)
+    aux = auxiliary_terms(out, residual.num_users, batch, forgotten, chunk, e_bar, config)
+    total = total + config.lambda_u * aux["unlearn"] + config.lambda_p * aux["preserve"]
+    return {**terms, **aux, "total": total}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_shared_propagation_step_equals_two_propagation_step(name):
+    m = tiny_trained_model(name, epochs=2)
+    req = request_of(m, 12, 3)
+    residual = m.graph.residual(req.edges)
+    e_bar = final_embeddings(m.backbone, m.graph)
+    cfg = fast(lambda_p=0.05)
+    delta = torch.randn(m.graph.num_nodes, m.backbone.dim, generator=torch.Generator().manual_seed(1)) * 0.1
+    batch = next(bpr_batches(residual.interactions, 64, np.random.default_rng(0)))
+    chunk = np.arange(len(req.edges))
+    results, grads = [], []
+    for fn in (_two_propagation_step, step_terms):
+        bb = copy_backbone(m.backbone)
+        bb.train()
+        mlp = IdentityMLP(bb.dim)
+        e0_tilde = bb.e0 + mlp(delta)
+        gen = torch.Generator().manual_seed(7)  # the SSL backbones' randomness, same stream for both
+        terms = fn(bb, residual, e0_tilde, batch, gen, req.edges, chunk, e_bar, cfg)
+        terms["total"].backward()
+        results.append({k: float(v.detach()) for k, v in terms.items()})
+        grads.append(bb.e0.grad.clone())
+    old, new = results
+    assert set(old) == set(new) and {"bpr", "unlearn", "preserve", "total"} <= set(new)
+    for k in old:
+        assert abs(old[k] - new[k]) <= 1e-6 * max(1.0, abs(old[k])), k
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+
+
+def test_finetuning_runs_one_propagation_per_step(model, prepared, monkeypatch):
+    calls = []
+    bb_type = type(model.backbone)
+    original = bb_type.propagate
+
+    def counting(self, graph, e0):
+        calls.append(graph)
+        return original(self, graph, e0)
+
+    monkeypatch.setattr(bb_type, "propagate", counting)
+    prepared.config = fast(finetune_epochs=2, finetune_batch_size=64, finetune_steps=3)
+    try:
+        res = prepared.forget(model, model.train, request_of(model, 10, 6))
+    finally:
+        prepared.config = fast()
+    assert res.info["finetune_steps_run"] == 6  # 2 epochs x finetune_steps
+    # one propagation per step on the residual graph (the others: Ē of the input model, on its own graph)
+    assert sum(g is not model.graph for g in calls) == 6
+
+
+def test_row_mlp_equals_mlp_on_all_rows_when_delta_is_zero_elsewhere():
+    g = torch.Generator().manual_seed(0)
+    mlp = IdentityMLP(8)
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    rows = torch.tensor([1, 4, 5])
+    delta = torch.zeros(9, 8)
+    delta[rows] = torch.randn(3, 8, generator=g)
+    torch.testing.assert_close(RowMLP(mlp, delta, rows)(), mlp(delta))
+    torch.testing.assert_close(RowMLP(mlp, delta, None)(), mlp(delta))
+    assert not torch.allclose(mlp(delta)[0], torch.zeros(8))  # the bias really reaches untouched rows
+
+
+def test_finetune_batch_size_and_steps(model, prepared):
+    req = request_of(model, 10, 6)
+    n_edges = len(model.train) - 10
+    prepared.config = fast(finetune_epochs=1, finetune_batch_size=100)
+    try:
+        full = prepared.forget(model, model.train, req).info
+        prepared.config = fast(finetune_epochs=2, finetune_batch_size=100, finetune_steps=2)
+        capped = prepared.forget(model, model.train, req).info
+    finally:
+        prepared.config = fast()
+    assert full["finetune_steps_run"] == math.ceil(n_edges / 100)
+    assert capped["finetune_steps_run"] == 4 and [r["steps"] for r in capped["finetune_history"]] == [2, 2]
+
+
+def test_stopping_rule_reads_validation_never_the_request(model, prepared, monkeypatch):
+    """The rule's every evaluation ranks the validation split (the reference: the input model with
+    its training set masked; the checks: the tuned model with the residual masked, which holds no
+    request edge); and it stops early when reached."""
+    req = request_of(model, 10, 6)
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, model.train.num_users, 400)
+    items = rng.integers(0, model.train.num_items, 400)
+    keep = ~model.train.contains(users, items)
+    val = Interactions.from_pairs(
+        users[keep], items[keep], model.train.num_users, model.train.num_items, dedupe=True
+    )
+    seen = []
+    real = finetune_module.evaluate_embeddings
+
+    def spy(user_emb, item_emb, target, exclude=(), **kw):
+        seen.append((target, list(exclude)))
+        return real(user_emb, item_emb, target, exclude=exclude, **kw)
+
+    monkeypatch.setattr(finetune_module, "evaluate_embeddings", spy)
+    method = UnlearnRec(fast(finetune_epochs=3, finetune_stop_share=0.01, finetune_check_every=1), seed=0)
+    method.encoder, method.prepared_for = prepared.encoder, prepared.prepared_for
+    method.set_validation(val)
+    res = method.forget(model, model.train, req)
+    assert len(seen) >= 2, "the stopping rule never evaluated"
+    assert all(target is val for target, _ in seen)  # only ever the validation split
+    # first the reference, the input model's validation Recall with its own training set masked
+    assert len(seen[0][1]) == 1 and seen[0][1][0] is model.train
+    for _, exclude in seen[1:]:  # then the checks: the masked residual holds no forgotten edge
+        assert len(exclude) == 1 and not exclude[0].contains(req.edges.users, req.edges.items).any()
+    # a share of 1% of the input model's validation Recall is met by Ours(0) itself: no step taken,
+    # and the model is Ours(0)'s
+    assert res.info["finetune_stopped"] and res.info["finetune_steps_run"] == 0
+    assert res.info["finetune_val_checks"][0][0] == 0
+    ours0 = UnlearnRec(fast(), seed=0)
+    ours0.encoder, ours0.prepared_for = prepared.encoder, prepared.prepared_for
+    torch.testing.assert_close(res.model.backbone.e0, ours0.forget(model, model.train, req).model.backbone.e0)
+    # an unreachable share runs every epoch
+    method.config = fast(finetune_epochs=2, finetune_steps=2, finetune_stop_share=2.0)
+    res = method.forget(model, model.train, req)
+    assert not res.info["finetune_stopped"] and res.info["finetune_steps_run"] == 4
+    assert [c[0] for c in res.info["finetune_val_checks"]] == [0, 2, 4]  # before, then once per epoch
+
+
+def test_stopping_rule_is_built_without_the_request(model, prepared):
+    method = UnlearnRec(fast(finetune_epochs=1, finetune_stop_share=0.9), seed=0)
+    residual = model.graph.residual(request_of(model, 10, 6).edges)
+    assert method._stop_rule(model, residual) is None  # no validation split: no rule
+    users, items = np.arange(30), (np.arange(30) * 7) % model.train.num_items
+    keep = ~model.train.contains(users, items)
+    val = Interactions.from_pairs(users[keep], items[keep], model.train.num_users, model.train.num_items)
+    method.set_validation(val)
+    rule = method._stop_rule(model, residual)
+    assert rule.val is val and rule.exclude[0] is residual.interactions
+    assert rule.target == pytest.approx(0.9 * validation_recall(*model.embeddings(), val, [model.train]))
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("finetune_batch_size", -1),
+        ("finetune_steps", -2),
+        ("finetune_check_every", -1),
+        ("finetune_stop_share", 3.0),
+    ],
+)
+def test_finetune_config_range_checks(key, value):
+    with pytest.raises(ConfigError, match=key):
+        from_dict(UnlearnRecConfig, {key: value}, "unlearnrec")
+
+
+def test_every_finetune_field_is_forget_only_in_grids():
+    from unlearnrec.experiments.grid import FORGET_ONLY_FIELDS
+
+    fields = {f for f in UnlearnRecConfig.__dataclass_fields__ if f.startswith("finetune_")}
+    assert set(FORGET_ONLY_FIELDS["unlearnrec"]) == fields

@@ -19,6 +19,8 @@ class Backbone(nn.Module):
     - ``embed(graph, e0=None) -> (user_emb (U, d), item_emb (I, d))``: final embeddings Ē.
     - ``loss(graph, batch, e0=None, generator=None) -> dict`` of named scalar terms
       (``bpr``, ``reg``, and ``ssl`` for self-supervised backbones); ``total`` is their sum.
+      ``loss_and_output`` returns the same terms together with the final embeddings Ē they were
+      computed on (one propagation for callers that add their own terms on Ē).
 
     ``e0`` replaces the layer-0 table with one supplied from outside (the Influence Encoder's Ẽ⁰
     and every unlearner rely on this). A backbone never owns the optimiser, the epoch loop,
@@ -82,6 +84,21 @@ class Backbone(nn.Module):
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named loss terms on one batch: BPR on Ē, L2 on the batch's layer-0 rows, SSL if any."""
+        return self.loss_and_output(graph, batch, e0, generator)[0]
+
+    def loss_and_output(
+        self,
+        graph: Graph,
+        batch: Batch,
+        e0: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(:meth:`loss`'s terms, the final embeddings Ē (N, d) its BPR term was computed on).
+
+        Ē is ``propagate(graph, e0)`` with its autograd graph, so a caller that adds terms on the
+        final embeddings (UnlearnRec's L_u and L_p) shares this step's propagation instead of
+        running a second one. Backbones that specialise their loss override this method.
+        """
         e0 = self.e0 if e0 is None else e0
         out = self.propagate(graph, e0)
         terms = self.bpr_terms(out, e0, batch)
@@ -89,7 +106,7 @@ class Backbone(nn.Module):
         if ssl is not None:
             terms["ssl"] = ssl
         terms["total"] = sum(terms.values())
-        return terms
+        return terms, out
 
     def bpr_terms(self, out: torch.Tensor, e0: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         """``bpr`` on the final embeddings ``out`` (N, d) and ``reg`` on the layer-0 rows ``e0`` (N, d)."""

@@ -128,18 +128,18 @@ class SimGCL(LightGCN):
             views.append(acc / layers)
         return views[0], views[1]
 
-    def loss(
+    def loss_and_output(
         self,
         graph: Graph,
         batch: Batch,
         e0: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> dict[str, torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The inherited terms (BPR on the clean readout, L2, λ·InfoNCE), with ÂE⁰ computed once.
 
         The clean readout and the two noisy views all start with the product ÂE⁰; it is computed
         once here (3L products forward and backward become 3L - 2). Same values and the same
-        generator stream as :meth:`Backbone.loss` with :meth:`ssl_loss`.
+        generator stream as :meth:`Backbone.loss` with :meth:`ssl_loss`; also returns the clean readout.
         """
         e0 = self.e0 if e0 is None else e0
         first = propagate(graph.adj, e0)
@@ -147,7 +147,7 @@ class SimGCL(LightGCN):
         terms = self.bpr_terms(out, e0, batch)
         terms["ssl"] = self._ssl(batch, *self.noisy_views(graph.adj, e0, generator, first))
         terms["total"] = sum(terms.values())
-        return terms
+        return terms, out
 
     def ssl_loss(
         self, graph: Graph, batch: Batch, e0: torch.Tensor, generator: torch.Generator | None

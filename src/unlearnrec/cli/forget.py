@@ -110,7 +110,8 @@ def _build_unlearner(args, model, data):
                 "--method unlearnrec needs --encoder IE_DIR (make one with 'unlearnrec pretrain')"
             )
         over = {} if args.finetune_epochs is None else {"finetune_epochs": args.finetune_epochs}
-        return UnlearnRec.from_encoder(args.encoder, model, **over)
+        # the validation split feeds fine-tuning's stopping rule (finetune_stop_share), never the request
+        return UnlearnRec.from_encoder(args.encoder, model, **over).set_validation(data.val)
     if args.finetune_epochs is not None:
         raise ConfigError("--finetune-epochs applies to --method unlearnrec only")
     method = build_method(args.method, config_table(args.config, args.method), seed=args.seed)

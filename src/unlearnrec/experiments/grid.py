@@ -50,7 +50,17 @@ STUDIES = ("main", "ablation", "ratio", "efficiency")
 NODE_REQUESTS = ("users", "items")  # whole-node requests: every training edge of the drawn nodes
 # fields of a method's config that only affect ``forget``: methods differing only in these
 # share one prepared cache entry (UnlearnRec(0) and UnlearnRec(3) share one pre-trained encoder)
-FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {"unlearnrec": ("finetune_epochs", "finetune_lr")}
+# (every ``finetune_*`` field of UnlearnRecConfig; tests/test_unlearnrec.py checks the list is complete)
+FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
+    "unlearnrec": (
+        "finetune_epochs",
+        "finetune_lr",
+        "finetune_batch_size",
+        "finetune_steps",
+        "finetune_stop_share",
+        "finetune_check_every",
+    )
+}
 # backbone-config fields added after models were first cached, with the value every earlier model had:
 # a field at that value is left out of the hashed dict, so a grid written before the field existed keeps
 # its hashes (and its cached models). Building from the dict restores the default.

@@ -28,7 +28,14 @@ class UnlearnRecConfig:
     ``contrast_nodes``: at most this many of a batch's users (and of its items) enter L_c per step.
 
     Forgetting (§5): ``finetune_epochs`` = k of Ours(k) (0: Ours(0), no training), with
-    ``finetune_lr`` on the MLP and the layer-0 table.
+    ``finetune_lr`` on the MLP and the layer-0 table. Each step propagates once, shared by every
+    term. ``finetune_batch_size``: the fine-tuning batch (0: ``batch_size``; λ_p is rescaled by
+    ``batch_size / finetune_batch_size`` since L_p is a sum over the batch); ``finetune_steps``:
+    steps per fine-tuning epoch (0: one pass over E_r); ``finetune_stop_share`` > 0: stop at the
+    first check where the model's validation Recall@20 reaches this share of the input model's
+    (needs a validation split, ``UnlearnRec.set_validation``; the request is never read by the
+    rule); checks every ``finetune_check_every`` steps (0: after each epoch). ``finetune_epochs``
+    is then the maximum.
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
@@ -62,6 +69,10 @@ class UnlearnRecConfig:
     # serving a request (§5)
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
+    finetune_batch_size: int = 0
+    finetune_steps: int = 0
+    finetune_stop_share: float = 0.0
+    finetune_check_every: int = 0
 
     RANGES = {
         "ie_layers": "[1, 64]",
@@ -101,6 +112,13 @@ class UnlearnRecConfig:
             raise ValueError("epochs, finetune_epochs and steps_per_epoch must be >= 0")
         if self.batch_size <= 0 or self.lr <= 0 or self.finetune_lr <= 0:
             raise ValueError("batch_size, lr and finetune_lr must be > 0")
+        for k in ("finetune_batch_size", "finetune_steps", "finetune_check_every"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k} must be >= 0 (0: the default), got {getattr(self, k)}")
+        if not 0 <= self.finetune_stop_share <= 2:
+            raise ValueError(
+                f"finetune_stop_share must be in [0, 2] (0: no stopping rule), got {self.finetune_stop_share}"
+            )
         if self.contrast_nodes < 2:
             raise ValueError("contrast_nodes must be >= 2")
         if self.tau_p <= 0 or self.tau_c <= 0:

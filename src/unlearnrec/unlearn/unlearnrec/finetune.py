@@ -1,9 +1,22 @@
-"""Ours(k): fine-tuning the unlearned model for k epochs on E_r (docs/method.md §5)."""
+"""Ours(k): fine-tuning the unlearned model for k epochs on E_r (docs/method.md §5).
+
+One step costs one propagation of Ẽ⁰ over Â_r (forward and backward), shared by every loss term:
+the backbone's BPR (+ SSL) and UnlearnRec's L_u and L_p are all computed on the final embeddings
+that :meth:`~unlearnrec.backbones.base.Backbone.loss_and_output` returns (the former step ran a
+second propagation for L_u / L_p; :func:`step_terms` is equal to it, tests/test_unlearnrec.py).
+A fine-tuning epoch is one pass over E_r, or ``finetune_steps`` steps; ``finetune_batch_size``
+sets the batch. With a :class:`ValidationStop` the run ends at the first check where the model's
+Recall on the *validation split* reaches a target: the rule never sees the request.
+"""
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -11,10 +24,114 @@ import torch
 from unlearnrec.backbones.base import Backbone, Batch
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
-from unlearnrec.train.loop import FitResult, TrainConfig, fit
+from unlearnrec.data.sampling import sample_negatives
+from unlearnrec.errors import TrainingError
+from unlearnrec.eval.ranking import evaluate_embeddings
+from unlearnrec.train.loop import FitResult, adam
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import IdentityMLP
 from unlearnrec.unlearn.unlearnrec.pretrain import auxiliary_terms, forgotten_chunks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationStop:
+    """The stopping rule of fine-tuning: stop once Recall@K on the validation split reaches ``target``.
+
+    ``val``: validation interactions (never training or request edges); ``exclude``: the training
+    interactions masked when ranking (the residual training set of the model being tuned). The
+    rule gets the model's embeddings and nothing else: it cannot read the request being served.
+    ``checks`` records (step, value) of every evaluation.
+    """
+
+    val: Interactions
+    exclude: list[Interactions]
+    target: float
+    k: int = 20
+    checks: list[tuple[int, float]] = field(default_factory=list)
+
+    def reached(self, step: int, user_emb: torch.Tensor, item_emb: torch.Tensor) -> bool:
+        """Evaluate at ``step``; True when the validation Recall@K is at least ``target``."""
+        value = validation_recall(user_emb, item_emb, self.val, self.exclude, self.k)
+        self.checks.append((step, value))
+        return value >= self.target
+
+
+def validation_recall(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    val: Interactions,
+    exclude: list[Interactions],
+    k: int = 20,
+) -> float:
+    """Recall@k on ``val`` (full ranking, ``exclude`` masked)."""
+    return float(evaluate_embeddings(user_emb, item_emb, val, exclude=exclude, ks=(k,))[f"recall@{k}"])
+
+
+def step_terms(
+    backbone: Backbone,
+    residual: Graph,
+    e0_tilde: torch.Tensor,
+    batch: Batch,
+    generator: torch.Generator | None,
+    forgotten: Interactions,
+    chunk: np.ndarray,
+    e_bar: torch.Tensor,
+    config: UnlearnRecConfig,
+    lambda_p: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every term of one fine-tuning step on one propagation: L_model + λ_u L_u + λ_p L_p (``total``).
+
+    L_model is the backbone's own loss (BPR, L2, SSL) on Ẽ⁰ over Â_r (Eq. 19); L_u (Eq. 20) over
+    ``chunk`` of E_Δ and L_p (Eq. 21-22) over the batch are computed on the same final embeddings.
+    ``lambda_p`` overrides ``config.lambda_p`` (the batch-size rescaling of :func:`finetune`).
+    """
+    terms, out = backbone.loss_and_output(residual, batch, e0=e0_tilde, generator=generator)
+    total = terms["total"]
+    if config.use_lu or config.use_lp:
+        aux = auxiliary_terms(out, residual.num_users, batch, forgotten, chunk, e_bar, config)
+        if "unlearn" in aux:
+            total = total + config.lambda_u * aux["unlearn"]
+        if "preserve" in aux:
+            total = total + (config.lambda_p if lambda_p is None else lambda_p) * aux["preserve"]
+        terms.update(aux)
+    terms["total"] = total
+    return terms
+
+
+class RowMLP(torch.nn.Module):
+    """MLP(ΔE⁰) (N, d) computing the MLP only on ``rows`` (where ΔE⁰ may be non-zero) and once on a
+    zero row broadcast to every other row; ``rows = None`` applies it to all N rows."""
+
+    def __init__(self, mlp: IdentityMLP, delta: torch.Tensor, rows: torch.Tensor | None):
+        super().__init__()
+        self.mlp = mlp
+        self.delta = delta
+        self.rows = rows
+
+    def forward(self) -> torch.Tensor:
+        if self.rows is None:
+            return self.mlp(self.delta)
+        out = self.mlp(self.delta.new_zeros(1, self.delta.shape[1])).expand_as(self.delta).clone()
+        out[self.rows] = self.mlp(self.delta[self.rows])
+        return out
+
+
+def _batches(
+    train: Interactions, batch_size: int, steps: int, rng: np.random.Generator, device
+) -> Iterator[Batch]:
+    """``steps`` BPR batches of a fresh shuffle of ``train`` (negatives drawn only for those edges)."""
+    perm = rng.permutation(len(train))[: steps * batch_size]
+    users, pos = train.users[perm], train.items[perm]
+    neg = sample_negatives(train, users, rng)
+    for s in range(0, len(perm), batch_size):
+        sl = slice(s, s + batch_size)
+        yield Batch(
+            torch.from_numpy(users[sl]).to(device),
+            torch.from_numpy(pos[sl]).to(device),
+            torch.from_numpy(neg[sl]).to(device),
+        )
 
 
 def finetune(
@@ -26,52 +143,106 @@ def finetune(
     forgotten: Interactions,
     config: UnlearnRecConfig,
     seed: int = 0,
+    rows: torch.Tensor | None = None,
+    stop: ValidationStop | None = None,
 ) -> FitResult:
-    """Train the layer-0 table E⁰ (``backbone.e0``) and a copy of the MLP for
+    """Train the layer-0 table E⁰ (``backbone.e0``) and a copy of the MLP for at most
     ``config.finetune_epochs`` epochs on E_r with L_model + λ_u L_u + λ_p L_p (no L_c).
 
-    ``delta``: ΔE⁰ (N, d) of Eq. 17, fixed (H⁰ and η are not trained); ``e_bar``: the original
-    model's fixed Ē (N, d) (the L_p target). On return ``backbone.e0`` holds the final
-    Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18), so the backbone alone is the unlearned model. ``backbone`` must
-    be a copy owned by the caller; ``mlp`` is copied, never modified.
+    ``delta``: ΔE⁰ (N, d) of Eq. 17, fixed (H⁰ and η are not trained); ``rows``: the rows where
+    ``delta`` may be non-zero (None: any); ``e_bar``: the original model's fixed Ē (N, d) (the L_p
+    target). An epoch is one pass over E_r in batches of ``finetune_batch_size`` (0: ``batch_size``),
+    or ``finetune_steps`` steps; λ_p is rescaled by ``batch_size / finetune_batch_size`` (L_p is a
+    sum over the batch, λ_p was set for ``batch_size``). Every forgotten edge enters L_u once per
+    epoch. ``stop`` is checked before the first step (Ours(0) may already meet it: then no step is
+    taken), then every ``finetune_check_every`` steps (0: after each epoch), and ends the run once
+    reached. On return ``backbone.e0`` holds the final Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18),
+    so the backbone alone is the unlearned model. ``backbone`` must be a copy owned by the caller;
+    ``mlp`` is copied, never modified. ``history``: one row per epoch; ``best_epoch``: the epoch
+    the run ended in; ``best_metric``: the last validation check (NaN without ``stop``).
     """
+    t0 = time.perf_counter()
     mlp = copy.deepcopy(mlp).to(delta.device)
     mlp.requires_grad_(True)
     backbone.requires_grad_(False)
     backbone.e0.requires_grad_(True)
-    delta = delta.detach()
+    shift = RowMLP(mlp, delta.detach(), rows)
+    batch_size = config.finetune_batch_size or config.batch_size
+    lambda_p = config.lambda_p * config.batch_size / batch_size
+    n_batches = max(math.ceil(len(residual.interactions) / batch_size), 1)
+    steps = min(n_batches, config.finetune_steps) if config.finetune_steps else n_batches
+    check_every = config.finetune_check_every
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    opt = adam([backbone.e0, *mlp.parameters()], config.finetune_lr)
+    res = FitResult()
+    done, step = False, 0
     nu = residual.num_users
-    n_batches = max(math.ceil(len(residual.interactions) / config.batch_size), 1)
-    chunks = forgotten_chunks(forgotten, n_batches, np.random.default_rng(seed))
-    step = [0]
 
-    def loss_fn(batch: Batch, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        e0_tilde = backbone.e0 + mlp(delta)  # Eq. 18 with trainable E⁰ and MLP
-        terms = backbone.loss(residual, batch, e0=e0_tilde, generator=gen)  # Eq. 19
-        total = terms["total"]
-        if config.use_lu or config.use_lp:
-            out = backbone.propagate(residual, e0_tilde)
-            aux = auxiliary_terms(out, nu, batch, forgotten, chunks[step[0] % len(chunks)], e_bar, config)
-            if "unlearn" in aux:
-                total = total + config.lambda_u * aux["unlearn"]
-            if "preserve" in aux:
-                total = total + config.lambda_p * aux["preserve"]
-            terms.update(aux)
-        step[0] += 1
-        terms["total"] = total
-        return terms
+    def reached() -> bool:
+        with torch.no_grad():
+            backbone.eval()
+            out = backbone.propagate(residual, backbone.e0 + shift())
+            backbone.train()
+        hit = stop.reached(step, out[:nu], out[nu:])
+        res.best_metric = stop.checks[-1][1]
+        return hit
 
-    k = config.finetune_epochs
-    recipe = TrainConfig(
-        epochs=k,
-        batch_size=config.batch_size,
-        lr=config.finetune_lr,
-        eval_every=max(k, 1),
-        patience=0,
-        seed=seed,
-    )
-    res = fit(backbone, residual, recipe, loss_fn=loss_fn, params=[backbone.e0, *mlp.parameters()])
+    if stop is not None:  # Ours(0) may already be there: then no step at all
+        done = reached()
+    for epoch in range(1, 0 if done else config.finetune_epochs + 1):
+        backbone.train()
+        hook = getattr(backbone, "on_epoch_start", None)
+        if hook is not None:  # per-epoch augmentation (SGL's views)
+            hook(residual, gen)
+        chunks = forgotten_chunks(forgotten, steps, rng)
+        sums: dict[str, float] = {}
+        n = 0
+        for i, batch in enumerate(_batches(residual.interactions, batch_size, steps, rng, residual.device)):
+            e0_tilde = backbone.e0 + shift()  # Eq. 18, the MLP once per step
+            terms = step_terms(
+                backbone,
+                residual,
+                e0_tilde,
+                batch,
+                gen,
+                forgotten,
+                chunks[i % len(chunks)],
+                e_bar,
+                config,
+                lambda_p,
+            )
+            loss = terms["total"]
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"fine-tuning loss became {float(loss.detach())} at epoch {epoch}; "
+                    f"lower finetune_lr ({config.finetune_lr})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for key, v in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(v.detach())
+            n += 1
+            step += 1
+            last = i == steps - 1
+            if stop is not None and ((check_every and step % check_every == 0) or (not check_every and last)):
+                done = reached()
+                if done:
+                    break
+        row = {"epoch": epoch, "steps": n, "seconds": time.perf_counter() - t0}
+        row.update({key: v / max(n, 1) for key, v in sums.items()})
+        if stop is not None and stop.checks:
+            row["val_recall"] = stop.checks[-1][1]
+        res.history.append(row)
+        res.epochs_run = epoch
+        log.info("fine-tuning epoch %d %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
+        if done:
+            log.info("fine-tuning stopped after %d steps: validation target %.5f reached", step, stop.target)
+            break
+    res.best_epoch = res.epochs_run
     with torch.no_grad():
-        backbone.e0.copy_(backbone.e0 + mlp(delta))
+        backbone.e0.copy_(backbone.e0 + shift())
     backbone.requires_grad_(True)
+    res.seconds = time.perf_counter() - t0
     return res

@@ -44,7 +44,7 @@ from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request, Result, Unlearner
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, local_idm
-from unlearnrec.unlearn.unlearnrec.finetune import finetune
+from unlearnrec.unlearn.unlearnrec.finetune import ValidationStop, finetune, validation_recall
 from unlearnrec.unlearn.unlearnrec.pretrain import (
     StepCallback,
     copy_backbone,
@@ -79,6 +79,14 @@ class UnlearnRec(Unlearner):
         self.on_step: StepCallback | None = None
         self._ebar: tuple[Any, Any, int, torch.Tensor] | None = None
         self._base_cache: tuple[Any, Any, tuple, torch.Tensor] | None = None
+        self.validation: Interactions | None = None
+        self._val_ref: tuple[Any, Any, int, float] | None = None
+
+    def set_validation(self, val: Interactions | None) -> UnlearnRec:
+        """The validation split read by fine-tuning's stopping rule (``finetune_stop_share``); the
+        rule compares the tuned model's validation Recall@20 with the input model's, never the request."""
+        self.validation = val
+        return self
 
     # ---------------------------------------------------------------------------- preparation
     def new_encoder(self, model: TrainedModel) -> InfluenceEncoder:
@@ -151,10 +159,36 @@ class UnlearnRec(Unlearner):
                 e0_new = e0.clone()
         backbone = copy_backbone(model.backbone, e0_new)
         if k > 0:
-            res = finetune(backbone, residual, enc.mlp, delta, e_bar, request.edges, self.config, self.seed)
+            # ΔE⁰ is zero outside the request's nodes unless the readout includes H⁰ itself
+            rows = nodes if enc.outside_delta() is None else None
+            stop = self._stop_rule(model, residual)
+            res = finetune(
+                backbone, residual, enc.mlp, delta, e_bar, request.edges, self.config, self.seed, rows, stop
+            )
             info["finetune_seconds"] = res.seconds
             info["finetune_history"] = res.history
+            info["finetune_steps_run"] = sum(int(r["steps"]) for r in res.history)
+            if stop is not None:
+                info["finetune_val_target"] = stop.target
+                info["finetune_val_checks"] = stop.checks
+                info["finetune_stopped"] = bool(stop.checks) and stop.checks[-1][1] >= stop.target
         return self._new_model(model, backbone, residual), info
+
+    def _stop_rule(self, model: TrainedModel, residual) -> ValidationStop | None:
+        """Fine-tuning's stopping rule: the validation Recall@20 to reach, ``finetune_stop_share`` x
+        the input model's (cached per model), ranking with the residual training edges masked; None
+        without a share or a validation split. Built from the validation split and the models only."""
+        share, val = self.config.finetune_stop_share, self.validation
+        if share <= 0 or val is None or len(val) == 0:
+            return None
+        bb, g = model.backbone, model.graph
+        c = self._val_ref
+        if c is None or c[0] is not bb or c[1] is not g or c[2] != bb.e0._version:
+            e_bar = self.final_embeddings(model)
+            nu = g.num_users
+            ref = validation_recall(e_bar[:nu], e_bar[nu:], val, [model.train])
+            self._val_ref = c = (bb, g, bb.e0._version, ref)
+        return ValidationStop(val, [residual.interactions], share * c[3])
 
     def _base(self, model: TrainedModel, enc: InfluenceEncoder) -> torch.Tensor:
         """E⁰ + MLP(H⁰) (or E⁰ + MLP(0)), the Ẽ⁰ rows of untouched nodes, cached per model and encoder."""

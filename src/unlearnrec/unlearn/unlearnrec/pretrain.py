@@ -180,11 +180,11 @@ def pretrain(
                 batch = batch.parted(part.rank, part.world)
             layers = encoder.h_layers(idm)
             e0_tilde = encoder(idm, e0, e_bar, layers)  # Eq. 15-18
-            terms = frozen.loss(residual, batch, e0=e0_tilde, generator=gen)  # Eq. 19
+            # Eq. 19; its final embeddings are shared by L_u and L_p (one propagation a step)
+            terms, out = frozen.loss_and_output(residual, batch, e0=e0_tilde, generator=gen)
             total = terms["total"]
             terms = {f"model_{k}" if k != "total" else "model": v for k, v in terms.items()}
             if config.use_lu or config.use_lp:
-                out = frozen.propagate(residual, e0_tilde)
                 aux = auxiliary_terms(out, nu, batch, forgotten, chunks[step % len(chunks)], e_bar, config)
                 if "unlearn" in aux:
                     total = total + config.lambda_u * aux["unlearn"]
