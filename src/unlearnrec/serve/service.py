@@ -318,7 +318,7 @@ class Service:
             if key is not None:
                 old = self.store.by_key(key)
                 if old is not None:
-                    if old["body_hash"] != digest:
+                    if not self.store.same_body(old, digest):
                         raise ApiError(
                             422,
                             "idempotency_key_reused",
