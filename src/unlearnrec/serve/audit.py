@@ -214,7 +214,9 @@ def scan_file(path: Path, rel: str, fs, space: IdSpace | None, masks, report: Au
         try:
             arrays = _load_arrays(path)
         except Exception as e:
-            report.findings.append(Finding(rel, f"unreadable array file ({e.__class__.__name__}); cannot prove it clean"))
+            report.findings.append(
+                Finding(rel, f"unreadable array file ({e.__class__.__name__}); cannot prove it clean")
+            )
             return
         report.checkpoints += 1
         for name, us, its in tensor_pairs(arrays):
@@ -310,7 +312,9 @@ def scan_database(store, fs, space: IdSpace | None, report: AuditReport) -> None
         )
     if len(raw) > _MAX_SHOWN:
         report.findings.append(
-            Finding("database:deletions", f"... and {len(raw) - _MAX_SHOWN} more applied requests with raw ids")
+            Finding(
+                "database:deletions", f"... and {len(raw) - _MAX_SHOWN} more applied requests with raw ids"
+            )
         )
     for r in rows:
         if not is_purged(json.loads(r.payload)):

@@ -108,9 +108,7 @@ class Fingerprints:
         """A salted fingerprint of a request (its edges' fingerprint and erased nodes)."""
         u = ",".join(str(int(x)) for x in sorted(users))
         i = ",".join(str(int(x)) for x in sorted(items))
-        return hashlib.blake2b(
-            f"r:{edges_fp}|{u}|{i}".encode(), key=self.salt, digest_size=32
-        ).hexdigest()
+        return hashlib.blake2b(f"r:{edges_fp}|{u}|{i}".encode(), key=self.salt, digest_size=32).hexdigest()
 
 
 def is_purged(payload: Any) -> bool:
@@ -160,7 +158,9 @@ class ForgottenSet:
             es = self.edges
             fp = self.fps.edge
             out |= np.fromiter(
-                (fp(u, i) in es for u, i in zip(users.tolist(), items.tolist(), strict=True)), bool, len(users)
+                (fp(u, i) in es for u, i in zip(users.tolist(), items.tolist(), strict=True)),
+                bool,
+                len(users),
             )
         return out
 
@@ -348,9 +348,7 @@ def _purge_rows(store: Store, compaction_id: int, fps: Fingerprints, keep_versio
         for v, tfp in c.execute(select(versions.c.version, versions.c.train_fingerprint)).fetchall():
             if int(v) not in keep_versions and int(v) != 0 and not str(tfp).startswith(HASHED):
                 c.execute(
-                    update(versions)
-                    .where(versions.c.version == v)
-                    .values(train_fingerprint=fps.hashed(tfp))
+                    update(versions).where(versions.c.version == v).values(train_fingerprint=fps.hashed(tfp))
                 )
     return n
 

@@ -197,6 +197,9 @@ compactions = Table(
     Column("error", Text, nullable=True),
     Column("report", Text, nullable=True),  # JSON: timings, metrics, what the purge removed
 )
+
+
+class StoreError(UnlearnRecError):
     """The database is unusable (wrong schema version, foreign state) or a transition is illegal."""
 
 
@@ -376,9 +379,7 @@ class Store:
     def by_key(self, key: str) -> dict[str, Any] | None:
         keys = [key] if self.hasher is None else [key, self.hasher(key)]
         with self.engine.connect() as c:
-            return _row(
-                c.execute(select(deletions).where(deletions.c.idempotency_key.in_(keys))).first()
-            )
+            return _row(c.execute(select(deletions).where(deletions.c.idempotency_key.in_(keys))).first())
 
     def get(self, deletion_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as c:
