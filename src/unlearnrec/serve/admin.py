@@ -22,9 +22,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from unlearnrec.serve.auth import Principal
 from unlearnrec.serve.retention import readmitted
 from unlearnrec.serve.store import _write, new_interactions, readmissions
 
@@ -32,6 +35,21 @@ if TYPE_CHECKING:
     from unlearnrec.serve.service import Service
 
 from unlearnrec.serve.service import ApiError
+
+
+class InteractionsBody(BaseModel):
+    """``{"interactions": [[user, item], ...]}`` in the dataset's raw ids."""
+
+    model_config = ConfigDict(extra="forbid")
+    interactions: list[list[int | str]]
+
+
+class ReadmitBody(BaseModel):
+    """One of ``users`` / ``items`` (raw ids)."""
+
+    model_config = ConfigDict(extra="forbid")
+    users: list[int | str] | None = None
+    items: list[int | str] | None = None
 
 
 def _iso(t: float | None) -> str | None:
@@ -194,21 +212,6 @@ def compaction_view(row: dict[str, Any]) -> dict[str, Any]:
 
 def register(app, service: Service, operator, admin) -> None:
     """Add the retention routes (and the operator page ``/ui``) to ``app``."""
-    from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict
-
-    from unlearnrec.serve.auth import Principal
-
-    Id = int | str
-
-    class InteractionsBody(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        interactions: list[list[Id]]
-
-    class ReadmitBody(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        users: list[Id] | None = None
-        items: list[Id] | None = None
 
     @app.post("/v1/interactions", status_code=202, tags=["retention"])
     def post_interactions(body: InteractionsBody, _p: Principal = operator) -> JSONResponse:

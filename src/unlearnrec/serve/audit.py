@@ -233,7 +233,7 @@ def scan_file(path: Path, rel: str, fs, space: IdSpace | None, masks, report: Au
         report.notes.append(f"{rel}: binary file of unknown format, not scanned")
         return
     textv = raw.decode("utf-8", errors="replace")
-    if suffix == ".json":
+    if textv.lstrip()[:1] in ("{", "["):  # a JSON document (whatever its name): its structure
         try:
             pairs = json_pairs(json.loads(textv))
         except json.JSONDecodeError:

@@ -230,7 +230,7 @@ class Service:
                 base_dir, enc_dir = current / "model", current / "encoder"
             elif model_dir is None or encoder_dir is None:
                 raise ConfigError(
-                    "the service needs --model and --encoder (this state has no compacted base)"
+                    "'unlearnrec serve' needs --model, --encoder (this state has no compacted base yet)"
                 )
             else:
                 base_dir, enc_dir = Path(model_dir), Path(encoder_dir)

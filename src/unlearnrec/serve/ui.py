@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from unlearnrec.serve.auth import AuthError, authenticate
@@ -93,9 +95,6 @@ def page_context(svc: Service) -> dict[str, Any]:
 
 
 def register_ui(app, service: Service) -> None:
-    from fastapi import Request
-    from fastapi.responses import HTMLResponse, RedirectResponse, Response
-
     env = _env()
     sessions = Sessions()
     app.state.ui_sessions = sessions
