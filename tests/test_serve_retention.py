@@ -91,7 +91,9 @@ def test_compaction_retrains_without_the_forgotten_data(compacted):
     assert float(base.backbone.e0.detach()[compacted["user"]].abs().sum()) == 0.0
     nu = base.train.num_users
     h0 = svc.worker.method.encoder.h0
-    assert float(h0[compacted["user"]].abs().sum()) == 0 and float(h0[nu + compacted["item"]].abs().sum()) == 0
+    assert (
+        float(h0[compacted["user"]].abs().sum()) == 0 and float(h0[nu + compacted["item"]].abs().sum()) == 0
+    )
     assert svc.worker.served.version == row["base_version"] == row["served_version"]
     assert svc.worker.served.kind == "compacted"
     # a real retrain: a fresh initialisation trained with the base's recipe, not a copy
@@ -201,6 +203,7 @@ def test_audit_finds_each_planted_leftover(compacted, capsys):
         "logs/service.log",
         lambda: logf.unlink(),
     )
+
     # 4. database rows holding a raw forgotten pair: a new interaction, a request's payload
     def add_row():
         with svc.store.engine.begin() as c:
@@ -218,7 +221,9 @@ def test_audit_finds_each_planted_leftover(compacted, capsys):
 
     def purged_payload():
         with svc.store.engine.begin() as c:
-            c.execute(deletions.update().where(deletions.c.id == 1).values(payload=json.dumps({"purged_in": 1})))
+            c.execute(
+                deletions.update().where(deletions.c.id == 1).values(payload=json.dumps({"purged_in": 1}))
+            )
 
     _plant_and_find(state, raw_payload, "database:deletions[id=1]", purged_payload)
     # 5. an embedding row of the forgotten user brought back in the served base
@@ -371,7 +376,9 @@ def test_new_interactions_are_validated_and_compacted(api):
     assert c.post("/v1/deletions", json={"users": [gone]}, headers=api.h("operator")).status_code == 202
     r = post({"interactions": [[gone, gfree]]})
     assert r.status_code == 409 and r.json()["error"]["code"] == "forgotten"
-    assert c.post("/v1/admin/readmissions", json={"users": [gone]}, headers=api.h("operator")).status_code == 403
+    assert (
+        c.post("/v1/admin/readmissions", json={"users": [gone]}, headers=api.h("operator")).status_code == 403
+    )
     assert c.post("/v1/admin/readmissions", json={"users": [u]}, headers=api.h()).status_code == 409
     assert c.post("/v1/admin/readmissions", json={"users": [gone]}, headers=api.h()).status_code == 201
     assert post({"interactions": [[gone, gfree]]}).status_code == 202
