@@ -163,7 +163,7 @@ def set_fingerprint(req: Request, salt: bytes = b"") -> str:
     """sha256 of a (cumulative) request set: its edges' fingerprint and the erased node ids;
     keyed BLAKE2b with the deployment's ``salt`` when given (retention: a plain hash of a small
     set can be reversed by trying every candidate edge)."""
-    h = hashlib.blake2b(key=salt[:64]) if salt else hashlib.sha256()
+    h = hashlib.blake2b(key=salt[:64], digest_size=32) if salt else hashlib.sha256()
     h.update(req.edges.fingerprint().encode())
     h.update(b"|users:" + np.sort(np.asarray(req.users, np.int64)).astype("<i8").tobytes())
     h.update(b"|items:" + np.sort(np.asarray(req.items, np.int64)).astype("<i8").tobytes())
