@@ -405,6 +405,29 @@ def test_new_interactions_are_validated_and_compacted(api):
     assert base.train.contains([gone], [gfree])[0] and gone not in base.forgotten_users
     assert c.get("/v1/interactions", headers=api.h("operator")).json() == {"pending": 0}
     assert [x["id"] for x in c.get("/v1/admin/compactions", headers=api.h()).json()["items"]] == [cid]
+    # forgotten again after its readmission: the newer request wins at the next compaction
+    r = c.post("/v1/deletions", json={"users": [gone]}, headers=api.h("operator"))
+    assert r.status_code == 202, r.text
+    assert (
+        post(
+            {
+                "interactions": [
+                    [gone, int(np.flatnonzero(base.train.to_csr()[gone].toarray().ravel() == 0)[0])]
+                ]
+            }
+        ).status_code
+        == 409
+    )
+    svc.worker.step()
+    r = c.post("/v1/admin/compactions", headers=api.h())
+    cid2 = r.json()["id"]
+    t = time.monotonic()
+    while c.get(f"/v1/admin/compactions/{cid2}", headers=api.h()).json()["status"] != "purged":
+        assert time.monotonic() - t < 240
+        svc.compactor.tick()
+        time.sleep(0.1)
+    assert gone in svc.base.forgotten_users and not np.isin(svc.base.train.users, [gone]).any()
+    assert audit(svc.versions.root.parent).ok
 
 
 def test_operator_page_needs_an_admin(api):

@@ -28,8 +28,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from unlearnrec.serve.auth import Principal
-from unlearnrec.serve.retention import readmitted
-from unlearnrec.serve.store import _write, new_interactions, readmissions
+from unlearnrec.serve.retention import forget_marks, readmit_marks, still_forgotten
+from unlearnrec.serve.store import _write, deletions, new_interactions, readmissions
 
 if TYPE_CHECKING:
     from unlearnrec.serve.service import Service
@@ -68,12 +68,14 @@ def pending_interactions(svc: Service) -> int:
 
 
 def _forgotten_now(svc: Service) -> tuple[set[int], set[int]]:
-    """Users / items forgotten or queued for forgetting, less the readmitted ones."""
-    back_u, back_i = readmitted(svc.store)
+    """Users / items forgotten or queued for forgetting, less those readmitted since."""
     fps = svc.fps
+    forgets = forget_marks(svc.store, fps, ("queued", "applied", "finetuned"))
+    readmits = readmit_marks(svc.store)
     with svc._lock:
-        users = {u for u in svc._blocked_users if fps.user(u) not in back_u}
-        items = {i for i in svc._blocked_items if fps.item(i) not in back_i}
+        bu, bi = set(svc._blocked_users), set(svc._blocked_items)
+    users = {u for u in bu if still_forgotten("user", fps.user(u), forgets, readmits)}
+    items = {i for i in bi if still_forgotten("item", fps.item(i), forgets, readmits)}
     return users, items
 
 
@@ -174,9 +176,10 @@ def readmit(svc: Service, body: dict[str, Any]) -> dict[str, Any]:
     fp = svc.fps.user if kind == "users" else svc.fps.item
     now = time.time()
     with _write(svc.store.engine) as c:
+        after = int(c.execute(select(func.max(deletions.c.id))).scalar() or 0)
         c.execute(
             insert(readmissions),
-            [{"kind": kind[:-1], "fp": fp(i), "at": now} for i in sorted(set(ids))],
+            [{"kind": kind[:-1], "fp": fp(i), "at": now, "after_deletion": after} for i in sorted(set(ids))],
         )
     return {
         "readmitted": len(set(ids)),

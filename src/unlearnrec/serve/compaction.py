@@ -53,7 +53,7 @@ import numpy as np
 from sqlalchemy import insert, select, update
 
 from unlearnrec.errors import ConfigError
-from unlearnrec.serve.retention import BASES, JOBS, Fingerprints, readmitted
+from unlearnrec.serve.retention import BASES, JOBS, Fingerprints, forget_marks, readmit_marks, still_forgotten
 from unlearnrec.serve.store import HONOURED, _write, compactions, deletions, new_interactions, versions
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ class Compactor:
         self.proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._last_finished = time.time()
+        self._next_tick = 0.0
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------ queries
@@ -187,6 +188,7 @@ class Compactor:
                 cid = c.execute(
                     insert(compactions).values(status="requested", trigger=trigger, requested_at=time.time())
                 ).inserted_primary_key[0]
+        self._next_tick = 0.0
         self.service.worker.notify()
         return self.get(int(cid)), True
 
@@ -216,16 +218,19 @@ class Compactor:
         return (out / COMPLETE).is_file()
 
     def _abandon(self, cid: int, why: str, restart: bool, status: str = "abandoned") -> None:
-        """Clear the compaction's tags, remove its partial output; optionally request a new one."""
+        """Clear the compaction's tags, remove its partial output; optionally request a new one.
+        Only a compaction not yet installed can be abandoned (an installed one is left alone)."""
         with _write(self.store.engine) as c:
+            n = c.execute(
+                update(compactions)
+                .where(compactions.c.id == cid, compactions.c.status.in_(ACTIVE))
+                .values(status=status, error=why[:2000], finished_at=time.time())
+            ).rowcount
+            if n != 1:
+                return
             c.execute(update(deletions).where(deletions.c.compaction == cid).values(compaction=None))
             c.execute(
                 update(new_interactions).where(new_interactions.c.compaction == cid).values(compaction=None)
-            )
-            c.execute(
-                update(compactions)
-                .where(compactions.c.id == cid, compactions.c.status.in_(("requested", "running", "trained")))
-                .values(status=status, error=why[:2000], finished_at=time.time())
             )
         bases = self.state / BASES
         if bases.is_dir():
@@ -239,7 +244,12 @@ class Compactor:
 
     # ------------------------------------------------------------------ the worker's tick
     def tick(self) -> None:
-        """Advance the compaction state machine by one step (worker thread only)."""
+        """Advance the compaction state machine by one step (worker thread only); at most every
+        0.25 s, so that a busy queue pays for a few queries a second, not one per step."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + 0.25
         row = self.active()
         if row is None:
             self._finish_purges()
@@ -251,7 +261,18 @@ class Compactor:
         elif st == "running":
             self._poll(cid, row)
         elif st == "trained":
+            self._install_or_fail(cid)
+
+    def _install_or_fail(self, cid: int) -> None:
+        from sqlalchemy.exc import DBAPIError
+
+        try:
             self.install(cid)
+        except DBAPIError:
+            raise  # the database is away: the worker retries, the compaction stays 'trained'
+        except Exception as e:  # a broken output: give it up, the old base keeps serving
+            log.exception("compaction %d could not be installed", cid)
+            self._abandon(cid, f"install failed: {e.__class__.__name__}: {e}", restart=False, status="failed")
 
     def _finish_purges(self) -> None:
         with self.store.engine.connect() as c:
@@ -337,7 +358,7 @@ class Compactor:
             np.asarray([r[0] for r in news], np.int64), np.asarray([r[1] for r in news], np.int64), nu, ni
         )
         train = base.train.union(added)
-        back_u, back_i = readmitted(self.store)
+        forgets, readmits = forget_marks(self.store, self.fps), readmit_marks(self.store)
         fu = set(int(u) for u in base.forgotten_users)
         fi = set(int(i) for i in base.forgotten_items)
         drop = []
@@ -347,8 +368,13 @@ class Compactor:
             fi.update(int(i) for i in q.items)
             if r["kind"] == "edges":
                 drop.append(q.edges)
-        fu = np.asarray(sorted(u for u in fu if self.fps.user(u) not in back_u), np.int64)
-        fi = np.asarray(sorted(i for i in fi if self.fps.item(i) not in back_i), np.int64)
+        # a user / item readmitted after the last request that forgot it is trained again
+        fu = np.asarray(
+            sorted(u for u in fu if still_forgotten("user", self.fps.user(u), forgets, readmits)), np.int64
+        )
+        fi = np.asarray(
+            sorted(i for i in fi if still_forgotten("item", self.fps.item(i), forgets, readmits)), np.int64
+        )
         keep = ~np.isin(train.users, fu) & ~np.isin(train.items, fi)
         if drop:
             keep &= ~np.isin(train.keys(), np.concatenate([e.keys() for e in drop]))
@@ -443,7 +469,7 @@ class Compactor:
         if rc == 0 and self._complete(cid):
             self._set(cid, "running", status="trained", finished_at=time.time())
             log.info("compaction %d trained", cid)
-            self.install(cid)
+            self._install_or_fail(cid)
             return
         tail = ""
         logp = self.state / JOBS / job_name(cid) / "log.txt"
@@ -578,6 +604,7 @@ class Compactor:
             int(v["version"]) for v in self.store.versions() if int(v["version"]) >= int(row["base_version"])
         }
         rep = purge(self.store, self.state, cid, self.fps, base_dir, keep)
+        self.service._unblock_failed()  # the absorbed requests now live only in the new base
         old = json.loads(row["report"] or "{}")
         with _write(self.store.engine) as c:
             c.execute(

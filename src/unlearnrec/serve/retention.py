@@ -165,12 +165,63 @@ class ForgottenSet:
         return out
 
 
-def forgotten_set(store: Store, fps: Fingerprints) -> ForgottenSet:
-    """Everything the database says was forgotten (applied requests, purged or not)."""
-    out = ForgottenSet(fps)
+def forget_marks(
+    store: Store, fps: Fingerprints, statuses: tuple[str, ...] = HONOURED
+) -> dict[str, dict[str, int]]:
+    """For forgotten users and items: fingerprint -> the largest id of a request that forgot it
+    (purged requests from ``forgotten``, the others from their payloads, of ``statuses``)."""
+    out: dict[str, dict[str, int]] = {"user": {}, "item": {}}
+
+    def mark(kind: str, fp: str, rid: int) -> None:
+        d = out[kind]
+        d[fp] = max(d.get(fp, -1), int(rid))
+
     with store.engine.connect() as c:
-        for kind, fp in c.execute(select(forgotten.c.kind, forgotten.c.fp)):
-            {"edge": out.edges, "user": out.users, "item": out.items}[kind].add(fp)
+        for kind, fp, rid in c.execute(
+            select(forgotten.c.kind, forgotten.c.fp, forgotten.c.deletion_id).where(
+                forgotten.c.kind.in_(("user", "item"))
+            )
+        ):
+            mark(kind, fp, rid or 0)
+        rows = c.execute(
+            select(deletions.c.id, deletions.c.kind, deletions.c.payload).where(
+                deletions.c.status.in_(statuses), deletions.c.kind.in_(("users", "items"))
+            )
+        )
+        for rid, kind, payload in rows:
+            ids = json.loads(payload)
+            if is_purged(ids):
+                continue
+            for x in ids:
+                mark(kind[:-1], fps.user(x) if kind == "users" else fps.item(x), rid)
+    return out
+
+
+def readmit_marks(store: Store) -> dict[str, dict[str, int]]:
+    """For readmitted users and items: fingerprint -> the deletion id the readmission follows."""
+    out: dict[str, dict[str, int]] = {"user": {}, "item": {}}
+    with store.engine.connect() as c:
+        for kind, fp, after in c.execute(
+            select(readmissions.c.kind, readmissions.c.fp, readmissions.c.after_deletion)
+        ):
+            out[kind][fp] = max(out[kind].get(fp, -1), int(after))
+    return out
+
+
+def still_forgotten(kind: str, fp: str, forgets: dict, readmits: dict) -> bool:
+    """Forgotten by a request newer than its last readmission (if any)."""
+    return forgets[kind].get(fp, -1) > readmits[kind].get(fp, -1)
+
+
+def forgotten_set(store: Store, fps: Fingerprints) -> ForgottenSet:
+    """Everything the database says was forgotten (applied requests, purged or not); a user or
+    item readmitted after the last request that forgot it is not."""
+    out = ForgottenSet(fps)
+    forgets = forget_marks(store, fps)
+    readmits = readmit_marks(store)
+    with store.engine.connect() as c:
+        for fp in c.execute(select(forgotten.c.fp).where(forgotten.c.kind == "edge")).scalars():
+            out.edges.add(fp)
         rows = list(
             c.execute(
                 select(deletions.c.id, deletions.c.kind, deletions.c.payload).where(
@@ -178,31 +229,17 @@ def forgotten_set(store: Store, fps: Fingerprints) -> ForgottenSet:
                 )
             )
         )
-        back = list(c.execute(select(readmissions.c.kind, readmissions.c.fp)))
     out.requests = len(rows)
     for rid, kind, payload in rows:
         ids = json.loads(payload)
         if is_purged(ids):
             continue
         out.raw_rows.append(int(rid))
-        if kind == "users":
-            out.users.update(fps.user(u) for u in ids)
-        elif kind == "items":
-            out.items.update(fps.item(i) for i in ids)
-        else:
+        if kind == "edges":
             out.edges.update(fps.edge(u, i) for u, i in ids)
-    for kind, fp in back:
-        (out.users if kind == "user" else out.items).discard(fp)
+    for kind, target in (("user", out.users), ("item", out.items)):
+        target.update(fp for fp in forgets[kind] if still_forgotten(kind, fp, forgets, readmits))
     return out
-
-
-def readmitted(store: Store) -> tuple[set[str], set[str]]:
-    """Fingerprints of readmitted (users, items)."""
-    u, i = set(), set()
-    with store.engine.connect() as c:
-        for kind, fp in c.execute(select(readmissions.c.kind, readmissions.c.fp)):
-            (u if kind == "user" else i).add(fp)
-    return u, i
 
 
 # ---------------------------------------------------------------------------- purge

@@ -159,6 +159,8 @@ readmissions = Table(
     Column("kind", String(8), nullable=False),  # user | item
     Column("fp", String(64), nullable=False),
     Column("at", Float, nullable=False),
+    # the largest deletion id when it was readmitted: a request forgetting it again is newer
+    Column("after_deletion", Integer, nullable=False),
     Column("note", Text, nullable=True),
 )
 
