@@ -105,14 +105,17 @@ def test_compaction_survives_sigkill_and_applies_each_request_once(tmp_path, db)
         r = call(c, "POST", "/v1/admin/compactions")
         assert r.status_code == 202, r.text
         cid = r.json()["id"]
-        # wait until its process runs, then kill the server
+        # wait until its process runs (its pid is recorded once it is started), then kill the server
         deadline = time.monotonic() + 60
-        while call(c, "GET", f"/v1/admin/compactions/{cid}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         st = Store.open(db)
-        with st.engine.connect() as conn:
-            child = conn.execute(compactions.select().where(compactions.c.id == cid)).first().pid
+        while True:
+            with st.engine.connect() as conn:
+                row = conn.execute(compactions.select().where(compactions.c.id == cid)).first()
+            if row.status == "running" and row.pid:
+                break
+            assert time.monotonic() < deadline, row
+            time.sleep(0.05)
+        child = row.pid
         assert child and _pid_alive(child)
         server.kill()
         # the child notices its parent is gone and stops by itself

@@ -298,7 +298,7 @@ def test_requests_during_a_compaction_are_reapplied_on_the_new_base(tmp_path):
         svc.worker.step()
         svc.submit({"edges": [e3]}, None)  # still queued when it installs
         t = time.monotonic()
-        while svc.compactor.get(int(row["id"]))["status"] in ("running", "trained"):
+        while svc.compactor.get(int(row["id"]))["status"] in ("running", "trained", "done"):
             assert time.monotonic() - t < 240
             svc.compactor.tick()
             time.sleep(0.1)

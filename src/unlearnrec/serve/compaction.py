@@ -140,6 +140,7 @@ class Compactor:
         self._lock = threading.Lock()
         self._last_finished = time.time()
         self._next_tick = 0.0
+        self._purger: threading.Thread | None = None
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------ queries
@@ -282,8 +283,8 @@ class Compactor:
                     select(compactions.c.id).where(compactions.c.status == "done").order_by(compactions.c.id)
                 )
             ]
-        for cid in ids:
-            self.purge(cid)
+        if ids:
+            self.purge_async(ids[0])
 
     def _schedule(self) -> None:
         cfg = self.config
@@ -586,9 +587,38 @@ class Compactor:
             served_v,
             len(post),
         )
-        self.purge(cid)
+        self.purge_async(cid)
 
     # ------------------------------------------------------------------ purge
+    def purge_async(self, cid: int) -> None:
+        """Purge on a thread of its own: deleting gigabytes of superseded versions and rewriting
+        the database must not hold up the writer (the purge touches nothing the writer reads)."""
+        if self._purger is not None and self._purger.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                self.purge(cid)
+            except Exception:
+                log.exception("purge after compaction %d failed; retried at the next tick", cid)
+
+        self._purger = threading.Thread(target=run, name=f"unlearnrec-purge-{cid}", daemon=True)
+        self._purger.start()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """On a graceful stop: end a compaction's process (the restart abandons and restarts it)
+        and let a purge under way finish."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        self.wait_purged(timeout)
+
+    def wait_purged(self, timeout: float | None = None) -> None:
+        """Wait for a purge under way (tests, shutdown)."""
+        if self._purger is not None:
+            self._purger.join(timeout)
+
     def purge(self, cid: int) -> dict[str, Any]:
         from unlearnrec.serve.retention import purge
 
@@ -609,8 +639,8 @@ class Compactor:
         with _write(self.store.engine) as c:
             c.execute(
                 update(compactions)
-                .where(compactions.c.id == cid)
-                .values(report=json.dumps({**old, "purge": rep}))
+                .where(compactions.c.id == cid, compactions.c.status == "done")
+                .values(status="purged", purged_at=time.time(), report=json.dumps({**old, "purge": rep}))
             )
         return rep
 

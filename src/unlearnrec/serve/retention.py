@@ -45,7 +45,6 @@ from unlearnrec.serve.store import (
     HONOURED,
     Store,
     _write,
-    compactions,
     deletions,
     forgotten,
     new_interactions,
@@ -274,7 +273,8 @@ def purge(
     requests' raw ids, superseded bases, encoders and versions, the compaction's input, cached
     splits, temporary files) and redact the logs. Idempotent; returns what it removed.
 
-    Must run only after the compaction's install committed (the new base is served).
+    Must run only after the compaction's install committed (the new base is served). The caller
+    marks the compaction ``purged`` afterwards.
     ``keep_base``: the new base's directory; ``keep_versions``: version numbers still live
     (the new base and what derives from it).
     """
@@ -317,12 +317,6 @@ def purge(
         "redacted_log_lines": redacted,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    with _write(store.engine) as c:
-        c.execute(
-            update(compactions)
-            .where(compactions.c.id == compaction_id, compactions.c.status == "done")
-            .values(status="purged", purged_at=time.time())
-        )
     log.info(
         "purge after compaction %d: %d paths removed, %d requests reduced to fingerprints, "
         "%d log lines redacted",

@@ -354,6 +354,8 @@ class Service:
 
     def stop(self) -> None:
         """Stop the worker (it finishes its current step), close the database, release the state."""
+        if hasattr(self, "compactor"):
+            self.compactor.shutdown()  # a compaction's process ends; the restart redoes it
         self.worker.stop()
         self.close()
 
