@@ -337,9 +337,9 @@ class Compactor:
     def _snapshot(self, cid: int):
         """(residual training set, forgotten users, forgotten items, counts) of compaction ``cid``."""
         from unlearnrec.data.interactions import Interactions
-        from unlearnrec.serve.worker import request_of
 
         base = self.service.worker.base
+        index = self.service.worker.index  # of base.train
         with self.store.engine.connect() as c:
             rows = [
                 dict(r._mapping)
@@ -364,7 +364,7 @@ class Compactor:
         fi = set(int(i) for i in base.forgotten_items)
         drop = []
         for r in rows:
-            q = request_of(r, base.train)
+            q = index.request(r)
             fu.update(int(u) for u in q.users)
             fi.update(int(i) for i in q.items)
             if r["kind"] == "edges":
@@ -485,7 +485,7 @@ class Compactor:
     def install(self, cid: int) -> None:
         """Swap in the compacted base (worker thread; see the module docstring)."""
         from unlearnrec.model import TrainedModel
-        from unlearnrec.serve.worker import METHOD, empty_request, request_of, set_fingerprint
+        from unlearnrec.serve.worker import METHOD, BaseIndex, empty_request, merge_all, set_fingerprint
         from unlearnrec.unlearn.unlearnrec import UnlearnRec
 
         svc = self.service
@@ -508,9 +508,8 @@ class Compactor:
                     .order_by(deletions.c.id)
                 )
             ]
-        cum = empty_request(new_base.train)
-        for r in post:
-            cum = cum.merge(request_of(r, new_base.train))
+        index = BaseIndex(new_base.train)
+        cum = merge_all(empty_request(new_base.train), [index.request(r) for r in post])
         latest = self.store.latest_version()
         vb = int(latest["version"]) + 1
         counts = self.store.counts()
@@ -578,7 +577,7 @@ class Compactor:
             ).rowcount
             if n != 1:
                 raise RuntimeError(f"compaction {cid} is no longer 'trained'; not installed")
-        svc.install_base(new_base, method, ft, cum, served_v, served_kind, served_model, out)
+        svc.install_base(new_base, method, ft, cum, served_v, served_kind, served_model, out, index)
         self._last_finished = time.time()
         log.info(
             "compaction %d installed: base version %d, serving %d (%d requests re-applied)",

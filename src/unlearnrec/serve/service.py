@@ -320,7 +320,9 @@ class Service:
             m = m.maximum(old)
         return m.tocsr()
 
-    def install_base(self, base, method, finetune_method, cum, version, kind, model, base_dir) -> None:
+    def install_base(
+        self, base, method, finetune_method, cum, version, kind, model, base_dir, index=None
+    ) -> None:
         """Serve a compacted base (called by the compactor on the worker thread)."""
         from unlearnrec.serve.worker import Served
 
@@ -333,6 +335,8 @@ class Service:
             self._item_deg = base.train.item_degrees()
             w = self.worker
             w.base = base
+            if index is not None:
+                w.index = index
             w.method = method
             w.finetune_method = finetune_method
             w._base_emb = None
