@@ -141,6 +141,9 @@ class Compactor:
         self._last_finished = time.time()
         self._next_tick = 0.0
         self._purger: threading.Thread | None = None
+        # a trained compaction's base, encoder and index, loaded off the writer thread
+        self._prep: dict[int, Any] = {}
+        self._loader: threading.Thread | None = None
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------ queries
@@ -262,7 +265,41 @@ class Compactor:
         elif st == "running":
             self._poll(cid, row)
         elif st == "trained":
-            self._install_or_fail(cid)
+            if cid in self._prep:
+                self._install_or_fail(cid)
+            elif self._loader is None or not self._loader.is_alive():
+                self._load_async(cid)
+
+    def _load_async(self, cid: int) -> None:
+        """Load the new base, its encoder and edge index on a thread of its own (seconds on a large
+        dataset), so that the writer's install only re-applies, writes and swaps."""
+
+        def run() -> None:
+            try:
+                self._prep[cid] = self._load_output(cid)
+            except Exception as e:  # reported by the install, which gives the compaction up
+                self._prep[cid] = e
+            self._next_tick = 0.0
+            self.service.worker.notify()
+
+        self._loader = threading.Thread(target=run, name=f"unlearnrec-load-{cid}", daemon=True)
+        self._loader.start()
+
+    def _load_output(self, cid: int):
+        from unlearnrec.model import TrainedModel
+        from unlearnrec.serve.worker import BaseIndex
+        from unlearnrec.unlearn.unlearnrec import UnlearnRec
+
+        svc = self.service
+        out = self.state / BASES / job_name(cid)
+        new_base = TrainedModel.load(out / "model", device=svc.worker.base.graph.device)
+        method = UnlearnRec.from_encoder(out / "encoder", new_base, finetune_epochs=0)
+        ft = None
+        if svc.config.finetune_epochs > 0:
+            ft = UnlearnRec.from_encoder(
+                out / "encoder", new_base, finetune_epochs=svc.config.finetune_epochs
+            )
+        return new_base, method, ft, BaseIndex(new_base.train)
 
     def _install_or_fail(self, cid: int) -> None:
         from sqlalchemy.exc import DBAPIError
@@ -470,7 +507,7 @@ class Compactor:
         if rc == 0 and self._complete(cid):
             self._set(cid, "running", status="trained", finished_at=time.time())
             log.info("compaction %d trained", cid)
-            self._install_or_fail(cid)
+            self._load_async(cid)
             return
         tail = ""
         logp = self.state / JOBS / job_name(cid) / "log.txt"
@@ -484,21 +521,17 @@ class Compactor:
     # ------------------------------------------------------------------ install
     def install(self, cid: int) -> None:
         """Swap in the compacted base (worker thread; see the module docstring)."""
-        from unlearnrec.model import TrainedModel
-        from unlearnrec.serve.worker import METHOD, BaseIndex, empty_request, merge_all, set_fingerprint
-        from unlearnrec.unlearn.unlearnrec import UnlearnRec
+        from unlearnrec.serve.worker import METHOD, empty_request, merge_all, set_fingerprint
 
         svc = self.service
         worker = svc.worker
         out = self.state / BASES / job_name(cid)
-        device = worker.base.graph.device
-        new_base = TrainedModel.load(out / "model", device=device)
-        method = UnlearnRec.from_encoder(out / "encoder", new_base, finetune_epochs=0)
-        ft = None
-        if svc.config.finetune_epochs > 0:
-            ft = UnlearnRec.from_encoder(
-                out / "encoder", new_base, finetune_epochs=svc.config.finetune_epochs
-            )
+        prep = self._prep.pop(cid, None)
+        if prep is None:
+            prep = self._load_output(cid)
+        if isinstance(prep, Exception):
+            raise prep
+        new_base, method, ft, index = prep
         with self.store.engine.connect() as c:
             post = [
                 dict(r._mapping)
@@ -508,7 +541,6 @@ class Compactor:
                     .order_by(deletions.c.id)
                 )
             ]
-        index = BaseIndex(new_base.train)
         cum = merge_all(empty_request(new_base.train), [index.request(r) for r in post])
         latest = self.store.latest_version()
         vb = int(latest["version"]) + 1
