@@ -320,9 +320,9 @@ def test_requests_during_a_compaction_are_reapplied_on_the_new_base(tmp_path):
         req = Request.of_edges(base.train, [e2[0], e3[0]], [e2[1], e3[1]])
         ref = method.forget(base, base.train, req).model
         assert torch.allclose(ref.backbone.e0, served.model.backbone.e0, atol=1e-6)
-        # a restart recovers the same state
+        # a restart recovers the same state, from the state alone (no --model / --encoder needed)
         svc.stop()
-        svc2 = open_service(tmp_path / "state")
+        svc2 = Service.open(None, None, tmp_path / "state")
         svc2.start(worker=False)
         assert svc2.worker.served.version == served.version
         assert torch.allclose(svc2.worker.served.model.backbone.e0, served.model.backbone.e0)
