@@ -420,7 +420,9 @@ def audit(state_dir: str | os.PathLike, db_url: str | None = None, data_dir=None
         if space is None:
             report.notes.append("id space unknown: embedding rows not checked")
         elif space.raw_users is None:
-            report.notes.append("dataset not loaded: text files checked for internal ids only")
+            report.notes.append(
+                "raw ids unknown (the dataset has none or did not load): text files checked for model ids only"
+            )
         cache: dict[str, Any] = {}
 
         def masks():
