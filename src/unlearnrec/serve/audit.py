@@ -421,7 +421,7 @@ def audit(state_dir: str | os.PathLike, db_url: str | None = None, data_dir=None
             report.notes.append("id space unknown: embedding rows not checked")
         elif space.raw_users is None:
             report.notes.append(
-                "raw ids unknown (the dataset has none or did not load): text files checked for model ids only"
+                "raw ids unknown (the dataset has none or did not load): text checked for model ids only"
             )
         cache: dict[str, Any] = {}
 
