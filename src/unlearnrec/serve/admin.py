@@ -214,7 +214,7 @@ def compaction_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def register(app, service: Service, operator, admin) -> None:
-    """Add the retention routes (and the operator page ``/ui``) to ``app``."""
+    """Add the retention routes to ``app`` (the operator page: ``ui.register_ui``)."""
 
     @app.post("/v1/interactions", status_code=202, tags=["retention"])
     def post_interactions(body: InteractionsBody, _p: Principal = operator) -> JSONResponse:
@@ -260,7 +260,3 @@ def register(app, service: Service, operator, admin) -> None:
     def post_readmission(body: ReadmitBody, _p: Principal = admin) -> dict[str, Any]:
         """Readmit forgotten users or items (they may have interactions again)."""
         return readmit(service, body.model_dump(exclude_none=True))
-
-    from unlearnrec.serve.ui import register_ui
-
-    register_ui(app, service)

@@ -165,6 +165,9 @@ def create_app(service: Service, start_worker: bool = True) -> FastAPI:
     from unlearnrec.serve.admin import register as register_retention
 
     register_retention(app, service, operator, admin)
+    from unlearnrec.serve.ui import register_ui
+
+    register_ui(app, service)
 
     # ------------------------------------------------------------------ deletions
     @app.post("/v1/deletions", status_code=202, tags=["deletions"])

@@ -1,3 +1,4 @@
+# long file: the compaction state machine (snapshot, child process, install, recovery) + the child; issue 20
 """Compaction: retrain the base without the forgotten data, in a separate process, then swap.
 
 Ours(0) versions are approximations that pile up on a base which still holds every forgotten

@@ -1,3 +1,4 @@
+# long file: salted fingerprints, the forgotten set (ordered against readmissions) and the purge; issue 20
 """Retention: salted fingerprints of what was forgotten, and the purge after a compaction.
 
 Forgetting in the served embeddings is half of an erasure: the base model, its encoder, older
@@ -306,7 +307,7 @@ def purge(
     # 2. the database: raw ids of absorbed requests -> salted fingerprints (one transaction)
     absorbed = _purge_rows(store, compaction_id, fps, keep_versions)
     # 3. the logs: lines that name a forgotten pair are dropped
-    from unlearnrec.serve.audit import redact_logs
+    from unlearnrec.serve.scan import redact_logs
 
     redacted = redact_logs(state / LOGS, forgotten_set(store, fps), _id_space(store))
     # 4. the database files themselves keep old page images until they are rewritten
