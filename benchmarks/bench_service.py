@@ -64,6 +64,7 @@ def build(
 ):
     """Train the model and its encoder; returns (model dir, encoder dir, train seconds, data)."""
     from unlearnrec.backbones import build_backbone
+    from unlearnrec.config import to_dict
     from unlearnrec.data.datasets import load_dataset
     from unlearnrec.data.graph import Graph
     from unlearnrec.model import TrainedModel
@@ -87,7 +88,8 @@ def build(
         "lightgcn",
         dataset,
         {"seed": 0, "val_ratio": 0.1},
-        meta={"original_train_fingerprint": data.train.fingerprint()},
+        # the recipe is recorded: a compaction (issue #20) retrains with it
+        meta={"original_train_fingerprint": data.train.fingerprint(), "train_config": to_dict(cfg)},
     )
     model.save(out / "model")
     t = time.perf_counter()
@@ -269,6 +271,7 @@ def deletion_load(httpx, url: str, keys: dict, plan, rate: float, seconds: float
         "effect_p50_s": pct(effect, 50),
         "effect_p99_s": pct(effect, 99),
         "effect_max_s": max(effect) if effect else float("nan"),
+        "effect_s": effect,
     }
 
 
@@ -297,6 +300,70 @@ def make_plan(data, seed: int = 0):
     return out
 
 
+def compaction_phase(httpx, url: str, keys: dict, plan, window: float, poll_ms: float) -> dict:
+    """Issue #20: deletions at 10/s for ``window`` seconds without a compaction, then the same
+    while a compaction (retrain + encoder pre-training in a separate process, install, purge)
+    runs; the compaction's wall time (POST -> purged) and its own timings."""
+    base = deletion_load(httpx, url, keys, plan, 10, window, poll_ms)
+    adm = {"Authorization": f"Bearer {keys['admin']}"}
+    with httpx.Client(base_url=url, headers=adm, timeout=30.0) as c:
+        t0 = time.monotonic()
+        r = c.post("/v1/admin/compactions")
+        if r.status_code != 202:
+            raise RuntimeError(f"compaction not started: {r.status_code} {r.text[:200]}")
+        cid = r.json()["id"]
+        done: dict = {}
+
+        def wait() -> None:
+            with httpx.Client(base_url=url, headers=adm, timeout=30.0) as w:
+                while True:
+                    v = w.get(f"/v1/admin/compactions/{cid}").json()
+                    if v["status"] in ("purged", "failed", "abandoned"):
+                        done.update(v, wall_s=time.monotonic() - t0)
+                        return
+                    time.sleep(0.2)
+
+        th = threading.Thread(target=wait)
+        th.start()
+        # deletions at 10/s from the request until 10 s after the purge, in chunks of 15 s
+        chunks = []
+        while True:
+            chunks.append(deletion_load(httpx, url, keys, plan, 10, 15.0, poll_ms))
+            if "wall_s" in done and time.monotonic() - t0 >= done["wall_s"] + 10.0:
+                break
+        th.join()
+        effect = [x for ch in chunks for x in ch["effect_s"]]
+        during = {
+            "rate": 10,
+            "seconds": 15.0 * len(chunks),
+            "sent": sum(ch["sent"] for ch in chunks),
+            "accepted": sum(ch["accepted"] for ch in chunks),
+            "failures": [f for ch in chunks for f in ch["failures"]][:3],
+            "measured": len(effect),
+            "effect_p50_s": pct(effect, 50),
+            "effect_p99_s": pct(effect, 99),
+            "effect_max_s": max(effect) if effect else float("nan"),
+        }
+    rep = (done.get("report") or {}).get("compaction", {})
+    return {
+        "window_s": window,
+        "without_compaction": base,
+        "during_compaction": during,
+        "compaction": {
+            "status": done.get("status"),
+            "wall_s": done.get("wall_s"),
+            "started_to_installed_s": done.get("seconds"),
+            "retrain_s": rep.get("train_seconds"),
+            "encoder_s": rep.get("encoder_seconds"),
+            "epochs_run": rep.get("epochs_run"),
+            "train_edges": done.get("train_edges"),
+            "requests_absorbed": done.get("requests"),
+            "reapplied": done.get("reapplied"),
+            "purge_s": ((done.get("report") or {}).get("purge") or {}).get("seconds"),
+        },
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="ml-1m")
@@ -316,6 +383,20 @@ def main() -> None:
     p.add_argument(
         "--work", default=None, help="keep the trained model here and reuse it on the next run (same options)"
     )
+    p.add_argument(
+        "--compaction",
+        action="store_true",
+        help="also measure a compaction (issue #20): its wall time and deletions at 10/s beside it",
+    )
+    p.add_argument(
+        "--compaction-only", action="store_true", help="measure only the compaction phase (skip the others)"
+    )
+    p.add_argument(
+        "--compaction-window",
+        type=float,
+        default=0.0,
+        help="seconds of deletions at 10/s with and without a compaction (0: ~the retrain time + 15)",
+    )
     args = p.parse_args()
     import httpx
 
@@ -327,6 +408,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     built = work / "build.json"
     recipe = {k: getattr(args, k) for k in ("dataset", "epochs", "dim", "encoder_epochs", "encoder_steps")}
+    recipe["recorded_train_config"] = True  # models built before this flag lack the recipe a compaction needs
     if built.is_file() and json.loads(built.read_text())["recipe"] == recipe:
         from unlearnrec.data.datasets import load_dataset
 
@@ -358,7 +440,7 @@ def main() -> None:
     state.mkdir()
     db = args.db or f"sqlite:///{state / 'service.sqlite'}"
     store = Store.open(db)
-    keys = {r: create_key(store, r)[1] for r in ("reader", "operator")}
+    keys = {r: create_key(store, r)[1] for r in ("reader", "operator", "admin")}
     store.close()
     server = Server(model, encoder, state, db, args.data_dir, work / "server.log", args.threads)
     try:
@@ -420,8 +502,8 @@ def main() -> None:
             report(d, "deletions beside the recommendation load")
 
         # the forgotten set only grows: the highest rate (most requests) goes last
-        done_recs = False
-        for rate in sorted(args.rates):
+        done_recs = args.compaction_only
+        for rate in [] if args.compaction_only else sorted(args.rates):
             if rate > 10 and not done_recs:
                 with_recs()
                 done_recs = True
@@ -430,6 +512,31 @@ def main() -> None:
             report(d, "deletions alone")
         if not done_recs:
             with_recs()
+        if args.compaction or args.compaction_only:
+            window = args.compaction_window or round(train_s + enc_s + 15.0)
+            print(
+                f"  compaction: deletions at 10/s for {window:.0f}s without, then from a compaction's "
+                "request until 10 s after its purge ...",
+                flush=True,
+            )
+            cp = compaction_phase(httpx, server.url, keys, plan, window, args.poll_ms)
+            out["compaction"] = cp
+            c0, w0, w1 = cp["compaction"], cp["without_compaction"], cp["during_compaction"]
+            print(
+                f"  compaction {c0['status']}: wall {c0['wall_s']:.1f}s (retrain {c0['retrain_s']}s, "
+                f"encoder {c0['encoder_s']}s, {c0['train_edges']} edges, {c0['requests_absorbed']} requests "
+                f"absorbed, {c0['reapplied']} re-applied, purge {c0['purge_s']}s)",
+                flush=True,
+            )
+            for label, d in (("without compaction", w0), ("during compaction", w1)):
+                print(
+                    f"  deletions at 10/s {label}: deletion-to-effect p50 {d['effect_p50_s'] * 1e3:.0f} ms  "
+                    f"p99 {d['effect_p99_s'] * 1e3:.0f} ms  max {d['effect_max_s'] * 1e3:.0f} ms "
+                    f"over {d['measured']} user deletions",
+                    flush=True,
+                )
+            if w0["effect_p99_s"] == w0["effect_p99_s"] and w0["effect_p99_s"] > 0:
+                print(f"  p99 during / without compaction = {w1['effect_p99_s'] / w0['effect_p99_s']:.2f}x")
         with httpx.Client(base_url=server.url, timeout=10.0) as c:
             metrics = c.get("/metrics").text
         values = {

@@ -161,6 +161,14 @@ def create_app(service: Service, start_worker: bool = True) -> FastAPI:
 
     reader, operator, admin = (role(r) for r in ROLES)
 
+    # retention (issue #20): new interactions, compactions, readmissions and the page /ui
+    from unlearnrec.serve.admin import register as register_retention
+
+    register_retention(app, service, operator, admin)
+    from unlearnrec.serve.ui import register_ui
+
+    register_ui(app, service)
+
     # ------------------------------------------------------------------ deletions
     @app.post("/v1/deletions", status_code=202, tags=["deletions"])
     def post_deletion(

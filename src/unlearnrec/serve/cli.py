@@ -36,14 +36,20 @@ def _db_url(args) -> str:
 def cmd_serve(args) -> int:
     if getattr(args, "serve_command", None) == "keys":
         return cmd_keys(args)
+    if getattr(args, "serve_command", None) == "audit":
+        _need_extra()
+        from unlearnrec.serve.audit import cmd_audit
+
+        return cmd_audit(args)
     _need_extra()
-    missing = [f"--{n}" for n in ("model", "encoder", "state") if not getattr(args, n)]
-    if missing:
-        raise ConfigError(f"'unlearnrec serve' needs {', '.join(missing)}")
+    # --model/--encoder may be left out once the state holds a compacted base (Service.open says)
+    if not args.state:
+        raise ConfigError("'unlearnrec serve' needs --state")
     import torch
     import uvicorn
 
     from unlearnrec.serve.app import create_app
+    from unlearnrec.serve.compaction import CompactionConfig
     from unlearnrec.serve.service import ServeConfig, Service
 
     config = ServeConfig(
@@ -59,7 +65,10 @@ def cmd_serve(args) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    service = Service.open(args.model, args.encoder, args.state, args.db, args.data_dir, config)
+    compaction = CompactionConfig(
+        every_requests=args.compact_every, interval_s=args.compact_interval, nice=args.compact_nice
+    )
+    service = Service.open(args.model, args.encoder, args.state, args.db, args.data_dir, config, compaction)
     app = create_app(service)
     print(
         f"unlearnrec serve: http://{args.host}:{args.port} (docs at /docs), state {args.state}, "
@@ -131,6 +140,9 @@ def register(sub, common) -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1: many small requests on few cores)"
     )
+    p.add_argument("--compact-every", type=int, default=0, help="compact after N applied requests (0: off)")
+    p.add_argument("--compact-interval", type=float, default=0.0, help="compact every S seconds (0: off)")
+    p.add_argument("--compact-nice", type=int, default=10, help="niceness of the compaction process")
     p.set_defaults(func=cmd_serve, serve_command=None)
     ks = p.add_subparsers(dest="serve_command")
     k = ks.add_parser("keys", help="API keys")
@@ -142,3 +154,9 @@ def register(sub, common) -> None:
     c.add_argument("--label", default=None, help="a note stored with the key")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_serve)
+    a = ks.add_parser("audit", help="find forgotten data still stored in the state and database")
+    a.add_argument("--state", default=None, help="the service's state directory")
+    a.add_argument("--db", default=None, help="database URL (if the service runs with --db)")
+    a.add_argument("--data-dir", default=None, help="dataset root, to read raw ids in text files")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.set_defaults(func=cmd_serve)

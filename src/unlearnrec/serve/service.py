@@ -184,14 +184,19 @@ class Service:
     @classmethod
     def open(
         cls,
-        model_dir: str | os.PathLike,
-        encoder_dir: str | os.PathLike,
+        model_dir: str | os.PathLike | None,
+        encoder_dir: str | os.PathLike | None,
         state_dir: str | os.PathLike,
         db_url: str | None = None,
         data_dir: str | os.PathLike | None = None,
         config: ServeConfig = ServeConfig(),
+        compaction=None,
     ) -> Service:
         """Load the base model, its encoder and dataset; open (or create) the state.
+
+        Once a compaction has been installed (issue #20) the state's own compacted base and
+        encoder are served and ``model_dir`` / ``encoder_dir`` may be None.
+        ``compaction``: a :class:`~unlearnrec.serve.compaction.CompactionConfig` (schedule).
 
         One service per state directory: a second one is refused while the first runs (an
         exclusive lock on ``STATE/service.lock``, released by the kernel if the process dies).
@@ -200,7 +205,7 @@ class Service:
         state.mkdir(parents=True, exist_ok=True)
         lock = _lock_state(state)
         try:
-            svc = cls._open(model_dir, encoder_dir, state, db_url, data_dir, config)
+            svc = cls._open(model_dir, encoder_dir, state, db_url, data_dir, config, compaction)
         except BaseException:
             lock.close()
             raise
@@ -208,65 +213,144 @@ class Service:
         return svc
 
     @classmethod
-    def _open(cls, model_dir, encoder_dir, state: Path, db_url, data_dir, config: ServeConfig) -> Service:
+    def _open(
+        cls, model_dir, encoder_dir, state: Path, db_url, data_dir, config: ServeConfig, compaction
+    ) -> Service:
+        from unlearnrec.serve.compaction import CompactionConfig, current_base_dir
+        from unlearnrec.serve.retention import ID_SPACE_KEY, Fingerprints, ensure_salt
         from unlearnrec.unlearn.unlearnrec import UnlearnRec
 
-        base = TrainedModel.load(model_dir)
-        if len(base.forgotten_users) or len(base.forgotten_items) or base.meta.get("unlearned_from"):
-            raise ConfigError(
-                f"{model_dir}: the base model must be the original trained model, not an unlearned one"
-            )
-        method = UnlearnRec.from_encoder(encoder_dir, base, finetune_epochs=0)
-        ft = None
-        if config.finetune_epochs > 0:
-            ft = UnlearnRec.from_encoder(encoder_dir, base, finetune_epochs=config.finetune_epochs)
-        data = None
-        if base.dataset:
-            try:
-                data = base.load_dataset(data_dir)
-            except UnlearnRecError as e:
-                raise ConfigError(
-                    f"{e} (the service needs the model's dataset for its raw ids: pass --data-dir)"
-                ) from None
         url = db_url or f"sqlite:///{(state / DB_FILE).resolve()}"
         store = Store.open(url)
-        fp = base.train.fingerprint()
-        owner = store.get_meta("base_fingerprint")
-        if owner is None:
-            store.set_meta("base_fingerprint", fp)
-            store.set_meta("state_dir", str(state.resolve()))
-        elif owner != fp:
-            raise ConfigError(
-                f"{model_dir}: this state belongs to another base model (training-set fingerprints differ)"
+        try:
+            fps = Fingerprints(ensure_salt(store))
+            store.hasher = fps.hashed
+            current = current_base_dir(store, state)
+            if current is not None:
+                base_dir, enc_dir = current / "model", current / "encoder"
+            elif model_dir is None or encoder_dir is None:
+                raise ConfigError(
+                    "'unlearnrec serve' needs --model, --encoder (this state has no compacted base yet)"
+                )
+            else:
+                base_dir, enc_dir = Path(model_dir), Path(encoder_dir)
+            base = TrainedModel.load(base_dir)
+            if current is None and (
+                len(base.forgotten_users) or len(base.forgotten_items) or base.meta.get("unlearned_from")
+            ):
+                raise ConfigError(
+                    f"{model_dir}: the base model must be the original trained model, not an unlearned one"
+                )
+            method = UnlearnRec.from_encoder(enc_dir, base, finetune_epochs=0)
+            ft = None
+            if config.finetune_epochs > 0:
+                ft = UnlearnRec.from_encoder(enc_dir, base, finetune_epochs=config.finetune_epochs)
+            data = None
+            if base.dataset:
+                try:
+                    data = base.load_dataset(data_dir)
+                except UnlearnRecError as e:
+                    raise ConfigError(
+                        f"{e} (the service needs the model's dataset for its raw ids: pass --data-dir)"
+                    ) from None
+            fp = base.train.fingerprint()
+            if current is not None:
+                fp = base.meta.get("original_train_fingerprint", fp)
+            owner = store.get_meta("base_fingerprint")
+            if owner is None:
+                store.set_meta("base_fingerprint", fp)
+                store.set_meta("state_dir", str(state.resolve()))
+            elif owner != fp:
+                raise ConfigError(
+                    f"{base_dir}: this state belongs to another base model (training-set fingerprints differ)"
+                )
+            recorded = store.get_meta("state_dir")
+            if recorded is not None and Path(recorded) != state.resolve():
+                raise ConfigError(
+                    f"this database belongs to the state directory {recorded}, not {state.resolve()}"
+                )
+            if store.get_meta(ID_SPACE_KEY) is None:
+                store.set_meta(ID_SPACE_KEY, f"{base.train.num_users},{base.train.num_items}")
+            store.add_base(
+                {
+                    "parent": None,
+                    "kind": "base",
+                    "method": "train",
+                    "set_fingerprint": set_fingerprint(empty_request(base.train), fps.salt),
+                    "requests": 0,
+                    "edges": 0,
+                    "users": 0,
+                    "items": 0,
+                    "train_fingerprint": fp,
+                    "path": str(Path(base_dir).resolve()),
+                    "created_at": time.time(),
+                    "seconds": None,
+                    "metrics": json.dumps(base.meta.get("metrics")) if base.meta.get("metrics") else None,
+                }
             )
-        recorded = store.get_meta("state_dir")
-        if recorded is not None and Path(recorded) != state.resolve():
-            raise ConfigError(
-                f"this database belongs to the state directory {recorded}, not {state.resolve()}"
-            )
-        store.add_base(
-            {
-                "parent": None,
-                "kind": "base",
-                "method": "train",
-                "set_fingerprint": set_fingerprint(empty_request(base.train)),
-                "requests": 0,
-                "edges": 0,
-                "users": 0,
-                "items": 0,
-                "train_fingerprint": fp,
-                "path": str(Path(model_dir).resolve()),
-                "created_at": time.time(),
-                "seconds": None,
-                "metrics": json.dumps(base.meta.get("metrics")) if base.meta.get("metrics") else None,
-            }
-        )
-        return cls(store, VersionStore(state), base, method, data=data, config=config, finetune_method=ft)
+        except BaseException:
+            store.close()
+            raise
+        svc = cls(store, VersionStore(state), base, method, data=data, config=config, finetune_method=ft)
+        svc.setup_retention(fps, compaction or CompactionConfig(), base_dir, enc_dir)
+        return svc
+
+    # ------------------------------------------------------------------------ retention (#20)
+    def setup_retention(self, fps, compaction, base_dir: Path, encoder_dir: Path) -> None:
+        """Fingerprints, the compactor (its tick runs on the worker thread) and the base's paths."""
+        from unlearnrec.serve.compaction import Compactor
+
+        self.fps = fps
+        self.store.hasher = fps.hashed
+        self.worker.salt = fps.salt
+        self.base_dir = Path(base_dir)
+        self.encoder_dir = Path(encoder_dir)
+        self.compactor = Compactor(self, compaction, fps)
+        self.worker.before_step = self.compactor.tick
+        self.exclude = self._exclusion(self.base)
+
+    def _exclusion(self, base: TrainedModel):
+        """Items never recommended back to a user: those of the original training set (from the
+        dataset) and of the current base (which holds the compacted new interactions)."""
+        m = base.train.to_csr()
+        if self.data is not None and self.data.train.same_space(base.train):
+            m = m.maximum(self.data.train.to_csr())
+        old = getattr(self, "exclude", None)
+        if old is not None and old.shape == m.shape:
+            m = m.maximum(old)
+        return m.tocsr()
+
+    def install_base(
+        self, base, method, finetune_method, cum, version, kind, model, base_dir, index=None
+    ) -> None:
+        """Serve a compacted base (called by the compactor on the worker thread)."""
+        from unlearnrec.serve.worker import Served
+
+        with self._lock:
+            self.base = base
+            self.base_dir = Path(base_dir) / "model"
+            self.encoder_dir = Path(base_dir) / "encoder"
+            self.exclude = self._exclusion(base)
+            self._user_deg = base.train.user_degrees()
+            self._item_deg = base.train.item_degrees()
+            w = self.worker
+            w.base = base
+            if index is not None:
+                w.index = index
+            w.method = method
+            w.finetune_method = finetune_method
+            w._base_emb = None
+            w._cum = cum
+            w._served = Served.of(version, kind, model)
+        self._unblock_failed()  # rebuild the blocked sets from the database and the new base
 
     def start(self, worker: bool = True) -> None:
         """Recover from the database and start the writer (``worker=False``: tests step it by hand)."""
+        if hasattr(self, "compactor"):
+            self.compactor.recover()
         for r in self.store.with_status(("queued", *HONOURED)):
             self._block(r["kind"], json.loads(r["payload"]))
+        self._block_tombstones()
         if worker:
             self.worker.start()
         else:
@@ -274,6 +358,8 @@ class Service:
 
     def stop(self) -> None:
         """Stop the worker (it finishes its current step), close the database, release the state."""
+        if hasattr(self, "compactor"):
+            self.compactor.shutdown()  # a compaction's process ends; the restart redoes it
         self.worker.stop()
         self.close()
 
@@ -284,7 +370,14 @@ class Service:
             lock.close()
             self._state_lock = None
 
+    def _block_tombstones(self) -> None:
+        """Users / items the current base records as forgotten (a compaction absorbed them)."""
+        self._blocked_users.update(int(u) for u in self.base.forgotten_users)
+        self._blocked_items.update(int(i) for i in self.base.forgotten_items)
+
     def _block(self, kind: str, ids: list) -> None:
+        if not isinstance(ids, list):  # purged (retention): the compacted base records them
+            return
         if kind == "users":
             self._blocked_users.update(int(i) for i in ids)
         elif kind == "items":
@@ -301,6 +394,7 @@ class Service:
             self._blocked_edges.clear()
             for r in self.store.with_status(("queued", *HONOURED)):
                 self._block(r["kind"], json.loads(r["payload"]))
+            self._block_tombstones()
 
     # ------------------------------------------------------------------------ deletions
     def submit(self, body: dict[str, Any], key: str | None) -> tuple[int, dict[str, Any]]:
@@ -318,7 +412,7 @@ class Service:
             if key is not None:
                 old = self.store.by_key(key)
                 if old is not None:
-                    if old["body_hash"] != digest:
+                    if not self.store.same_body(old, digest):
                         raise ApiError(
                             422,
                             "idempotency_key_reused",

@@ -38,6 +38,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -90,6 +91,8 @@ deletions = Table(
     Column("accepted_at", Float, nullable=False),
     Column("applied_at", Float, nullable=True),
     Column("verification", Text, nullable=True),  # JSON, written after the version is served
+    # retention (issue #20): the compaction whose retrained base absorbs this request
+    Column("compaction", Integer, nullable=True),
 )
 Index("ix_deletions_status_id", deletions.c.status, deletions.c.id)
 
@@ -131,6 +134,70 @@ api_keys = Table(
     Column("label", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+)
+
+
+# ---------------------------------------------------------------------------- retention (issue #20)
+# salted fingerprints of forgotten edges / users / items, written when a compaction purges the
+# raw ids of the requests it absorbed (serve/retention.py)
+forgotten = Table(
+    "forgotten",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  # edge | user | item
+    Column("fp", String(64), nullable=False),
+    Column("deletion_id", Integer, nullable=True),
+    Column("compaction", Integer, nullable=True),
+)
+Index("ix_forgotten_fp", forgotten.c.fp)
+
+# users / items an admin allowed back after they were forgotten (fingerprints only)
+readmissions = Table(
+    "readmissions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  # user | item
+    Column("fp", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    # the largest deletion id when it was readmitted: a request forgetting it again is newer
+    Column("after_deletion", Integer, nullable=False),
+    Column("note", Text, nullable=True),
+)
+
+# interactions added over the API, effective at the next compaction (internal ids)
+new_interactions = Table(
+    "new_interactions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", Integer, nullable=False),
+    Column("item", Integer, nullable=False),
+    Column("added_at", Float, nullable=False),
+    Column("compaction", Integer, nullable=True),
+    UniqueConstraint("user", "item", name="uq_new_interactions_edge"),
+)
+
+compactions = Table(
+    "compactions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # requested -> running -> trained -> done -> purged | failed | abandoned
+    Column("status", String(16), nullable=False),
+    Column("trigger", String(16), nullable=False),  # manual | schedule | interval | restart
+    Column("requested_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("installed_at", Float, nullable=True),
+    Column("purged_at", Float, nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("from_version", Integer, nullable=True),  # the version served when it started
+    Column("base_version", Integer, nullable=True),  # the retrained base's version number
+    Column("served_version", Integer, nullable=True),  # what was served after install
+    Column("requests", Integer, nullable=True),  # deletion requests absorbed
+    Column("interactions", Integer, nullable=True),  # new interactions absorbed
+    Column("train_edges", Integer, nullable=True),
+    Column("reapplied", Integer, nullable=True),  # requests re-applied on the new base
+    Column("error", Text, nullable=True),
+    Column("report", Text, nullable=True),  # JSON: timings, metrics, what the purge removed
 )
 
 
@@ -205,6 +272,9 @@ class Store:
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
         self.engine = engine or make_engine(url)
+        # retention (issue #20): a purge replaces the idempotency key and body hash of absorbed
+        # requests by salted hashes; ``hasher`` (set by the service) finds them again
+        self.hasher: Any = None
 
     # ------------------------------------------------------------------------ lifecycle
     @classmethod
@@ -298,15 +368,20 @@ class Store:
             return self._replay(old, digest)
         return Accepted(self.get(int(new_id)), False)
 
-    @staticmethod
-    def _replay(old: dict[str, Any], digest: str) -> Accepted:
-        if old["body_hash"] != digest:
+    def same_body(self, row: dict[str, Any], digest: str) -> bool:
+        """Whether ``row`` was accepted for a body of hash ``digest`` (raw or, after a purge, salted)."""
+        h = row["body_hash"]
+        return h == digest or (self.hasher is not None and h == self.hasher(digest))
+
+    def _replay(self, old: dict[str, Any], digest: str) -> Accepted:
+        if not self.same_body(old, digest):
             raise ConflictError("Idempotency-Key was already used for a different request body")
         return Accepted(old, True)
 
     def by_key(self, key: str) -> dict[str, Any] | None:
+        keys = [key] if self.hasher is None else [key, self.hasher(key)]
         with self.engine.connect() as c:
-            return _row(c.execute(select(deletions).where(deletions.c.idempotency_key == key)).first())
+            return _row(c.execute(select(deletions).where(deletions.c.idempotency_key.in_(keys))).first())
 
     def get(self, deletion_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as c:

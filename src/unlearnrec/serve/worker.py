@@ -159,9 +159,12 @@ def empty_request(train: Interactions) -> Request:
     return Request(Interactions.empty(train.num_users, train.num_items))
 
 
-def set_fingerprint(req: Request) -> str:
-    """sha256 of a (cumulative) request set: its edges' fingerprint and the erased node ids."""
-    h = hashlib.sha256(req.edges.fingerprint().encode())
+def set_fingerprint(req: Request, salt: bytes = b"") -> str:
+    """sha256 of a (cumulative) request set: its edges' fingerprint and the erased node ids;
+    keyed BLAKE2b with the deployment's ``salt`` when given (retention: a plain hash of a small
+    set can be reversed by trying every candidate edge)."""
+    h = hashlib.blake2b(key=salt[:64], digest_size=32) if salt else hashlib.sha256()
+    h.update(req.edges.fingerprint().encode())
     h.update(b"|users:" + np.sort(np.asarray(req.users, np.int64)).astype("<i8").tobytes())
     h.update(b"|items:" + np.sort(np.asarray(req.items, np.int64)).astype("<i8").tobytes())
     return h.hexdigest()
@@ -221,6 +224,10 @@ class Worker:
         self._idle_since = time.monotonic()
         self.last_error: str | None = None
         self.on_failed: Callable[[], None] | None = None
+        # retention (issue #20): the fingerprint salt, and the compactor's tick (run on this
+        # thread before each step, so that a compaction's snapshot and install never race a step)
+        self.salt: bytes = b""
+        self.before_step: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------------ state
     @property
@@ -229,6 +236,34 @@ class Worker:
         if s is None:
             raise StoreError("no model is being served yet")
         return s
+
+    def request_fingerprint(self, req: Request) -> str:
+        """The ledger's fingerprint of one request: salted when the service has a salt (retention:
+        the ledger outlives the purge, so it must not hold what a plain hash would reveal)."""
+        if not self.salt:
+            return req.edges.fingerprint()
+        from unlearnrec.serve.retention import Fingerprints
+
+        return Fingerprints(self.salt).request(req.edges.fingerprint(), req.users, req.items)
+
+    def salted(self, value: str) -> str:
+        if not self.salt:
+            return value
+        return hashlib.blake2b(value.encode(), key=self.salt[:64], digest_size=32).hexdigest()
+
+    def absorbed(self) -> set[int]:
+        """Ids of the installed compactions (their requests are in the current base)."""
+        from sqlalchemy import select
+
+        from unlearnrec.serve.store import compactions
+
+        with self.store.engine.connect() as c:
+            return {
+                int(i)
+                for (i,) in c.execute(
+                    select(compactions.c.id).where(compactions.c.status.in_(("done", "purged")))
+                )
+            }
 
     @property
     def ready(self) -> bool:
@@ -245,10 +280,14 @@ class Worker:
             log.warning("removed unrecorded version directories %s (a crash before their commit)", removed)
         latest = recorded[-1]
         v = int(latest["version"])
-        model = self.base if v == 0 else self.versions.load(v, device=self.base.graph.device)
+        at_base = latest["kind"] in ("base", "compacted")
+        model = self.base if at_base else self.versions.load(v, device=self.base.graph.device)
         rows = self.store.with_status(HONOURED)
+        # requests a compaction absorbed into the current base are not applied on top of it
+        absorbed = self.absorbed()
+        rows = [r for r in rows if r.get("compaction") is None or r["compaction"] not in absorbed]
         cum = merge_all(empty_request(self.base.train), [self.index.request(r) for r in rows])
-        if set_fingerprint(cum) != latest["set_fingerprint"]:
+        if set_fingerprint(cum, self.salt) != latest["set_fingerprint"]:
             raise StoreError(
                 f"version {v} records another request set than the applied requests: state is inconsistent"
             )
@@ -284,6 +323,8 @@ class Worker:
         backoff = 0.5
         while not self._stop.is_set():
             try:
+                if self.before_step is not None:
+                    self.before_step()
                 done = self.step()
                 backoff = 0.5
                 if done:
@@ -345,7 +386,7 @@ class Worker:
         new = res.model
         latest = self.store.latest_version()
         v = int(latest["version"]) + 1
-        fp = set_fingerprint(merged)
+        fp = set_fingerprint(merged, self.salt)
         counts = self.store.counts()
         n_requests = sum(counts[s] for s in HONOURED) + len(rows)
         # the served snapshot (one propagation) is built while the version is written and
@@ -412,13 +453,13 @@ class Worker:
         entries = [
             {
                 "kind": r["kind"],
-                "request_fingerprint": q.edges.fingerprint(),
+                "request_fingerprint": self.request_fingerprint(q),
                 "edges": len(q.edges),
                 "users": len(q.users),
                 "items": len(q.items),
                 "version": v,
                 "set_fingerprint": fp,
-                "model_fingerprint": train_fp,
+                "model_fingerprint": self.salted(train_fp),
                 "method": METHOD,
             }
             for r, q in zip(rows, reqs, strict=True)
