@@ -26,6 +26,19 @@ from unlearnrec.unlearn.sharded.pool import ShardJob, shard_seed, train_shards
 log = logging.getLogger(__name__)
 
 
+# The ranges of the settings every sharded method's config shares (RecEraser, GraphEraser; config.RANGES)
+SHARD_RANGES = {
+    "slack": ">= 0",
+    "shard_epochs": "[0, 100000]",
+    "agg_epochs": "[0, 100000]",
+    "lr": "(0, 100]",
+    "agg_lr": "(0, 100]",
+    "batch_size": "[1, 16777216]",
+    "agg_batch_size": "[1, 16777216]",
+    "workers": "[1, 256]",
+}
+
+
 class ShardedUnlearner(Unlearner):
     """prepare = partition + one sub-model per shard + aggregator; forget = retrain the touched shards.
 

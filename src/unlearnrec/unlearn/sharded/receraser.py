@@ -35,7 +35,7 @@ from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.losses import bpr_loss
 from unlearnrec.model import TrainedModel
-from unlearnrec.unlearn.sharded.base import ShardedUnlearner
+from unlearnrec.unlearn.sharded.base import SHARD_RANGES, ShardedUnlearner
 from unlearnrec.unlearn.sharded.partition import (
     RECERASER_KINDS,
     Partition,
@@ -79,14 +79,7 @@ class RecEraserConfig:
     RANGES = {
         "num_shards": "[1, 10000]",
         "kmeans_iters": "[1, 100000]",
-        "slack": ">= 0",
-        "shard_epochs": "[0, 100000]",
-        "agg_epochs": "[0, 100000]",
-        "lr": "(0, 100]",
-        "agg_lr": "(0, 100]",
-        "batch_size": "[1, 16777216]",
-        "agg_batch_size": "[1, 16777216]",
-        "workers": "[1, 256]",
+        **SHARD_RANGES,
         "attention_size": "[0, 65536]",
     }
 
