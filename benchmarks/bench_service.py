@@ -275,14 +275,20 @@ def deletion_load(httpx, url: str, keys: dict, plan, rate: float, seconds: float
     }
 
 
+def _raw(x):
+    """A dataset's raw id as the API takes it: an int where the dataset's ids are numbers (ML-1M,
+    Gowalla), else the string (Yelp2018's user and business ids)."""
+    return int(x) if isinstance(x, (int, np.integer)) or str(x).isdigit() else str(x)
+
+
 def make_plan(data, seed: int = 0):
     """Disjoint requests, popped from the end: (body, watched raw user or None), half users, half edges."""
     rng = np.random.default_rng(seed)
     tr = data.train
     raw_u = data.meta.get("user_ids")
     raw_i = data.meta.get("item_ids")
-    ru = (lambda u: int(raw_u[u])) if raw_u is not None and len(raw_u) == tr.num_users else int
-    ri = (lambda i: int(raw_i[i])) if raw_i is not None and len(raw_i) == tr.num_items else int
+    ru = (lambda u: _raw(raw_u[u])) if raw_u is not None and len(raw_u) == tr.num_users else int
+    ri = (lambda i: _raw(raw_i[i])) if raw_i is not None and len(raw_i) == tr.num_items else int
     users = rng.permutation(tr.num_users)
     half = len(users) // 2
     forget_users, edge_users = users[:half], users[half:]
@@ -447,7 +453,7 @@ def main() -> None:
         ready_s = server.wait_ready(httpx)
         print(f"  service ready in {ready_s:.1f}s", flush=True)
         raw_u = data.meta.get("user_ids")
-        all_users = [str(int(raw_u[u])) if raw_u is not None else str(u) for u in range(data.num_users)]
+        all_users = [str(_raw(raw_u[u])) if raw_u is not None else str(u) for u in range(data.num_users)]
         plan = make_plan(data)
         out = {
             "dataset": args.dataset,
