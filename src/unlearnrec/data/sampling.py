@@ -81,10 +81,15 @@ def sample_negatives(
 
 
 def bpr_batches(
-    train: Interactions, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu"
+    train: Interactions,
+    batch_size: int,
+    rng: np.random.Generator,
+    device: torch.device | str = "cpu",
+    max_edges: int | None = None,
 ) -> Iterator[Batch]:
-    """Shuffle all training edges once and yield (user, positive, negative) batches."""
-    perm = rng.permutation(len(train))
+    """Shuffle all training edges once and yield (user, positive, negative) batches; with
+    ``max_edges``, only the first ``max_edges`` edges of the shuffle (negatives drawn for those only)."""
+    perm = rng.permutation(len(train))[:max_edges]
     users = train.users[perm]
     pos = train.items[perm]
     neg = sample_negatives(train, users, rng)

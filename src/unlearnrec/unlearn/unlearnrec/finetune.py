@@ -15,7 +15,6 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from unlearnrec.backbones.base import Backbone, Batch
 from unlearnrec.data.graph import Graph
 from unlearnrec.data.interactions import Interactions
-from unlearnrec.data.sampling import sample_negatives
+from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import TrainingError
 from unlearnrec.eval.ranking import evaluate_embeddings
 from unlearnrec.train.loop import FitResult, adam
@@ -118,22 +117,6 @@ class RowMLP(torch.nn.Module):
         return out
 
 
-def _batches(
-    train: Interactions, batch_size: int, steps: int, rng: np.random.Generator, device
-) -> Iterator[Batch]:
-    """``steps`` BPR batches of a fresh shuffle of ``train`` (negatives drawn only for those edges)."""
-    perm = rng.permutation(len(train))[: steps * batch_size]
-    users, pos = train.users[perm], train.items[perm]
-    neg = sample_negatives(train, users, rng)
-    for s in range(0, len(perm), batch_size):
-        sl = slice(s, s + batch_size)
-        yield Batch(
-            torch.from_numpy(users[sl]).to(device),
-            torch.from_numpy(pos[sl]).to(device),
-            torch.from_numpy(neg[sl]).to(device),
-        )
-
-
 def finetune(
     backbone: Backbone,
     residual: Graph,
@@ -198,7 +181,9 @@ def finetune(
         chunks = forgotten_chunks(forgotten, steps, rng)
         sums: dict[str, float] = {}
         n = 0
-        for i, batch in enumerate(_batches(residual.interactions, batch_size, steps, rng, residual.device)):
+        edges = steps * batch_size  # negatives drawn only for the edges this epoch uses
+        batches = bpr_batches(residual.interactions, batch_size, rng, residual.device, max_edges=edges)
+        for i, batch in enumerate(batches):
             e0_tilde = backbone.e0 + shift()  # Eq. 18, the MLP once per step
             terms = step_terms(
                 backbone,
