@@ -46,13 +46,8 @@ class RetrainConfig:
     patience: int | None = None
     use_validation: bool = True
 
-    RANGES = {
-        "epochs": "[0, 100000]",
-        "batch_size": "[1, 16777216]",
-        "lr": "(0, 100]",
-        "eval_every": "[1, 100000]",
-        "patience": "[0, 100000]",
-    }
+    # the overrides of the recipe's keys take the recipe's own ranges
+    RANGES = {k: TrainConfig.RANGES[k] for k in ("epochs", "batch_size", "lr", "eval_every", "patience")}
 
     def __post_init__(self):
         check_ranges(self)
