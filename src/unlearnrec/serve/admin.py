@@ -90,28 +90,9 @@ def add_interactions(svc: Service, body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(
             413, "too_large", f"interactions: {len(values)} pairs, more than the limit {svc.config.max_ids}"
         )
-    us, its = [], []
-    for n, pair in enumerate(values):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise ApiError(422, "invalid", f"interactions[{n}]: must be a [user, item] pair")
-        u, i = svc.users.lookup(pair[0]), svc.items.lookup(pair[1])
-        if u is None:
-            raise ApiError(
-                422, "unknown_id", f"interactions[{n}]: unknown user id {pair[0]!r} (outside the id space)"
-            )
-        if i is None:
-            raise ApiError(
-                422, "unknown_id", f"interactions[{n}]: unknown item id {pair[1]!r} (outside the id space)"
-            )
-        us.append(u)
-        its.append(i)
-    ua, ia = np.asarray(us, np.int64), np.asarray(its, np.int64)
+    ua, ia, keys = svc.parse_pairs(values, "interactions")
+    us, its = ua.tolist(), ia.tolist()
     ni = max(svc.base.train.num_items, 1)
-    keys = ua * ni + ia
-    uniq, counts = np.unique(keys, return_counts=True)
-    if (counts > 1).any():
-        n = int(np.flatnonzero(keys == uniq[counts > 1][0])[1])
-        raise ApiError(422, "duplicate", f"interactions[{n}]: the same pair is given twice")
     inside = svc.base.train.contains(ua, ia)
     if inside.any():
         n = int(np.flatnonzero(inside)[0])

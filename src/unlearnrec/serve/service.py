@@ -431,6 +431,30 @@ class Service:
         self.worker.notify()
         return 202, self.view(acc.row)
 
+    def parse_pairs(self, values: list, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``[[user, item], ...]`` in raw ids -> (users, items, keys user * num_items + item) as int64
+        arrays; ApiError 422 naming ``field[n]`` on a malformed pair, an id outside the id space or a
+        pair given twice."""
+        us, its = [], []
+        for n, pair in enumerate(values):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ApiError(422, "invalid", f"{field}[{n}]: must be a [user, item] pair")
+            u, i = self.users.lookup(pair[0]), self.items.lookup(pair[1])
+            for node, raw, what in ((u, pair[0], "user"), (i, pair[1], "item")):
+                if node is None:
+                    raise ApiError(
+                        422, "unknown_id", f"{field}[{n}]: unknown {what} id {raw!r} (outside the id space)"
+                    )
+            us.append(u)
+            its.append(i)
+        ua, ia = np.asarray(us, np.int64), np.asarray(its, np.int64)
+        keys = ua * max(self.base.train.num_items, 1) + ia
+        uniq, counts = np.unique(keys, return_counts=True)
+        if (counts > 1).any():
+            n = int(np.flatnonzero(keys == uniq[counts > 1][0])[1])
+            raise ApiError(422, "duplicate", f"{field}[{n}]: the same pair is given twice")
+        return ua, ia, keys
+
     def _validate(self, kind: str, values: Any) -> tuple[list, int]:
         """Internal ids and edge count of a request, or the ApiError naming the field."""
         cfg = self.config
@@ -477,24 +501,8 @@ class Service:
                 )
             return sorted(ids), size
         # edges: [[user, item], ...]
-        us, its = [], []
-        for n, pair in enumerate(values):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ApiError(422, "invalid", f"edges[{n}]: must be a [user, item] pair")
-            u, i = self.users.lookup(pair[0]), self.items.lookup(pair[1])
-            if u is None:
-                raise ApiError(422, "unknown_id", f"edges[{n}]: unknown user id {pair[0]!r}")
-            if i is None:
-                raise ApiError(422, "unknown_id", f"edges[{n}]: unknown item id {pair[1]!r}")
-            us.append(u)
-            its.append(i)
-        ua, ia = np.asarray(us, np.int64), np.asarray(its, np.int64)
-        ni = max(self.base.train.num_items, 1)
-        keys = ua * ni + ia
-        uniq, counts = np.unique(keys, return_counts=True)
-        if (counts > 1).any():
-            n = int(np.flatnonzero(keys == uniq[counts > 1][0])[1])
-            raise ApiError(422, "duplicate", f"edges[{n}]: the same edge is given twice")
+        ua, ia, keys = self.parse_pairs(values, "edges")
+        us, its = ua.tolist(), ia.tolist()
         inside = self.base.train.contains(ua, ia)
         if not inside.all():
             n = int(np.flatnonzero(~inside)[0])
