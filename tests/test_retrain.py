@@ -74,3 +74,21 @@ def test_bad_validation_space_is_an_error(model):
     req = Request.of_edges(model.train, model.train.users[:1], model.train.items[:1])
     with pytest.raises(ConfigError, match="id space"):
         m.forget(model, model.train, req)
+
+
+def test_a_forgotten_model_does_not_claim_its_inputs_measurements(model):
+    """The input's test metrics and training time describe the input: a retrained model records its
+    own, and a model forgotten by a method that trains nothing records none."""
+    from unlearnrec.unlearn.unlearnrec import UnlearnRec, UnlearnRecConfig
+
+    m = model.derive(model.backbone, meta={**model.meta, "metrics": {"test": {"recall@20": 0.5}}})
+    m.meta["train_seconds"], m.meta["epochs_run"] = 123.0, 99
+    req = Request.of_edges(m.train, m.train.users[:3], m.train.items[:3])
+    res = Retrain(RetrainConfig(epochs=2), seed=0).forget(m, m.train, req)
+    assert "metrics" not in res.model.meta and res.model.meta["epochs_run"] == 2
+    assert res.model.meta["train_seconds"] != 123.0 and res.model.meta["train_config"]["epochs"] == 2
+    ours = UnlearnRec(UnlearnRecConfig(epochs=0), seed=0)
+    ours.prepare(m, m.train)
+    out = ours.forget(m, m.train, req).model
+    assert not {"metrics", "train_seconds", "epochs_run"} & set(out.meta)
+    assert out.meta["train_config"] == m.meta["train_config"]  # the recipe carries over

@@ -15,6 +15,10 @@ from unlearnrec.errors import ConfigError, RequestError
 from unlearnrec.model import TrainedModel
 from unlearnrec.runtime import release_free_memory
 
+#: meta keys that describe a measurement of a model (its test metrics, its training time and
+#: length): a forgotten model does not inherit them from its input, only what its unlearner sets
+MEASURED_META = ("metrics", "train_seconds", "epochs_run")
+
 
 @dataclass(frozen=True)
 class Request:
@@ -156,7 +160,9 @@ class Unlearner:
             new, info = self._forget(model, train, request)
             new = erase_nodes(new, request)
             seconds = time.perf_counter() - t0
-        new.meta = {**model.meta, **new.meta}
+        # the input's recipe and provenance carry over; what was measured on the input does not
+        inherited = {k: v for k, v in model.meta.items() if k not in MEASURED_META}
+        new.meta = {**inherited, **new.meta}
         new.meta.setdefault("lineage", list(model.meta.get("lineage", [])))
         new.meta["lineage"] = [
             *model.meta.get("lineage", []),

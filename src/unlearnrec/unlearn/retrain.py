@@ -124,7 +124,14 @@ class Retrain(Unlearner):
         )
         res = fit(backbone, graph, recipe, val=val)
         new = model.derive(
-            backbone, graph, meta={"train_config": to_dict(recipe), "best_epoch": res.best_epoch}
+            backbone,
+            graph,
+            meta={
+                "train_config": to_dict(recipe),
+                "best_epoch": res.best_epoch,
+                "epochs_run": res.epochs_run,
+                "train_seconds": res.seconds,
+            },
         )
         info = {
             "retrained": True,
