@@ -8,7 +8,7 @@ import torch
 
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import DataError
-from unlearnrec.experiments.protocol import AttackConfig, adversarial_edges, build_attack
+from unlearnrec.experiments.protocol import AttackConfig, adversarial_edges, adversarial_sides, build_attack
 
 
 def pairs(inter: Interactions) -> set[tuple[int, int]]:
@@ -28,6 +28,11 @@ def test_hand_example_users_and_items():
     # both sides: duplicates merged
     adv = adversarial_edges(ue, ie, [train], AttackConfig(user_ratio=1.0, item_ratio=1.0), seed=0)
     assert pairs(adv) == {(0, 0), (1, 0), (1, 1), (1, 2)}
+    # the two sides apart (what forgetting_sides.py measures separately); (1, 1) is on both
+    by_users, by_items = adversarial_sides(
+        ue, ie, [train], AttackConfig(user_ratio=1.0, item_ratio=1.0), seed=0
+    )
+    assert pairs(by_users) == {(0, 0), (1, 1)} and pairs(by_items) == {(1, 0), (1, 1), (1, 2)}
 
 
 def test_val_and_test_edges_are_avoided_and_full_users_skipped():

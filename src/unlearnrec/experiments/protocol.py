@@ -146,19 +146,19 @@ def _lowest(
     return np.concatenate(out_r).astype(np.int64), np.concatenate(out_c).astype(np.int64)
 
 
-def adversarial_edges(
+def adversarial_sides(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
     known: list[Interactions],
     config: AttackConfig,
     seed: int,
-) -> Interactions:
-    """The adversarial edges of §7 from a clean model's final embeddings.
+) -> tuple[Interactions, Interactions]:
+    """The two halves of the adversarial request of §7, from a clean model's final embeddings.
 
     user_emb: (U, d), item_emb: (I, d). ``known``: every interaction set the new edges must avoid
-    (train, val, test), over one id space. A seeded ``user_ratio`` of users (those with a free
-    item) each get their lowest-scoring free item; a seeded ``item_ratio`` of items each get
-    their lowest-scoring free user. Duplicates between the two sides are merged.
+    (train, val, test), over one id space. Returns (the user side: a seeded ``user_ratio`` of users,
+    those with a free item, each with its lowest-scoring free item; the item side: a seeded
+    ``item_ratio`` of items, each with its lowest-scoring free user). The two may share edges.
     """
     if not known:
         raise DataError("adversarial_edges needs at least the training interactions")
@@ -176,18 +176,23 @@ def adversarial_edges(
     items = np.sort(rng.choice(ni, size=n_i, replace=False)) if n_i else np.zeros(0, np.int64)
     uu, ui = _lowest(user_emb, item_emb, users, mask, config.batch_size)
     iu_items, iu_users = _lowest(item_emb, user_emb, items, sp.csr_matrix(mask.T), config.batch_size)
-    adv = Interactions.from_pairs(
-        np.concatenate([uu, iu_users]), np.concatenate([ui, iu_items]), nu, ni, dedupe=True
+    log.info("adversarial edges: %d from %d users, %d from %d items", len(uu), n_u, len(iu_users), n_i)
+    return (
+        Interactions.from_pairs(uu, ui, nu, ni, dedupe=True),
+        Interactions.from_pairs(iu_users, iu_items, nu, ni, dedupe=True),
     )
-    log.info(
-        "adversarial edges: %d from %d users, %d from %d items, %d unique",
-        len(uu),
-        n_u,
-        len(iu_users),
-        n_i,
-        len(adv),
-    )
-    return adv
+
+
+def adversarial_edges(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    known: list[Interactions],
+    config: AttackConfig,
+    seed: int,
+) -> Interactions:
+    """The adversarial edges of §7: both sides of :func:`adversarial_sides`, duplicates merged."""
+    by_users, by_items = adversarial_sides(user_emb, item_emb, known, config, seed)
+    return by_users.union(by_items)
 
 
 def attack_key(dataset: str, seed: int, config: AttackConfig, clean_id: str, train_fingerprint: str) -> str:
