@@ -55,13 +55,14 @@ def cmd_status(args) -> int:
 def cmd_experiment(args) -> int:
     if args.status:
         return cmd_status(args)
+    from unlearnrec.experiments.grid import groups
     from unlearnrec.experiments.report import report
     from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
 
     cfg = load_config(args.config)
     # an existing --out is how a grid resumes, so it may exist; it may never be (or hold) an input
     check_out(args, {"CONFIG": args.config, "--data-dir": args.data_dir}, must_be_new=False)
-    total = len(cfg.datasets) * len(cfg.seeds) * len(cfg.request_axis) * len(cfg.backbones) * len(cfg.methods)
+    total = len(groups(cfg)) * len(cfg.methods)
     bar = progress(total, f"experiment {cfg.name}", not args.quiet)
 
     def on_cell(rec: dict) -> None:

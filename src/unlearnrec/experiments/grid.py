@@ -9,9 +9,10 @@ A grid is datasets x backbones x methods (x request ratios x seeds); see ``exper
     seeds = [0]
     study = "main"                  # the report's section: main, ablation, ratio, efficiency
     [attack]                        # adversarial only (protocol.ATTACK_PROTOCOLS)
-    protocol = "authors"            # per user AND per item (the default of the table); or "per-user"
-    user_ratio = 1.0                # share of users given their lowest-scored item (a list: a sweep)
-    item_ratio = 1.0                # share of items given their lowest-scored user
+    protocol = "authors"            # per user AND per item (the default, table or not); or "per-user"
+    user_ratio = 1.0                # share of users given their lowest-scored item (a list: a sweep;
+                                    # unset: the authors' share of each dataset, 0.6 on Yelp2018)
+    item_ratio = 1.0                # share of items given their lowest-scored user (unset: as above)
     # request_ratios = [0.001, 0.01]  # random: share of training edges; users / items: share of nodes
     [train]                         # TrainConfig fields for every model (seed = the grid's seed)
     [train_overrides.sgl]           # per-backbone TrainConfig changes
@@ -22,8 +23,13 @@ A grid is datasets x backbones x methods (x request ratios x seeds); see ``exper
     label = "UnlearnRec(3)"
     config = { finetune_epochs = 3 }
 
-Grids without an ``[attack]`` table keep their top-level ``ratios`` (user ratios) and ``item_ratio``
-(default 0: per user only) and their hashes. Every key is checked at load: an unknown key or a bad
+The adversarial request defaults to the authors' protocol (docs/method.md §10) with their shares
+per dataset (:func:`~unlearnrec.experiments.protocol.authors_fractions`: users / items 1.0 / 1.0 on
+ML-1M, Gowalla and any other dataset, 0.6 / 0.6 on Yelp2018), with or without an ``[attack]`` table;
+``[attack] protocol = "per-user"`` is the per-user-only request (every user, no item). The older
+top-level keys ``ratios`` (user shares) and ``item_ratio`` still set the shares of a grid without the
+table (``item_ratio = 0.0``: per user only), so grids written with them keep their hashes; an unset one
+takes the authors' share. Every key is checked at load: an unknown key or a bad
 value anywhere (``train``, ``train_overrides``, ``model``, ``clean``, a registered method's ``config``)
 is a :class:`~unlearnrec.errors.ConfigError`, never a row of failed cells. The hashes (:func:`groups`,
 :func:`cell_hash`, :func:`prepare_hash`) are those the runner always computed (``tests/test_pins.py``).
@@ -40,7 +46,7 @@ from typing import Any
 from unlearnrec.backbones import BACKBONES, backbone_config
 from unlearnrec.config import check_ranges, from_dict, read_toml, to_dict
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments.protocol import AttackTable
+from unlearnrec.experiments.protocol import AttackTable, authors_fractions
 from unlearnrec.train.loop import TrainConfig
 
 REQUESTS = ("adversarial", "random", "users", "items")
@@ -94,7 +100,8 @@ class CleanConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     """The grid (see the module docstring). ``ratios`` is the attack's user-ratio axis and
-    ``item_ratio`` its fixed item ratio (both set from ``[attack]`` where the grid has one);
+    ``item_ratio`` its fixed item ratio (both set from ``[attack]`` where the grid has one; None: the
+    authors' share of each dataset, :meth:`user_ratios_of` / :meth:`item_ratio_of`);
     ``request_ratios`` the random request's share of the clean training edges, or the share of
     users / items forgotten whole, each in (0, 1). ``max_retained``: retained edges scored for the
     statistics."""
@@ -103,9 +110,9 @@ class ExperimentConfig:
     methods: tuple[MethodSpec, ...]
     name: str = "experiment"
     backbones: tuple[str, ...] = ("lightgcn",)
-    ratios: tuple[float, ...] = (1.0,)
+    ratios: tuple[float, ...] | None = None
     seeds: tuple[int, ...] = (0,)
-    item_ratio: float = 0.0
+    item_ratio: float | None = None
     attack_batch: int = 1024
     device: str = "cpu"
     data_dir: str | None = None
@@ -137,9 +144,28 @@ class ExperimentConfig:
         return self.study or ("main" if self.request == "adversarial" else "ratio")
 
     @property
-    def request_axis(self) -> tuple[float, ...]:
-        """The ratios the grid iterates over: ``ratios`` (adversarial) or ``request_ratios``."""
-        return self.request_ratios if self.request != "adversarial" else self.ratios
+    def protocol(self) -> str:
+        """The adversarial request's protocol (:data:`~unlearnrec.experiments.protocol.ATTACK_PROTOCOLS`;
+        empty for the other request kinds): the ``[attack]`` table's, else ``per-user`` where the
+        top-level ``item_ratio`` is 0, else ``authors``."""
+        if self.request != "adversarial":
+            return ""
+        if self.attack is not None:
+            return self.attack.protocol
+        return "per-user" if self.item_ratio == 0 else "authors"
+
+    def user_ratios_of(self, dataset: str) -> tuple[float, ...]:
+        """The attack's user shares on ``dataset``: ``ratios``, else the authors' share."""
+        return self.ratios if self.ratios is not None else (authors_fractions(dataset)[0],)
+
+    def item_ratio_of(self, dataset: str) -> float:
+        """The attack's item share on ``dataset``: ``item_ratio``, else the authors' share."""
+        return self.item_ratio if self.item_ratio is not None else authors_fractions(dataset)[1]
+
+    def request_axis(self, dataset: str) -> tuple[float, ...]:
+        """The ratios the grid iterates over on ``dataset``: the user shares (adversarial) or
+        ``request_ratios``."""
+        return self.request_ratios if self.request != "adversarial" else self.user_ratios_of(dataset)
 
     def __post_init__(self):
         check_ranges(self)
@@ -175,7 +201,7 @@ class ExperimentConfig:
         for k, r in enumerate(self.request_ratios):
             if not 0.0 < r < 1.0:
                 raise ValueError(f"key 'request_ratios[{k}]' must be in (0, 1), got {r}")
-        for key, unset in (("ratios", self.ratios == (1.0,)), ("item_ratio", not self.item_ratio)):
+        for key, unset in (("ratios", self.ratios is None), ("item_ratio", self.item_ratio is None)):
             if not unset:
                 raise ValueError(
                     f"key '{key}' belongs to the attack: with request = \"{self.request}\" "
@@ -275,7 +301,8 @@ def groups(cfg: ExperimentConfig) -> list[Group]:
     out = []
     for dataset in cfg.datasets:
         for seed in cfg.seeds:
-            for ratio in cfg.request_axis:
+            item_ratio = cfg.item_ratio_of(dataset) if cfg.request == "adversarial" else 0.0
+            for ratio in cfg.request_axis(dataset):
                 if cfg.request == "adversarial":
                     clean_hash, request_key = clean_spec(cfg, dataset, seed)[0], ""
                 else:
@@ -298,7 +325,7 @@ def groups(cfg: ExperimentConfig) -> list[Group]:
                             "kind": "attacked",
                             "clean": clean_hash,
                             "ratio": ratio,
-                            "item_ratio": cfg.item_ratio,
+                            "item_ratio": item_ratio,
                         }
                     else:  # the model to unlearn: trained on the clean set, independent of the ratio
                         payload = {"kind": "original", "dataset": dataset, "split": split_of(cfg)}
@@ -315,7 +342,7 @@ def groups(cfg: ExperimentConfig) -> list[Group]:
                             tcfg,
                             cfg.request,
                             request_key,
-                            cfg.item_ratio,
+                            item_ratio,
                         )
                     )
     return out
@@ -368,7 +395,8 @@ def load_config(config: str | os.PathLike | dict[str, Any] | ExperimentConfig) -
         if not isinstance(raw["attack"], dict):
             raise ConfigError("key 'attack' must be a table")
         attack = from_dict(AttackTable, raw["attack"], "attack")
-        raw.update({"ratios": list(attack.user_ratios), "item_ratio": attack.items})
+        ratios = attack.user_ratios
+        raw.update({"ratios": None if ratios is None else list(ratios), "item_ratio": attack.items})
     cfg = from_dict(ExperimentConfig, raw, "experiment")
     check_methods(cfg, registered_only=False)
     return cfg
