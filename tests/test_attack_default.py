@@ -4,14 +4,22 @@ lowest-scored item per user AND one lowest-scored user per item, at the authors'
 
 from __future__ import annotations
 
+import json
+import re
+from ast import literal_eval
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from unlearnrec.config import read_toml
 from unlearnrec.data.synthetic import write_adjacency_list
 from unlearnrec.errors import ConfigError
 from unlearnrec.experiments.grid import cell_hash, groups, load_config
 from unlearnrec.experiments.protocol import authors_fractions
 from unlearnrec.experiments.store import Store
+
+from .conftest import run_cli
 
 
 def _folder(tmp_path, tiny_split, name: str):
@@ -117,6 +125,22 @@ def test_old_top_level_keys_set_the_shares_and_unset_ones_take_the_authors(tiny_
         load_config(_grid(folder, attack={"protocol": "per-user", "item_ratio": 0.6}))
 
 
+def test_status_prints_the_resolved_attack_and_trains_nothing(tiny_split, tmp_path, capsys):
+    folder = _folder(tmp_path, tiny_split, "yelp2018")
+    toml = tmp_path / "grid.toml"
+    toml.write_text(f'name = "g"\ndatasets = ["{folder}"]\nmethods = ["retrain"]\n')
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code, text, _ = run_cli(capsys, "experiment", toml, "--out", out, "--cache", cache, "--status")
+    assert code == 0
+    assert "attack on yelp2018: authors protocol, share of users 0.6, of items 0.6" in text
+    assert "0 of 1 cells done" in text and not out.exists() and not cache.exists()
+    toml.write_text(toml.read_text() + '[attack]\nprotocol = "per-user"\n')
+    code, text, _ = run_cli(capsys, "experiment", toml, "--out", out, "--status", "--json")
+    assert code == 0 and json.loads(text)["attack"] == [
+        {"dataset": str(folder), "protocol": "per-user", "user_ratios": [1.0], "item_ratio": 0.0}
+    ]
+
+
 @pytest.mark.parametrize(
     "name,shares",
     [
@@ -130,3 +154,47 @@ def test_old_top_level_keys_set_the_shares_and_unset_ones_take_the_authors(tiny_
 )
 def test_authors_fractions_per_dataset(name, shares):
     assert authors_fractions(name) == shares
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE2 = {  # grid -> {backbone: the config file (or measured run) whose recipe its models use}
+    "yelp2018-table2-cpu-authors.toml": {
+        "lightgcn": "configs/lightgcn-yelp2018-cpu.toml",
+        "sgl": "configs/sgl-yelp2018-cpu.toml",
+        "simgcl": "configs/simgcl-yelp2018-cpu.toml",
+    },
+    "gowalla-table2-cpu-authors.toml": {"lightgcn": "benchmarks/results/tta-lightgcn-gowalla-decay0.99.json"},
+}
+
+
+def _recipe(path: str) -> tuple[dict, dict]:
+    """(model, train) of a config file, or of a time-to-accuracy run's recorded config."""
+    if path.endswith(".toml"):
+        raw = read_toml(ROOT / path)
+        return {k: v for k, v in raw["model"].items() if k != "backbone"}, raw["train"]
+    cfg = json.loads((ROOT / path).read_text())["ours"]["config"]
+    train = {k: literal_eval(v) for k, v in re.findall(r"(\w+)=([^,()]+)", cfg["train"])}
+    return cfg["model"], train
+
+
+@pytest.mark.parametrize("name", sorted(TABLE2))
+def test_table2_authors_grids_ask_the_default_request_with_the_cpu_recipes(name):
+    raw = read_toml(ROOT / "experiments" / name)
+    cfg = load_config(raw)
+    assert cfg.protocol == "authors"
+    # the [attack] table only writes out the default: without it, the same groups and cache keys
+    bare = load_config({k: v for k, v in raw.items() if k != "attack"})
+    assert [(g.ratio, g.item_ratio, g.attacked_hash) for g in groups(bare)] == [
+        (g.ratio, g.item_ratio, g.attacked_hash) for g in groups(cfg)
+    ]
+    assert {(g.ratio, g.item_ratio) for g in groups(cfg)} == {authors_fractions(cfg.datasets[0])}
+    for g in groups(cfg):  # the model and optimiser of the backbone's CPU recipe (the epoch count aside)
+        model, train = _recipe(TABLE2[name][g.backbone])
+        assert {k: g.backbone_cfg.get(k, "normal" if k == "init" else None) for k in model} == model
+        for k in ("batch_size", "lr", "lr_decay"):
+            assert g.train_cfg[k] == train[k], (g.backbone, k)
+    assert [m.title for m in cfg.methods][:1] == ["Retrain"]
+    names = {m.name for m in cfg.methods}
+    assert names == {"retrain", "unlearnrec", "gif", "ceu", "receraser", "grapheraser"}
+    rules = {m.config.get("influence_on", "both") for m in cfg.methods if m.config.get("epochs")}
+    assert rules == {"both", "items"}

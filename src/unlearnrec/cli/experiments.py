@@ -19,7 +19,8 @@ def cmd_status(args) -> int:
     """``experiment GRID --out DIR --status``: done and pending cells, with (estimated) seconds."""
     from unlearnrec.experiments.runner import load_config, status
 
-    cells = status(load_config(args.config), args.out, args.cache)
+    cfg = load_config(args.config)
+    cells = status(cfg, args.out, args.cache)
     pending = [c for c in cells if not c.done]
     known = [c.seconds for c in pending if c.seconds is not None]
     summary = {
@@ -29,13 +30,29 @@ def cmd_status(args) -> int:
         "estimated_seconds": sum(known),
         "unknown_estimates": len(pending) - len(known),
     }
+    attack = [
+        {
+            "dataset": d,
+            "protocol": cfg.protocol,
+            "user_ratios": list(cfg.user_ratios_of(d)),
+            "item_ratio": cfg.item_ratio_of(d),
+        }
+        for d in cfg.datasets
+        if cfg.request == "adversarial"
+    ]
     if args.json:
         rows = [
             {"group": c.group.tag, "label": c.label, "method": c.method, "done": c.done, "seconds": c.seconds}
             for c in cells
         ]
-        print(json.dumps({**summary, "cell_status": rows}))
+        print(json.dumps({**summary, "attack": attack, "cell_status": rows}))
         return 0
+    for a in attack:  # the adversarial request each dataset gets (defaults resolved)
+        users = "/".join(f"{r:g}" for r in a["user_ratios"])
+        print(
+            f"attack on {Path(a['dataset']).name}: {a['protocol']} protocol, "
+            f"share of users {users}, of items {a['item_ratio']:g}"
+        )
     for c in cells:
         state = "done   " if c.done else "pending"
         what = "took" if c.done else "est."
