@@ -34,8 +34,8 @@ def cmd_status(args) -> int:
         {
             "dataset": d,
             "protocol": cfg.protocol,
-            "user_ratios": list(cfg.user_ratios_of(d)),
-            "item_ratio": cfg.item_ratio_of(d),
+            "user_ratios": list(cfg.attack_of(d)[0]),
+            "item_ratio": cfg.attack_of(d)[1],
         }
         for d in cfg.datasets
         if cfg.request == "adversarial"

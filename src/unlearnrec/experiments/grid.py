@@ -10,9 +10,8 @@ A grid is datasets x backbones x methods (x request ratios x seeds); see ``exper
     study = "main"                  # the report's section: main, ablation, ratio, efficiency
     [attack]                        # adversarial only (protocol.ATTACK_PROTOCOLS)
     protocol = "authors"            # per user AND per item (the default, table or not); or "per-user"
-    user_ratio = 1.0                # share of users given their lowest-scored item (a list: a sweep;
-                                    # unset: the authors' share of each dataset, 0.6 on Yelp2018)
-    item_ratio = 1.0                # share of items given their lowest-scored user (unset: as above)
+    user_ratio = 1.0                # share of users given their lowest-scored item (a list: a sweep)
+    item_ratio = 1.0                # share of items given their lowest-scored user
     # request_ratios = [0.001, 0.01]  # random: share of training edges; users / items: share of nodes
     [train]                         # TrainConfig fields for every model (seed = the grid's seed)
     [train_overrides.sgl]           # per-backbone TrainConfig changes
@@ -23,15 +22,12 @@ A grid is datasets x backbones x methods (x request ratios x seeds); see ``exper
     label = "UnlearnRec(3)"
     config = { finetune_epochs = 3 }
 
-The adversarial request defaults to the authors' protocol (docs/method.md §10) with their shares
-per dataset (:func:`~unlearnrec.experiments.protocol.authors_fractions`: users / items 1.0 / 1.0 on
-ML-1M, Gowalla and any other dataset, 0.6 / 0.6 on Yelp2018), with or without an ``[attack]`` table;
-``[attack] protocol = "per-user"`` is the per-user-only request (every user, no item). The older
-top-level keys ``ratios`` (user shares) and ``item_ratio`` still set the shares of a grid without the
-table (``item_ratio = 0.0``: per user only), so grids written with them keep their hashes; an unset one
-takes the authors' share. Every key is checked at load: an unknown key or a bad
-value anywhere (``train``, ``train_overrides``, ``model``, ``clean``, a registered method's ``config``)
-is a :class:`~unlearnrec.errors.ConfigError`, never a row of failed cells. The hashes (:func:`groups`,
+The attack is the authors' protocol (docs/method.md §10), table or not, at their shares of each dataset
+where unset (:func:`~unlearnrec.experiments.protocol.authors_fractions`); ``protocol = "per-user"``: every
+user, no item. Without the table, the older top-level ``ratios`` / ``item_ratio`` (``0.0``: per user only)
+still set the shares. Every key is checked at load: a bad key or value anywhere (``train``,
+``train_overrides``, ``model``, ``clean``, a registered method's ``config``) is a
+:class:`~unlearnrec.errors.ConfigError`, never a row of failed cells. The hashes (:func:`groups`,
 :func:`cell_hash`, :func:`prepare_hash`) are those the runner always computed (``tests/test_pins.py``).
 """
 
@@ -100,8 +96,7 @@ class CleanConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     """The grid (see the module docstring). ``ratios`` is the attack's user-ratio axis and
-    ``item_ratio`` its fixed item ratio (both set from ``[attack]`` where the grid has one; None: the
-    authors' share of each dataset, :meth:`user_ratios_of` / :meth:`item_ratio_of`);
+    ``item_ratio`` its fixed item ratio (both set from ``[attack]``; None: per dataset, :meth:`attack_of`);
     ``request_ratios`` the random request's share of the clean training edges, or the share of
     users / items forgotten whole, each in (0, 1). ``max_retained``: retained edges scored for the
     statistics."""
@@ -145,27 +140,18 @@ class ExperimentConfig:
 
     @property
     def protocol(self) -> str:
-        """The adversarial request's protocol (:data:`~unlearnrec.experiments.protocol.ATTACK_PROTOCOLS`;
-        empty for the other request kinds): the ``[attack]`` table's, else ``per-user`` where the
-        top-level ``item_ratio`` is 0, else ``authors``."""
-        if self.request != "adversarial":
-            return ""
-        if self.attack is not None:
-            return self.attack.protocol
-        return "per-user" if self.item_ratio == 0 else "authors"
+        """The attack's protocol: the ``[attack]`` table's, else per-user if ``item_ratio`` is 0."""
+        return self.attack.protocol if self.attack else "per-user" if self.item_ratio == 0 else "authors"
 
-    def user_ratios_of(self, dataset: str) -> tuple[float, ...]:
-        """The attack's user shares on ``dataset``: ``ratios``, else the authors' share."""
-        return self.ratios if self.ratios is not None else (authors_fractions(dataset)[0],)
-
-    def item_ratio_of(self, dataset: str) -> float:
-        """The attack's item share on ``dataset``: ``item_ratio``, else the authors' share."""
-        return self.item_ratio if self.item_ratio is not None else authors_fractions(dataset)[1]
+    def attack_of(self, dataset: str) -> tuple[tuple[float, ...], float]:
+        """(user shares, item share) on ``dataset``: ``ratios`` / ``item_ratio``, else the authors'."""
+        users, items = authors_fractions(dataset)
+        ratios = (users,) if self.ratios is None else self.ratios
+        return ratios, items if self.item_ratio is None else self.item_ratio
 
     def request_axis(self, dataset: str) -> tuple[float, ...]:
-        """The ratios the grid iterates over on ``dataset``: the user shares (adversarial) or
-        ``request_ratios``."""
-        return self.request_ratios if self.request != "adversarial" else self.user_ratios_of(dataset)
+        """The ratios the grid iterates over on ``dataset``: user shares (attack) or ``request_ratios``."""
+        return self.request_ratios if self.request != "adversarial" else self.attack_of(dataset)[0]
 
     def __post_init__(self):
         check_ranges(self)
@@ -301,7 +287,7 @@ def groups(cfg: ExperimentConfig) -> list[Group]:
     out = []
     for dataset in cfg.datasets:
         for seed in cfg.seeds:
-            item_ratio = cfg.item_ratio_of(dataset) if cfg.request == "adversarial" else 0.0
+            item_ratio = cfg.attack_of(dataset)[1] if cfg.request == "adversarial" else 0.0
             for ratio in cfg.request_axis(dataset):
                 if cfg.request == "adversarial":
                     clean_hash, request_key = clean_spec(cfg, dataset, seed)[0], ""
@@ -395,8 +381,7 @@ def load_config(config: str | os.PathLike | dict[str, Any] | ExperimentConfig) -
         if not isinstance(raw["attack"], dict):
             raise ConfigError("key 'attack' must be a table")
         attack = from_dict(AttackTable, raw["attack"], "attack")
-        ratios = attack.user_ratios
-        raw.update({"ratios": None if ratios is None else list(ratios), "item_ratio": attack.items})
+        raw.update({"ratios": attack.user_ratios, "item_ratio": attack.items})
     cfg = from_dict(ExperimentConfig, raw, "experiment")
     check_methods(cfg, registered_only=False)
     return cfg
