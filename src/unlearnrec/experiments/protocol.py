@@ -39,7 +39,7 @@ PROTOCOL_VERSION = 1
 ATTACK_PROTOCOLS = ("authors", "per-user")
 #: the authors' (user, item) shares per dataset name: every user and item on ML-1M and Gowalla, a
 #: random 60% of each on Yelp2018 (docs/method.md §10). §10 names no Gowalla share: 1.0 / 1.0 is issue
-#: 21's; §7 reads "about half of the users on Gowalla" from the paper's text
+#: 21's; earlier notes read "about half of the users on Gowalla" from the paper's text
 AUTHORS_FRACTIONS: dict[str, tuple[float, float]] = {
     "ml-1m": (1.0, 1.0),
     "gowalla": (1.0, 1.0),
