@@ -198,3 +198,15 @@ def test_table2_authors_grids_ask_the_default_request_with_the_cpu_recipes(name)
     assert names == {"retrain", "unlearnrec", "gif", "ceu", "receraser", "grapheraser"}
     rules = {m.config.get("influence_on", "both") for m in cfg.methods if m.config.get("epochs")}
     assert rules == {"both", "items"}
+
+
+def test_yelp2018_grid_resumes_the_lightgcn_authors_grid():
+    """Every cell of experiments/yelp2018-table2-lightgcn-authors.toml is a cell (same hash, same label) of
+    the full Yelp2018 grid: run into the same OUT, what the first finished is not run again."""
+    small = load_config(ROOT / "experiments" / "yelp2018-table2-lightgcn-authors.toml")
+    full = load_config(ROOT / "experiments" / "yelp2018-table2-cpu-authors.toml")
+    (g,) = groups(small)
+    (lg,) = [h for h in groups(full) if h.backbone == "lightgcn"]
+    assert (g.clean_hash, g.attacked_hash) == (lg.clean_hash, lg.attacked_hash)
+    cells = {cell_hash(lg, m): m.title for m in full.methods}
+    assert {cell_hash(g, m): m.title for m in small.methods}.items() <= cells.items()
