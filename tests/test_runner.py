@@ -74,6 +74,7 @@ def grid(tiny_dir, methods=None) -> dict:
         "datasets": [str(tiny_dir)],
         "backbones": ["lightgcn"],
         "ratios": [0.5],
+        "item_ratio": 0.0,  # the per-user-only request (the default is the authors' per user and item)
         "methods": methods
         or ["retrain", {"name": "fake", "label": "Fake"}, {"name": "broken", "label": "Broken"}],
         "train": {"epochs": 3, "batch_size": 256, "lr": 0.01, "eval_every": 1, "patience": 0},
@@ -349,6 +350,7 @@ def test_status_lists_done_and_pending_cells_with_estimates(tiny_dir, tmp_path, 
                 'name = "tiny"',
                 f'datasets = ["{tiny_dir}"]',
                 "ratios = [0.5, 1.0]",
+                "item_ratio = 0.0",
                 'methods = ["retrain", "fake"]',
                 "[train]\nepochs = 3\nbatch_size = 256\nlr = 0.01\neval_every = 1\npatience = 0",
                 "[model.lightgcn]\ndim = 8\nlayers = 2",
@@ -375,13 +377,19 @@ def _hashes(cfg) -> list[tuple]:
 
 
 def test_attack_table_defaults_to_the_authors_protocol(tiny_dir):
-    legacy = {k: v for k, v in grid(tiny_dir, ["retrain"]).items() if k != "ratios"}
+    from unlearnrec.experiments.grid import groups
+
+    legacy = {k: v for k, v in grid(tiny_dir, ["retrain"]).items() if k not in ("ratios", "item_ratio")}
     authors = load_config({**legacy, "attack": {}})
-    assert (authors.ratios, authors.item_ratio, authors.attack.protocol) == ((1.0,), 1.0, "authors")
+    assert (authors.ratios, authors.item_ratio, authors.attack.protocol) == (None, None, "authors")
+    # the tiny folder is no dataset of the authors': every user and every item, as on ML-1M
+    assert [(g.ratio, g.item_ratio) for g in groups(authors)] == [(1.0, 1.0)]
+    # no table at all is the same protocol and the same shares
+    assert load_config(legacy).protocol == "authors" and _hashes(load_config(legacy)) == _hashes(authors)
     per_user = load_config({**legacy, "attack": {"protocol": "per-user"}})
-    assert (per_user.ratios, per_user.item_ratio) == ((1.0,), 0.0)
+    assert (per_user.ratios, per_user.item_ratio, per_user.protocol) == ((1.0,), 0.0, "per-user")
     # the table and the old top-level keys name the same attack: the same hashes (cached models)
-    assert _hashes(per_user) == _hashes(load_config(legacy))
+    assert _hashes(per_user) == _hashes(load_config({**legacy, "ratios": [1.0], "item_ratio": 0.0}))
     swept = load_config({**legacy, "attack": {"user_ratio": [0.5, 1.0], "item_ratio": 0.6}})
     assert _hashes(swept) == _hashes(load_config({**legacy, "ratios": [0.5, 1.0], "item_ratio": 0.6}))
     assert _hashes(authors) != _hashes(per_user)
@@ -404,13 +412,15 @@ def test_attack_table_defaults_to_the_authors_protocol(tiny_dir):
     ],
 )
 def test_attack_table_errors(tiny_dir, attack, extra, message):
-    legacy = {k: v for k, v in grid(tiny_dir, ["retrain"]).items() if k not in ("ratios", "clean")}
+    legacy = {
+        k: v for k, v in grid(tiny_dir, ["retrain"]).items() if k not in ("ratios", "item_ratio", "clean")
+    }
     with pytest.raises(ConfigError, match=message):
         load_config({**legacy, "attack": attack, **extra})
 
 
 def test_authors_attack_forgets_an_edge_per_user_and_per_item(tiny_dir, tmp_path):
-    legacy = {k: v for k, v in grid(tiny_dir, ["fake"]).items() if k != "ratios"}
+    legacy = {k: v for k, v in grid(tiny_dir, ["fake"]).items() if k not in ("ratios", "item_ratio")}
     per_user = run_experiment(
         {**legacy, "attack": {"protocol": "per-user", "user_ratio": 0.5}}, tmp_path / "a", build=builder()
     )

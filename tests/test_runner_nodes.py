@@ -126,7 +126,8 @@ def test_users_config_shares_the_ratio_grid_model_and_encoder(tmp_path):
     assert len({p[3:] for *_, p in ratio}) == 1 and not set(ratio[0][4][3:]) & set(RATIO_CPU_PREPARED)
 
     cfg = load_config(read_toml(EXPERIMENTS / "users-ml-1m-cpu.toml"))
-    assert cfg.request == "users" and cfg.request_axis == (0.001, 0.01) and cfg.datasets == ("ml-1m",)
+    assert cfg.request == "users" and cfg.request_axis("ml-1m") == (0.001, 0.01)
+    assert cfg.datasets == ("ml-1m",)
     assert [m.title for m in cfg.methods][:3] == ["Retrain", "UnlearnRec(0)", "UnlearnRec(3)"]
     users = _keys(Runner(cfg, tmp_path / "b"))
     assert len(users) == 2

@@ -33,6 +33,7 @@ def _golden() -> dict:
         "datasets": ["ds"],
         "backbones": ["lightgcn", "sgl"],
         "ratios": [0.5, 1.0],
+        "item_ratio": 0.0,  # per user only: the fallback of a grid without it before the authors' default
         "seeds": [0, 1],
         "methods": [
             "retrain",
@@ -155,14 +156,18 @@ def test_request_config_errors(over, match):
 
 
 def test_request_axis():
-    assert load_config(_random()).request_axis == (0.05, 0.2)
-    assert load_config({"datasets": ["ds"], "methods": ["retrain"], "ratios": [0.3]}).request_axis == (0.3,)
+    assert load_config(_random()).request_axis("ds") == (0.05, 0.2)
+    adversarial = load_config({"datasets": ["ds"], "methods": ["retrain"], "ratios": [0.3]})
+    assert adversarial.request_axis("ds") == (0.3,)
+    # no ratios: the authors' user share of each dataset (Yelp2018 60%, every user elsewhere)
+    cfg = load_config({"datasets": ["ml-1m", "data/yelp2018"], "methods": ["retrain"]})
+    assert (cfg.request_axis("ml-1m"), cfg.request_axis("data/yelp2018")) == ((1.0,), (0.6,))
 
 
 @pytest.mark.parametrize("name", ["ratio-ml-1m.toml", "ratio-ml-1m-cpu.toml"])
 def test_ratio_configs_are_random_requests(name, tmp_path):
     cfg = load_config(read_toml(EXPERIMENTS / name))
-    assert cfg.request == "random" and cfg.request_axis == (0.001, 0.005, 0.01, 0.02)
+    assert cfg.request == "random" and cfg.request_axis("ml-1m") == (0.001, 0.005, 0.01, 0.02)
     assert cfg.datasets == ("ml-1m",) and [m.name for m in cfg.methods][0] == "retrain"
     groups = Runner(cfg, tmp_path / "out").groups()  # no data is read to list the groups
     assert len(groups) == 4 and len({g.attacked_hash for g in groups}) == 1

@@ -19,7 +19,8 @@ def cmd_status(args) -> int:
     """``experiment GRID --out DIR --status``: done and pending cells, with (estimated) seconds."""
     from unlearnrec.experiments.runner import load_config, status
 
-    cells = status(load_config(args.config), args.out, args.cache)
+    cfg = load_config(args.config)
+    cells = status(cfg, args.out, args.cache)
     pending = [c for c in cells if not c.done]
     known = [c.seconds for c in pending if c.seconds is not None]
     summary = {
@@ -29,13 +30,29 @@ def cmd_status(args) -> int:
         "estimated_seconds": sum(known),
         "unknown_estimates": len(pending) - len(known),
     }
+    attack = [
+        {
+            "dataset": d,
+            "protocol": cfg.protocol,
+            "user_ratios": list(cfg.attack_of(d)[0]),
+            "item_ratio": cfg.attack_of(d)[1],
+        }
+        for d in cfg.datasets
+        if cfg.request == "adversarial"
+    ]
     if args.json:
         rows = [
             {"group": c.group.tag, "label": c.label, "method": c.method, "done": c.done, "seconds": c.seconds}
             for c in cells
         ]
-        print(json.dumps({**summary, "cell_status": rows}))
+        print(json.dumps({**summary, "attack": attack, "cell_status": rows}))
         return 0
+    for a in attack:  # the adversarial request each dataset gets (defaults resolved)
+        users = "/".join(f"{r:g}" for r in a["user_ratios"])
+        print(
+            f"attack on {Path(a['dataset']).name}: {a['protocol']} protocol, "
+            f"share of users {users}, of items {a['item_ratio']:g}"
+        )
     for c in cells:
         state = "done   " if c.done else "pending"
         what = "took" if c.done else "est."
@@ -55,13 +72,14 @@ def cmd_status(args) -> int:
 def cmd_experiment(args) -> int:
     if args.status:
         return cmd_status(args)
+    from unlearnrec.experiments.grid import groups
     from unlearnrec.experiments.report import report
     from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
 
     cfg = load_config(args.config)
     # an existing --out is how a grid resumes, so it may exist; it may never be (or hold) an input
     check_out(args, {"CONFIG": args.config, "--data-dir": args.data_dir}, must_be_new=False)
-    total = len(cfg.datasets) * len(cfg.seeds) * len(cfg.request_axis) * len(cfg.backbones) * len(cfg.methods)
+    total = len(groups(cfg)) * len(cfg.methods)
     bar = progress(total, f"experiment {cfg.name}", not args.quiet)
 
     def on_cell(rec: dict) -> None:

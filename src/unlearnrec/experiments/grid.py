@@ -9,7 +9,7 @@ A grid is datasets x backbones x methods (x request ratios x seeds); see ``exper
     seeds = [0]
     study = "main"                  # the report's section: main, ablation, ratio, efficiency
     [attack]                        # adversarial only (protocol.ATTACK_PROTOCOLS)
-    protocol = "authors"            # per user AND per item (the default of the table); or "per-user"
+    protocol = "authors"            # per user AND per item (the default, table or not); or "per-user"
     user_ratio = 1.0                # share of users given their lowest-scored item (a list: a sweep)
     item_ratio = 1.0                # share of items given their lowest-scored user
     # request_ratios = [0.001, 0.01]  # random: share of training edges; users / items: share of nodes
@@ -22,10 +22,12 @@ A grid is datasets x backbones x methods (x request ratios x seeds); see ``exper
     label = "UnlearnRec(3)"
     config = { finetune_epochs = 3 }
 
-Grids without an ``[attack]`` table keep their top-level ``ratios`` (user ratios) and ``item_ratio``
-(default 0: per user only) and their hashes. Every key is checked at load: an unknown key or a bad
-value anywhere (``train``, ``train_overrides``, ``model``, ``clean``, a registered method's ``config``)
-is a :class:`~unlearnrec.errors.ConfigError`, never a row of failed cells. The hashes (:func:`groups`,
+The attack is the authors' protocol (docs/method.md §10), table or not, at their shares of each dataset
+where unset (:func:`~unlearnrec.experiments.protocol.authors_fractions`); ``protocol = "per-user"``: every
+user, no item. Without the table, the older top-level ``ratios`` / ``item_ratio`` (``0.0``: per user only)
+still set the shares. Every key is checked at load: a bad key or value anywhere (``train``,
+``train_overrides``, ``model``, ``clean``, a registered method's ``config``) is a
+:class:`~unlearnrec.errors.ConfigError`, never a row of failed cells. The hashes (:func:`groups`,
 :func:`cell_hash`, :func:`prepare_hash`) are those the runner always computed (``tests/test_pins.py``).
 """
 
@@ -40,7 +42,7 @@ from typing import Any
 from unlearnrec.backbones import BACKBONES, backbone_config
 from unlearnrec.config import check_ranges, from_dict, read_toml, to_dict
 from unlearnrec.errors import ConfigError
-from unlearnrec.experiments.protocol import AttackTable
+from unlearnrec.experiments.protocol import AttackTable, authors_fractions
 from unlearnrec.train.loop import TrainConfig
 
 REQUESTS = ("adversarial", "random", "users", "items")
@@ -94,7 +96,7 @@ class CleanConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     """The grid (see the module docstring). ``ratios`` is the attack's user-ratio axis and
-    ``item_ratio`` its fixed item ratio (both set from ``[attack]`` where the grid has one);
+    ``item_ratio`` its fixed item ratio (both set from ``[attack]``; None: per dataset, :meth:`attack_of`);
     ``request_ratios`` the random request's share of the clean training edges, or the share of
     users / items forgotten whole, each in (0, 1). ``max_retained``: retained edges scored for the
     statistics."""
@@ -103,9 +105,9 @@ class ExperimentConfig:
     methods: tuple[MethodSpec, ...]
     name: str = "experiment"
     backbones: tuple[str, ...] = ("lightgcn",)
-    ratios: tuple[float, ...] = (1.0,)
+    ratios: tuple[float, ...] | None = None
     seeds: tuple[int, ...] = (0,)
-    item_ratio: float = 0.0
+    item_ratio: float | None = None
     attack_batch: int = 1024
     device: str = "cpu"
     data_dir: str | None = None
@@ -137,9 +139,19 @@ class ExperimentConfig:
         return self.study or ("main" if self.request == "adversarial" else "ratio")
 
     @property
-    def request_axis(self) -> tuple[float, ...]:
-        """The ratios the grid iterates over: ``ratios`` (adversarial) or ``request_ratios``."""
-        return self.request_ratios if self.request != "adversarial" else self.ratios
+    def protocol(self) -> str:
+        """The attack's protocol: the ``[attack]`` table's, else per-user if ``item_ratio`` is 0."""
+        return self.attack.protocol if self.attack else "per-user" if self.item_ratio == 0 else "authors"
+
+    def attack_of(self, dataset: str) -> tuple[tuple[float, ...], float]:
+        """(user shares, item share) on ``dataset``: ``ratios`` / ``item_ratio``, else the authors'."""
+        users, items = authors_fractions(dataset)
+        ratios = (users,) if self.ratios is None else self.ratios
+        return ratios, items if self.item_ratio is None else self.item_ratio
+
+    def request_axis(self, dataset: str) -> tuple[float, ...]:
+        """The ratios the grid iterates over on ``dataset``: user shares (attack) or ``request_ratios``."""
+        return self.request_ratios if self.request != "adversarial" else self.attack_of(dataset)[0]
 
     def __post_init__(self):
         check_ranges(self)
@@ -175,7 +187,7 @@ class ExperimentConfig:
         for k, r in enumerate(self.request_ratios):
             if not 0.0 < r < 1.0:
                 raise ValueError(f"key 'request_ratios[{k}]' must be in (0, 1), got {r}")
-        for key, unset in (("ratios", self.ratios == (1.0,)), ("item_ratio", not self.item_ratio)):
+        for key, unset in (("ratios", self.ratios is None), ("item_ratio", self.item_ratio is None)):
             if not unset:
                 raise ValueError(
                     f"key '{key}' belongs to the attack: with request = \"{self.request}\" "
@@ -275,7 +287,8 @@ def groups(cfg: ExperimentConfig) -> list[Group]:
     out = []
     for dataset in cfg.datasets:
         for seed in cfg.seeds:
-            for ratio in cfg.request_axis:
+            item_ratio = cfg.attack_of(dataset)[1] if cfg.request == "adversarial" else 0.0
+            for ratio in cfg.request_axis(dataset):
                 if cfg.request == "adversarial":
                     clean_hash, request_key = clean_spec(cfg, dataset, seed)[0], ""
                 else:
@@ -298,7 +311,7 @@ def groups(cfg: ExperimentConfig) -> list[Group]:
                             "kind": "attacked",
                             "clean": clean_hash,
                             "ratio": ratio,
-                            "item_ratio": cfg.item_ratio,
+                            "item_ratio": item_ratio,
                         }
                     else:  # the model to unlearn: trained on the clean set, independent of the ratio
                         payload = {"kind": "original", "dataset": dataset, "split": split_of(cfg)}
@@ -315,7 +328,7 @@ def groups(cfg: ExperimentConfig) -> list[Group]:
                             tcfg,
                             cfg.request,
                             request_key,
-                            cfg.item_ratio,
+                            item_ratio,
                         )
                     )
     return out
@@ -368,7 +381,7 @@ def load_config(config: str | os.PathLike | dict[str, Any] | ExperimentConfig) -
         if not isinstance(raw["attack"], dict):
             raise ConfigError("key 'attack' must be a table")
         attack = from_dict(AttackTable, raw["attack"], "attack")
-        raw.update({"ratios": list(attack.user_ratios), "item_ratio": attack.items})
+        raw.update({"ratios": attack.user_ratios, "item_ratio": attack.items})
     cfg = from_dict(ExperimentConfig, raw, "experiment")
     check_methods(cfg, registered_only=False)
     return cfg

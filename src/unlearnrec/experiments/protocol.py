@@ -34,15 +34,37 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 #: the adversarial request: ``authors`` (the UnlearnRec authors' ``make_noise_dataset``: one
 #: lowest-scored item for each of a share of users AND one lowest-scored user for each of a share
-#: of items; docs/method.md §10) or ``per-user`` (users only: this project's grids before the table)
+#: of items; docs/method.md §10; the default of a grid) or ``per-user`` (users only: this
+#: project's grids before the authors' code was read)
 ATTACK_PROTOCOLS = ("authors", "per-user")
+#: the authors' (user, item) shares per dataset name: every user and item on ML-1M and Gowalla, a
+#: random 60% of each on Yelp2018 (docs/method.md §10). §10 names no Gowalla share: 1.0 / 1.0 is issue
+#: 21's; earlier notes read "about half of the users on Gowalla" from the paper's text
+AUTHORS_FRACTIONS: dict[str, tuple[float, float]] = {
+    "ml-1m": (1.0, 1.0),
+    "gowalla": (1.0, 1.0),
+    "yelp2018": (0.6, 0.6),
+}
+#: the shares of any other dataset (ml-100k, a LightGCN-format folder of another name, synthetic
+#: data): every user and every item, as on ML-1M
+OTHER_FRACTIONS: tuple[float, float] = (1.0, 1.0)
+
+
+def authors_fractions(dataset: str | os.PathLike) -> tuple[float, float]:
+    """The (user share, item share) the authors' protocol uses on ``dataset``: a registry name or a
+    LightGCN-format folder, matched by its last path component (``.../yelp2018`` is Yelp2018);
+    :data:`OTHER_FRACTIONS` for a name not in :data:`AUTHORS_FRACTIONS`."""
+    name = os.path.basename(os.path.normpath(os.fspath(dataset))).lower()
+    return AUTHORS_FRACTIONS.get(name, OTHER_FRACTIONS)
 
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """``user_ratio``: fraction of users given one adversarial item (the authors: all users on
-    ML-1M, about half on Gowalla); ``item_ratio``: fraction of items given one adversarial user;
-    ``batch_size``: rows of the dense score block per step (memory = batch x other side)."""
+    """The attack builder's settings, always given explicitly by the grid (which resolves the
+    protocol and its per-dataset shares, :func:`authors_fractions`). ``user_ratio``: fraction of
+    users given one adversarial item; ``item_ratio``: fraction of items given one adversarial user
+    (its default 0 is the bare builder's, not the grid's); ``batch_size``: rows of the dense score
+    block per step (memory = batch x other side)."""
 
     user_ratio: float = 1.0
     item_ratio: float = 0.0
@@ -62,13 +84,16 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class AttackTable:
-    """The ``[attack]`` table: ``protocol`` (one of :data:`ATTACK_PROTOCOLS`) of a grid sets the defaults of
-    ``user_ratio`` (1.0) and ``item_ratio`` (1.0 for ``authors``, 0 for ``per-user``, where setting
-    it is an error). ``user_ratio`` may be a list: the grid's ratio axis. The authors used 1.0 / 1.0
-    on ML-1M and Gowalla, 0.6 / 0.6 on Yelp2018."""
+    """The ``[attack]`` table of a grid. ``protocol`` (one of :data:`ATTACK_PROTOCOLS`) sets the
+    defaults of ``user_ratio`` and ``item_ratio``: ``authors`` takes both from
+    :func:`authors_fractions` per dataset (1.0 / 1.0 on ML-1M and Gowalla, 0.6 / 0.6 on Yelp2018);
+    ``per-user`` gives every user one edge (``user_ratio`` 1.0) and no item one (setting
+    ``item_ratio`` is an error). ``user_ratio`` may be a list: the grid's ratio axis. A grid without
+    the table is ``protocol = "authors"`` unless its older top-level keys ``ratios`` /
+    ``item_ratio`` say otherwise."""
 
     protocol: str = "authors"
-    user_ratio: float | tuple[float, ...] = 1.0
+    user_ratio: float | tuple[float, ...] | None = None
     item_ratio: float | None = None
 
     def __post_init__(self):
@@ -79,22 +104,26 @@ class AttackTable:
             raise ValueError(
                 "attack.protocol = \"per-user\" forgets no item's edge: drop 'attack.item_ratio'"
             )
-        for k, r in enumerate(self.user_ratios):
+        for k, r in enumerate(self.user_ratios or ()):
             if not 0.0 < r <= 1.0:
                 raise ValueError(f"key 'attack.user_ratio[{k}]' must be in (0, 1], got {r}")
-        if not 0.0 <= self.items <= 1.0:
+        if self.items is not None and not 0.0 <= self.items <= 1.0:
             raise ValueError(f"key 'attack.item_ratio' must be in [0, 1], got {self.items}")
 
     @property
-    def user_ratios(self) -> tuple[float, ...]:
+    def user_ratios(self) -> tuple[float, ...] | None:
+        """The user shares (the ratio axis); None: the dataset's (:func:`authors_fractions`)."""
         r = self.user_ratio
+        if r is None:
+            return (1.0,) if self.protocol == "per-user" else None
         return tuple(float(x) for x in r) if isinstance(r, tuple) else (float(r),)
 
     @property
-    def items(self) -> float:
+    def items(self) -> float | None:
+        """The item share; None: the dataset's (:func:`authors_fractions`)."""
         if self.item_ratio is not None:
             return float(self.item_ratio)
-        return 1.0 if self.protocol == "authors" else 0.0
+        return 0.0 if self.protocol == "per-user" else None
 
 
 @dataclass(frozen=True)
