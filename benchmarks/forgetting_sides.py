@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from unlearnrec.eval.membership import edge_scores, forgetting_metrics, mean_prob
@@ -139,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             m = side_metrics(before, after, edges, known, ref_emb, group.seed)
             rows.append({"method": spec.title, "half": half, "forget_s": seconds, **m})
 
-    print(f"{group.tag}: {len(by_users)} user-side + {len(by_items)} item-side edges "
-          f"({by_users.intersects(by_items)} on both), {len(att.edges)} in the request")  # fmt: skip
+    n_items, n_users = len(np.unique(by_users.items)), len(np.unique(by_items.users))
+    print(f"{group.tag}: {len(by_users)} user-side edges (on {n_items} distinct items) + "
+          f"{len(by_items)} item-side edges (on {n_users} distinct users), "
+          f"{by_users.intersects(by_items)} on both, {len(att.edges)} in the request")  # fmt: skip
     head = "| method | half | edges | MI-BF | MI-NG | AUC | MI-BF, user rows only | MI-BF, item rows only |"
     print(head)
     print("|---|---|---:|---:|---:|---:|---:|---:|")
