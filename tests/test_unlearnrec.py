@@ -195,6 +195,48 @@ def test_influence_on_items_leaves_request_users_as_untouched_nodes(model, layer
         )
 
 
+def test_hub_mask_picks_the_endpoint_with_more_request_edges():
+    from unlearnrec.unlearn.unlearnrec.encoder import hub_mask
+
+    # user 0 - items 0, 1, 2 (a user with 3 request edges); item 3 - users 1, 2 (an item with 2);
+    # user 3 - item 4 alone (a tie: both ends). Users 0..3, items 4..8 as nodes (item j = 4 + j).
+    edges = Interactions.from_pairs([0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 3, 4], 5, 6)
+    got = hub_mask(build_idm(edges)).tolist()
+    users, items = got[:5], got[5:]
+    assert users == [True, False, False, True, False]  # user 0 (3 > 1), user 3 (tie); not users 1, 2
+    assert items == [False, False, False, True, True, False]  # item 3 (2 > 1), item 4 (tie)
+    assert not hub_mask(build_idm(Interactions.from_pairs([], [], 5, 6))).any()
+
+
+def test_influence_on_hubs_moves_only_the_hubs_and_serves_locally(model):
+    from unlearnrec.unlearn.unlearnrec.encoder import hub_mask
+
+    method = UnlearnRec(UnlearnRecConfig(influence_on="hubs"))
+    method.encoder = randomised(method.new_encoder(model))
+    both = randomised(UnlearnRec(UnlearnRecConfig()).new_encoder(model))
+    req = request_of(model, 12, 4)
+    idm = build_idm(req.edges)
+    hubs = hub_mask(idm)
+    request_nodes = torch.zeros_like(hubs)
+    request_nodes[
+        torch.from_numpy(np.concatenate([req.edges.users, req.edges.items + model.train.num_users]))
+    ] = True
+    assert hubs.any() and (request_nodes & ~hubs).any()  # this request has both kinds
+    e0, e_bar = model.backbone.e0.detach(), final_embeddings(model.backbone, model.graph)
+    new = method.forget(model, model.train, req).model.backbone.e0.detach()
+    base = method.encoder.base(e0)
+    quiet = request_nodes & ~hubs
+    torch.testing.assert_close(new[quiet], base[quiet])  # as untouched nodes
+    with torch.no_grad():
+        full = both(idm, e0, e_bar)
+    torch.testing.assert_close(new[hubs], full[hubs])  # hubs: exactly Eq. 15-18
+    nodes, sub = local_idm(req.edges)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            method.encoder.delta_full(nodes, sub, e_bar), method.encoder.delta(idm, e_bar)
+        )
+
+
 def test_influence_on_items_round_trips_and_is_validated(model, tmp_path):
     m = UnlearnRec(fast(influence_on="items"), seed=0)
     m.prepare(model, model.train)

@@ -16,7 +16,9 @@ class UnlearnRecConfig:
     paper's wording), ``readout_layer0`` (include H⁰ itself in the readout; without it Ours(0)
     leaves every node outside the request untouched), ``influence_on`` (``"both"``: Eq. 15-17
     on every node of the request, the paper; ``"items"``: our variant, the request's users get only
-    what an untouched node gets and ΔE⁰ lands on its items; see docs/forgetting.md), ``idm_norm``
+    what an untouched node gets and ΔE⁰ lands on its items; see docs/forgetting.md; ``"hubs"``:
+    experimental, per request edge the endpoint with more request edges, see
+    ``encoder.hub_mask``), ``idm_norm``
     (``"request"``: Â_Δ normalised by the request's own degrees, §2, the paper; ``"graph"``: by the
     training graph's degrees, so an edge weighs the same whatever the request's size).
 
@@ -98,8 +100,8 @@ class UnlearnRecConfig:
         check_ranges(self)
         if self.readout not in ("sum", "last"):
             raise ValueError(f"readout must be 'sum' or 'last', got {self.readout!r}")
-        if self.influence_on not in ("both", "items"):
-            raise ValueError(f"influence_on must be 'both' or 'items', got {self.influence_on!r}")
+        if self.influence_on not in ("both", "items", "hubs"):
+            raise ValueError(f"influence_on must be 'both', 'items' or 'hubs', got {self.influence_on!r}")
         if self.idm_norm not in ("request", "graph"):
             raise ValueError(f"idm_norm must be 'request' or 'graph', got {self.idm_norm!r}")
         if self.ie_layers < 1:

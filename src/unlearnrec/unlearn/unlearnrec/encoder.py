@@ -66,6 +66,28 @@ def dropped_idm(
     return normalized_adjacency(edges.users[mask], edges.items[mask], nu, ni, w, device, degrees)
 
 
+INFLUENCE_ON = ("both", "items", "hubs")
+
+
+def hub_mask(idm: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the nodes ``influence_on = "hubs"`` moves, from a request's IDM (sparse CSR).
+
+    Per request edge, the endpoint with more request edges (both on a tie); a node is moved if it is
+    chosen by at least one of its edges, i.e. its request degree is at least the smallest request
+    degree among its request neighbours. Nodes outside the request are False.
+    """
+    crow, col = idm.crow_indices(), idm.col_indices()
+    deg = crow[1:] - crow[:-1]
+    n = deg.numel()
+    if col.numel() == 0:
+        return torch.zeros(n, dtype=torch.bool, device=deg.device)
+    rows = torch.repeat_interleave(torch.arange(n, device=deg.device), deg)
+    big = torch.iinfo(deg.dtype).max
+    least = torch.full((n,), big, dtype=deg.dtype, device=deg.device)
+    least = least.scatter_reduce(0, rows, deg[col], reduce="amin")
+    return (deg > 0) & (deg >= least)
+
+
 class IdentityMLP(nn.Module):
     """Eq. 18's MLP: two layers x ↦ LeakyReLU_0.99(x W + b), W = I and b = 0 at start.
 
@@ -99,7 +121,9 @@ class InfluenceEncoder(nn.Module):
     ``influence_on = "items"`` (our variant, not the paper's) writes ΔE⁰ of the request into its
     items' rows only: the request's users (ids below ``num_users``) get what a node outside the
     request gets (H⁰ under a layer-0 readout, else nothing), so forgetting an edge moves the item
-    away from its users rather than rewriting the users' whole ranking. ``"both"`` is Eq. 15-17.
+    away from its users rather than rewriting the users' whole ranking. ``"hubs"`` (also ours,
+    experimental) writes it into the rows :func:`hub_mask` picks: per request edge the endpoint with
+    more request edges (docs/RESULTS.md, "Where the forgetting goes"). ``"both"`` is Eq. 15-17.
     """
 
     def __init__(
@@ -117,8 +141,8 @@ class InfluenceEncoder(nn.Module):
         super().__init__()
         if readout not in ("sum", "last"):
             raise ValueError(f"readout must be 'sum' or 'last', got {readout!r}")
-        if influence_on not in ("both", "items"):
-            raise ValueError(f"influence_on must be 'both' or 'items', got {influence_on!r}")
+        if influence_on not in INFLUENCE_ON:
+            raise ValueError(f"influence_on must be one of {', '.join(INFLUENCE_ON)}, got {influence_on!r}")
         if influence_on == "items" and num_users is None:
             raise ValueError("influence_on = 'items' needs num_users (users are ids 0..num_users-1)")
         self.num_nodes, self.dim, self.layers = int(num_nodes), int(dim), int(layers)
@@ -163,6 +187,9 @@ class InfluenceEncoder(nn.Module):
             nu = self.num_users
             users = self.h0[:nu] if self.outside_delta() is not None else torch.zeros_like(out[:nu])
             out = torch.cat([users, out[nu:]])
+        elif self.influence_on == "hubs":
+            kept = hub_mask(idm)[:, None]
+            out = torch.where(kept, out, self.h0 if self.outside_delta() is not None else 0.0)
         return out
 
     def outside_delta(self) -> torch.Tensor | None:
@@ -186,6 +213,9 @@ class InfluenceEncoder(nn.Module):
         if self.influence_on == "items":  # users as untouched nodes (outside_delta, or zero)
             users = (nodes < self.num_users)[:, None]
             out = torch.where(users, h0 if self.outside_delta() is not None else 0.0, out)
+        elif self.influence_on == "hubs":
+            kept = hub_mask(sub_idm)[:, None]
+            out = torch.where(kept, out, h0 if self.outside_delta() is not None else 0.0)
         return out
 
     def delta_full(self, nodes: torch.Tensor, sub_idm: torch.Tensor, e_bar: torch.Tensor) -> torch.Tensor:
