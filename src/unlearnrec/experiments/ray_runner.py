@@ -88,8 +88,6 @@ def connect(address: str, ray=None) -> bool:
     has already called ``ray.init`` keeps its connection.
     """
     ray = ray or import_ray()
-    if ray.is_initialized():
-        return False
     target = None if address == "auto" else address
     if target is not None:
         host, port = _host_port(target)
@@ -98,6 +96,8 @@ def connect(address: str, ray=None) -> bool:
         except OSError as e:
             reason = e.strerror or type(e).__name__
             raise UnlearnRecError(f"--ray {address}: no Ray cluster answers there ({reason})") from None
+    if ray.is_initialized():
+        return False
     try:
         ray.init(address=target, log_to_driver=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -211,15 +211,17 @@ class Node:
 
 
 def _persists(spec: MethodSpec, build: Builder | None) -> bool:
-    """Whether a method keeps what ``prepare`` built (so a separate task is worth running)."""
-    if build is not None or spec.name == "retrain":
-        return False
+    """Whether a method keeps what ``prepare`` built (so a separate task is worth running): its class
+    overrides ``save_prepared``. The method is built (not prepared) to find its class; one that cannot
+    be built fails in its cell."""
     from unlearnrec.unlearn.base import Unlearner
-    from unlearnrec.unlearn.registry import METHODS, method_class
+    from unlearnrec.unlearn.registry import build_method
 
-    if spec.name not in METHODS:
+    try:
+        method = (build or build_method)(spec.name, dict(spec.config), 0)
+    except Exception:
         return False
-    return method_class(spec.name)[0].save_prepared is not Unlearner.save_prepared
+    return type(method).save_prepared is not Unlearner.save_prepared
 
 
 def build_graph(
@@ -230,6 +232,7 @@ def build_graph(
     nodes: dict[str, Node] = {}
     methods = sorted(config.methods, key=lambda m: m.name != "retrain")
     retrain = next((m for m in methods if m.name == "retrain"), None)
+    persists = {m.title: _persists(m, build) for m in methods}
 
     def add(key: str, kind: str, group: Group, deps=(), spec: MethodSpec | None = None) -> str:
         if key not in nodes:
@@ -257,7 +260,7 @@ def build_graph(
         for spec in pending:
             key = cell_hash(group, spec)
             deps = list(setup)
-            if _persists(spec, build) and not probe.prepared_dir(group, spec).is_dir():
+            if persists[spec.title] and not probe.prepared_dir(group, spec).is_dir():
                 pk = add(f"prepare:{prepare_hash(group, spec)}", "prepare", group, setup, spec)
                 nodes[pk].first_cell = nodes[pk].first_cell or key
                 deps.append(pk)
