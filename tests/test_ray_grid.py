@@ -144,37 +144,82 @@ def killing_builder(marker: Path, driver: int):
 
 
 @pytest.fixture(scope="module")
-def ray_runs(tmp_path_factory, realdata):
-    """ci-tiny run serially and on a local 2-CPU Ray cluster (own caches), one worker killed."""
+def local_ray():
+    """A local Ray cluster of 2 CPUs for this module's tests, its workers importing this checkout."""
     if ray is None:
         pytest.skip("ray is not installed (pip install 'unlearnrec[cluster]')")
-    from unlearnrec.experiments.ray_runner import run_experiment_ray
-    from unlearnrec.experiments.runner import run_experiment
-
-    tmp = tmp_path_factory.mktemp("ray")
-    serial = run_experiment(CI_TINY, tmp / "serial", data_dir=realdata, cache_dir=tmp / "cache-serial")
-    # the workers import this checkout's package, whatever the installed one is
     src = str(Path(unlearnrec.__file__).resolve().parents[1])
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, saved) if p)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        marker = tmp / "killed"
-        records = run_experiment_ray(
-            CI_TINY,
-            tmp / "ray",
-            data_dir=realdata,
-            cache_dir=tmp / "cache-ray",
-            build=killing_builder(marker, os.getpid()),
-            max_retries=2,
-        )
-        yield {"tmp": tmp, "serial": serial, "ray": records, "marker": marker, "data": realdata}
+        yield ray
     finally:
         ray.shutdown()
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
+
+
+TINY_TOML = """
+name = "tiny"
+datasets = ["{data}"]
+ratios = [0.5]
+[train]
+epochs = 2
+batch_size = 256
+[model.lightgcn]
+dim = 8
+layers = 1
+[[methods]]
+name = "retrain"
+[[methods]]
+name = "unlearnrec"
+label = "U1"
+config = {{ epochs = 1, finetune_epochs = 1 }}
+"""
+
+
+def test_the_command_line_runs_a_grid_on_ray_with_the_serial_records(local_ray, tiny_dir, tmp_path, capsys):
+    from unlearnrec.experiments.runner import run_experiment
+
+    grid = tmp_path / "tiny.toml"
+    grid.write_text(TINY_TOML.format(data=tiny_dir))
+    serial = run_experiment(grid, tmp_path / "serial", cache_dir=tmp_path / "cache-serial")
+    args = ("experiment", grid, "--out", tmp_path / "ray", "--cache", tmp_path / "cache-ray", "--ray", "auto")
+    code, out, _ = run_cli(capsys, *args, "-q")
+    assert code == 0
+    assert out.splitlines()[0] == "tiny: 2 cells, 2 ran, 0 failed, 0 already done"
+    on_ray = {r["cell"]: r for r in lines(tmp_path / "ray")}
+    assert sorted(on_ray) == sorted(r["cell"] for r in serial)
+    for rec in serial:
+        assert on_ray[rec["cell"]]["metrics"] == rec["metrics"], rec["label"]
+    assert (tmp_path / "ray" / "experiment-tiny.toml").is_file()
+    # resumed: nothing to run, nothing written
+    code, out, _ = run_cli(capsys, *args, "-q", "--json")
+    assert code == 0 and json.loads(out)["skipped"] == 2
+    assert len(lines(tmp_path / "ray")) == 2
+
+
+@pytest.fixture(scope="module")
+def ray_runs(local_ray, tmp_path_factory, realdata):
+    """ci-tiny run serially and on the local Ray cluster (own caches), one worker killed."""
+    from unlearnrec.experiments.ray_runner import run_experiment_ray
+    from unlearnrec.experiments.runner import run_experiment
+
+    tmp = tmp_path_factory.mktemp("ray")
+    serial = run_experiment(CI_TINY, tmp / "serial", data_dir=realdata, cache_dir=tmp / "cache-serial")
+    marker = tmp / "killed"
+    records = run_experiment_ray(
+        CI_TINY,
+        tmp / "ray",
+        data_dir=realdata,
+        cache_dir=tmp / "cache-ray",
+        build=killing_builder(marker, os.getpid()),
+        max_retries=2,
+    )
+    return {"tmp": tmp, "serial": serial, "ray": records, "marker": marker, "data": realdata}
 
 
 def lines(out: Path) -> list[dict]:
