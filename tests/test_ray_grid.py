@@ -14,7 +14,8 @@ import pytest
 
 import unlearnrec
 from unlearnrec.experiments.grid import cell_hash, groups, load_config
-from unlearnrec.experiments.ray_runner import RAY_MISSING, build_graph
+from unlearnrec.experiments.ray_graph import build_graph
+from unlearnrec.experiments.ray_runner import RAY_MISSING
 from unlearnrec.experiments.store import Store
 from unlearnrec.unlearn.registry import build_method
 

@@ -22,7 +22,8 @@ The records are those of the serial runner (same hashes, seeds and metrics; the 
 shared prepared state is reported on the first cell that uses it, as serially), provided the tasks
 use as many intra-op threads as the serial run did: each task asks Ray for ``cpus_per_task`` CPUs
 (default 1) and sets torch's thread count to it, and float sums over a different number of threads
-differ in the last digits. ``ray`` is imported here only, when a grid is run.
+differ in the last digits. The graph itself is built by :mod:`~unlearnrec.experiments.ray_graph`.
+``ray`` is imported here only, when a grid is run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,9 @@ from unlearnrec.experiments.grid import (
     MethodSpec,
     cell_hash,
     check_methods,
-    groups,
     load_config,
-    prepare_hash,
 )
+from unlearnrec.experiments.ray_graph import Node, build_graph
 from unlearnrec.experiments.results import ResultsLog
 from unlearnrec.experiments.store import Store
 
@@ -195,79 +195,6 @@ def cell_task(ctx: Context, group: Group, spec: MethodSpec, retrain: MethodSpec 
     finally:
         _keep_datasets(ctx, store)
     return rec, reference is not None
-
-
-# ------------------------------------------------------------------------------------ the graph
-@dataclass
-class Node:
-    """One task of the grid's graph: what to call, after which other nodes, for which cells."""
-
-    key: str
-    kind: str  # clean, attack, model, request, prepare, cell
-    group: Group
-    spec: MethodSpec | None = None
-    deps: set[str] = field(default_factory=set)
-    first_cell: str = ""  # prepare: the first cell (serial order) that uses the state
-
-
-def _persists(spec: MethodSpec, build: Builder | None) -> bool:
-    """Whether a method keeps what ``prepare`` built (so a separate task is worth running): its class
-    overrides ``save_prepared``. The method is built (not prepared) to find its class; one that cannot
-    be built fails in its cell."""
-    from unlearnrec.unlearn.base import Unlearner
-    from unlearnrec.unlearn.registry import build_method
-
-    try:
-        method = (build or build_method)(spec.name, dict(spec.config), 0)
-    except Exception:
-        return False
-    return type(method).save_prepared is not Unlearner.save_prepared
-
-
-def build_graph(
-    config: ExperimentConfig, probe: Store, done: set[str], build: Builder | None
-) -> dict[str, Node]:
-    """The tasks that the pending cells of ``config`` need, in the serial runner's order (no data is
-    read: entries already in the cache are left out)."""
-    nodes: dict[str, Node] = {}
-    methods = sorted(config.methods, key=lambda m: m.name != "retrain")
-    retrain = next((m for m in methods if m.name == "retrain"), None)
-    persists = {m.title: _persists(m, build) for m in methods}
-
-    def add(key: str, kind: str, group: Group, deps=(), spec: MethodSpec | None = None) -> str:
-        if key not in nodes:
-            nodes[key] = Node(key, kind, group, spec, {d for d in deps if d in nodes})
-        return key
-
-    for group in groups(config):
-        pending = [m for m in methods if cell_hash(group, m) not in done]
-        if not pending:
-            log.info("group %s done; skipped", group.tag)
-            continue
-        setup: list[str] = []
-        if not probe.has_model(group):
-            deps: list[str] = []
-            if group.request == "adversarial":
-                if not (probe.model_dir(group.clean_hash) / "meta.json").is_file():
-                    deps.append(add(f"clean:{group.clean_hash}", "clean", group))
-                deps = [add(f"attack:{group.clean_hash}:{group.ratio!r}", "attack", group, deps)]
-            setup.append(add(f"model:{group.attacked_hash}", "model", group, deps))
-        if group.request != "adversarial":
-            folder = probe._entry("requests", group.request_key)
-            if not (folder / "meta.json").is_file():
-                setup.append(add(f"request:{group.request_key}", "request", group))
-        retrain_key = cell_hash(group, retrain) if retrain is not None else ""
-        for spec in pending:
-            key = cell_hash(group, spec)
-            deps = list(setup)
-            if persists[spec.title] and not probe.prepared_dir(group, spec).is_dir():
-                pk = add(f"prepare:{prepare_hash(group, spec)}", "prepare", group, setup, spec)
-                nodes[pk].first_cell = nodes[pk].first_cell or key
-                deps.append(pk)
-            if spec is not retrain:
-                deps.append(retrain_key)  # left out by add() when Retrain is done or absent
-            add(key, "cell", group, deps, spec)
-    return nodes
 
 
 # ------------------------------------------------------------------------------------ the driver
