@@ -270,3 +270,17 @@ def test_a_second_ray_run_resumes_with_nothing_to_do(ray_runs):
     cfg = load_config(CI_TINY)
     nodes = build_graph(cfg, Store(cfg, tmp / "cache-ray"), set(), None)
     assert sorted(n.kind for n in nodes.values()) == ["cell"] * 3
+
+
+def test_a_group_that_cannot_be_set_up_fails_its_cells_as_serially(local_ray, tmp_path):
+    from unlearnrec.experiments.ray_runner import run_experiment_ray
+    from unlearnrec.experiments.runner import run_experiment
+
+    grid = TINY_TOML.format(data=tmp_path / "no-such-dataset")
+    (tmp_path / "grid.toml").write_text(grid)
+    serial = run_experiment(tmp_path / "grid.toml", tmp_path / "serial", cache_dir=tmp_path / "cache")
+    on_ray = run_experiment_ray(tmp_path / "grid.toml", tmp_path / "ray", cache_dir=tmp_path / "cache")
+    assert [r["status"] for r in on_ray] == ["error", "error"]
+    assert sorted((r["cell"], r["error"]) for r in on_ray) == sorted((r["cell"], r["error"]) for r in serial)
+    assert "no-such-dataset" in on_ray[0]["error"]
+    assert len(lines(tmp_path / "ray")) == 2

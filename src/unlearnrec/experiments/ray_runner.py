@@ -245,6 +245,9 @@ def run_experiment_ray(
     )
     results = ResultsLog(out)
     nodes = build_graph(cfg, probe, results.done, build)
+    if not nodes:
+        log.info("ray: every cell of %s is done; nothing to run", cfg.name)
+        return []
     started = connect(address, ray)
     if not isinstance(config, (dict, ExperimentConfig)):
         out.mkdir(parents=True, exist_ok=True)
