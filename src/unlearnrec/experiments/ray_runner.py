@@ -221,6 +221,7 @@ def run_experiment_ray(
     ends; ``max_retries``: attempts after a worker dies. The other arguments are those of
     :func:`~unlearnrec.experiments.runner.run_experiment`; a ``build`` function is sent to the workers.
     """
+    from unlearnrec.data.datasets import data_dir as data_root
     from unlearnrec.experiments.runner import default_cache
 
     cfg = load_config(config)
@@ -236,8 +237,9 @@ def run_experiment_ray(
     ctx = Context(
         cfg,
         str(root),
-        tuple(str(f) for f in probe.fallbacks),
-        None if data_dir is None else str(data_dir),
+        tuple(str(f.resolve()) for f in probe.fallbacks),
+        # the driver's data root (--data-dir, the grid's, else $UNLEARNREC_DATA), for every node
+        str(data_root(data_dir if data_dir is not None else cfg.data_dir).resolve()),
         # Ray hands a task its GPU as the only visible one
         "cuda" if str(dev).startswith("cuda") else dev,
         build,
