@@ -102,6 +102,10 @@ def connect(address: str, ray=None) -> bool:
         ray.init(address=target, log_to_driver=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         why = " ".join(str(e).split())
+        if target is not None and not os.environ.get("RAY_AUTH_MODE"):
+            # Ray >= 2.5x starts clusters with token authentication; a driver given an address sends
+            # its token (~/.ray/auth_token or RAY_AUTH_TOKEN) only when told to
+            why += "; if the cluster uses token authentication, set RAY_AUTH_MODE=token"
         raise UnlearnRecError(f"--ray {address}: cannot join the Ray cluster ({why})") from None
     return True
 
