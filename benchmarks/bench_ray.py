@@ -15,9 +15,10 @@ the process and, for Ray, every process under it (the GCS, the raylet, its helpe
 workers, sampled every 0.2 s with psutil and once more before ``ray.shutdown``), split into the task
 workers and Ray's own services. The medians over ``--repeats`` (the runs alternate serial and Ray) and
 the ratios Ray / serial are printed, and whether each Ray run wrote the serial run's metrics (per cell
-hash, every metric field). ``--ratios`` replaces the grid's ``ratios`` (e.g. ``0.5 1.0``: two groups,
-two attacked models that Ray trains side by side). ``load`` is the highest 1-minute load average seen
-at the start or end of a run (the machine may be shared).
+hash, every metric field). ``--ratios`` replaces the attack's user shares (``[attack] user_ratio``,
+else ``ratios``; e.g. ``0.5 1.0``: two groups, two attacked models that Ray trains side by side).
+``load`` is the highest 1-minute load average seen at the start or end of a run (the machine may be
+shared).
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def _grid(args) -> dict:
     from unlearnrec.config import read_toml
 
     raw = dict(read_toml(args.grid))
-    if args.ratios:
-        raw["ratios"] = list(args.ratios)
+    if args.ratios:  # the attack's user shares, wherever the grid sets them
+        if isinstance(raw.get("attack"), dict):
+            raw["attack"] = {**raw["attack"], "user_ratio": list(args.ratios)}
+        else:
+            raw["ratios"] = list(args.ratios)
     return raw
 
 
