@@ -76,6 +76,10 @@ def cmd_experiment(args) -> int:
     from unlearnrec.experiments.report import report
     from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
 
+    if args.ray is not None:
+        from unlearnrec.experiments.ray_runner import import_ray
+
+        import_ray()  # the missing extra is the first thing to say
     cfg = load_config(args.config)
     # an existing --out is how a grid resumes, so it may exist; it may never be (or hold) an input
     check_out(args, {"CONFIG": args.config, "--data-dir": args.data_dir}, must_be_new=False)
@@ -86,14 +90,31 @@ def cmd_experiment(args) -> int:
         bar.update(1)
         bar.set_postfix_str(f"{rec['dataset']}/{rec['backbone']}/{rec['label']}: {rec['status']}")
 
-    records = run_experiment(
-        args.config,
-        args.out,
-        data_dir=args.data_dir,
-        device=args.device,
-        on_cell=on_cell,
-        cache_dir=args.cache,
-    )
+    if args.ray is None:
+        records = run_experiment(
+            args.config,
+            args.out,
+            data_dir=args.data_dir,
+            device=args.device,
+            on_cell=on_cell,
+            cache_dir=args.cache,
+        )
+    else:
+        from unlearnrec.experiments.ray_runner import run_experiment_ray
+
+        def on_progress(counts: dict[str, int]) -> None:
+            bar.set_description_str(f"experiment {cfg.name} ({counts['running']} running)")
+
+        records = run_experiment_ray(
+            args.config,
+            args.out,
+            address=args.ray,
+            data_dir=args.data_dir,
+            device=args.device,
+            on_cell=on_cell,
+            on_progress=on_progress,
+            cache_dir=args.cache,
+        )
     bar.close()
     ok = sum(r["status"] == "ok" for r in records)
     failed = [r for r in records if r["status"] != "ok"]
@@ -204,6 +225,14 @@ def register(sub, common) -> None:
         "--status",
         action="store_true",
         help="list done and pending cells with (estimated) times; run nothing",
+    )
+    e.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run the grid as Ray tasks: 'auto' (the cluster of RAY_ADDRESS or of 'ray start' on this "
+        "machine, else a local one) or HOST:PORT of a cluster's head; --cache must be a path every "
+        "node sees (needs the cluster extra: pip install 'unlearnrec[cluster]')",
     )
     common(e)
     e.set_defaults(func=cmd_experiment)

@@ -163,7 +163,7 @@ class Runner:
                     ref = results.latest_ok(cell_hash(group, retrain))
                     if ref is not None:
                         rec["reference"] = {k: ref["metrics"].get(k) for k in SUMMARY_METRICS}
-                self._keep_prepared_sidecar(group, spec)
+                keep_prepared_sidecar(self.store, self.out, group, spec)
                 log.info(
                     "%s %s: %s",
                     group.tag,
@@ -173,13 +173,14 @@ class Runner:
                 emit(rec)
         return written
 
-    def _keep_prepared_sidecar(self, group: Group, spec: MethodSpec) -> None:
-        """Copy a prepared state's ``meta.json`` (its pre-training curve) next to the results."""
-        src = self.store.prepared_dir(group, spec) / "meta.json"
-        dst = self.out / "prepared" / src.parent.name / "meta.json"
-        if src.is_file() and not dst.is_file() and src.resolve() != dst.resolve():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+
+def keep_prepared_sidecar(store: Store, out: Path, group: Group, spec: MethodSpec) -> None:
+    """Copy a prepared state's ``meta.json`` (its pre-training curve) next to the results in ``out``."""
+    src = store.prepared_dir(group, spec) / "meta.json"
+    dst = out / "prepared" / src.parent.name / "meta.json"
+    if src.is_file() and not dst.is_file() and src.resolve() != dst.resolve():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
 
 
 # ---------------------------------------------------------------------------------------- status
