@@ -14,6 +14,7 @@ from unlearnrec.experiments.grid import load_config
 from unlearnrec.experiments.pretrain_study import (
     PretrainStudy,
     StudySpec,
+    authors_gap_selection,
     authors_selection,
     checkpoint_rows,
     markdown,
@@ -77,7 +78,7 @@ def test_ties_go_to_the_earlier_checkpoint_and_epoch_0_is_never_selected():
     rows = [row(0, 0.5, 9.0), row(1, 0.2, 1.5), row(2, 0.2, 1.5)]
     assert rule_a(rows).epoch == 1
     assert rule_b(rows, 0.2).epoch == 1
-    assert authors_selection(rows).epoch == 1
+    assert authors_selection(rows).epoch == 1 and authors_gap_selection(rows).epoch == 1
     assert residual_reference(rows)["epoch"] == 0
     assert rule_a([row(0, 0.5, 9.0)]).row is None
 
@@ -89,7 +90,10 @@ def test_selections_apply_v_epochs_to_e_and_add_the_authors_reference():
         ("A", 5, 5),
         ("B", 5, 5),
         ("authors", 30, 30),  # the best test Recall on E itself (reference only)
+        ("authors-gap", 30, 30),  # the highest MI-NG on E itself (reference only)
     ]
+    e2 = [*e[:3], row(30, 0.18, 1.9)]
+    assert [s.epoch for s, _ in selections(e2, checkpoint_rows(V), 0)] == [5, 5, 5, 30]
     md = markdown(e, V, {"metrics": {"recall@20": 0.25}})
     assert "REFERENCE" in md and "| 5 | 0 | 0.2000 | 80.0% |" in md
 
