@@ -45,15 +45,8 @@ import torch
 
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.experiments.grid import load_config
-from unlearnrec.experiments.pretrain_study import (
-    STUDY_DIR,
-    PretrainStudy,
-    StudySpec,
-    checkpoint_rows,
-    grid_row,
-    markdown,
-    residual_reference,
-)
+from unlearnrec.experiments.pretrain_select import checkpoint_rows, markdown, residual_reference
+from unlearnrec.experiments.pretrain_study import STUDY_DIR, PretrainStudy, StudySpec, grid_row
 from unlearnrec.experiments.results import read_results
 from unlearnrec.experiments.store import Store
 

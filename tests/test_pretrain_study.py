@@ -11,9 +11,7 @@ import pytest
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.experiments.grid import load_config
-from unlearnrec.experiments.pretrain_study import (
-    PretrainStudy,
-    StudySpec,
+from unlearnrec.experiments.pretrain_select import (
     authors_gap_selection,
     authors_selection,
     checkpoint_rows,
@@ -23,6 +21,7 @@ from unlearnrec.experiments.pretrain_study import (
     rule_b,
     selections,
 )
+from unlearnrec.experiments.pretrain_study import PretrainStudy, StudySpec
 from unlearnrec.experiments.results import read_results
 from unlearnrec.experiments.runner import run_experiment
 from unlearnrec.experiments.store import Store

@@ -314,14 +314,9 @@ class UnlearnRec(Unlearner):
         """An UnlearnRec for ``model`` with the encoder ``state`` (an ``on_epoch`` checkpoint, or any
         ``state_dict`` of an encoder with ``config``'s IE fields pre-trained on ``model``)."""
         self = cls(config, seed=seed)
-        meta = {
-            "num_nodes": model.graph.num_nodes,
-            "dim": model.backbone.dim,
-            "config": to_dict(config),
-            "history": list(history),
-            **_model_identity(model),
-        }
-        self._install(state, meta, model)
+        n, d = model.graph.num_nodes, model.backbone.dim
+        meta = {"num_nodes": n, "dim": d, "config": to_dict(config), "history": list(history)}
+        self._install(state, {**meta, **_model_identity(model)}, model)
         return self
 
     def _install(self, tensors: dict[str, torch.Tensor], meta: dict, model: TrainedModel) -> None:
