@@ -79,7 +79,8 @@ def test_ties_go_to_the_earlier_checkpoint_and_epoch_0_is_never_selected():
     assert rule_b(rows, 0.2).epoch == 1
     assert authors_selection(rows).epoch == 1 and authors_gap_selection(rows).epoch == 1
     assert residual_reference(rows)["epoch"] == 0
-    assert rule_a([row(0, 0.5, 9.0)]).row is None
+    none = [rule_a([row(0, 0.5, 9.0)]), rule_b([], 0.2)]
+    assert [(s.row, s.fallback) for s in none] == [(None, False), (None, False)]
 
 
 def test_selections_apply_v_epochs_to_e_and_add_the_authors_reference():

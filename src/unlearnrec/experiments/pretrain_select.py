@@ -60,7 +60,7 @@ def rule_a(rows: Iterable[dict], k: int = 0) -> Selection:
     ok = [r for r in cands if r["metrics"]["mi_ng"] > 1.0]
     if ok:
         return Selection("A", _best(ok, "recall@20"), False)
-    return Selection("A", _best(cands, "mi_ng"), True)
+    return Selection("A", _best(cands, "mi_ng"), bool(cands))
 
 
 def rule_b(
@@ -73,7 +73,7 @@ def rule_b(
     ok = [r for r in cands if r["metrics"]["recall@20"] >= share * reference_recall]
     if ok:
         return Selection("B", _best(ok, "mi_ng"), False)
-    return Selection("B", _best(cands, "recall@20"), True)
+    return Selection("B", _best(cands, "recall@20"), bool(cands))
 
 
 def authors_selection(rows: Iterable[dict], k: int = 0) -> Selection:
