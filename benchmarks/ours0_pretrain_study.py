@@ -85,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     q.add_argument("--evaluated-cache", required=True)
     q.add_argument("--validation-cache", required=True)
     q.add_argument("--out", required=True, help="folder for study.md and curve.png")
+    q.add_argument(
+        "--encoder", default=json.dumps(ENCODER), help="JSON: the encoder config whose rows to report"
+    )
     return p.parse_args(argv)
 
 
@@ -176,8 +179,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     e_cache = Path(args.evaluated_cache).expanduser()
     v_cache = Path(args.validation_cache).expanduser()
     config = load_config(args.evaluated_grid)
-    evaluated = read_results(e_cache / STUDY_DIR)
-    validation = read_results(v_cache / STUDY_DIR)
+    # the study folders may hold other encoder configs' rows: keep this one's
+    key = StudySpec(_json(args.encoder, "encoder"), (0,), {0: {}}, "evaluated").key
+    evaluated = checkpoint_rows(read_results(e_cache / STUDY_DIR), key)
+    validation = checkpoint_rows(read_results(v_cache / STUDY_DIR), key)
     if not checkpoint_rows(evaluated) and not checkpoint_rows(validation):
         raise UnlearnRecError(f"no study rows under {e_cache / STUDY_DIR} nor {v_cache / STUDY_DIR}")
     retrain = grid_row(e_cache, config, "retrain", {})
@@ -187,7 +192,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     text = markdown(evaluated, validation, retrain, grid_ours0, AUTHORS_OURS0)
     (out / "study.md").write_text(text)
     ret = retrain["metrics"]["recall@20"] if retrain else None
-    figure(checkpoint_rows(evaluated), checkpoint_rows(validation), ret, out / "curve.png")
+    figure(evaluated, validation, ret, out / "curve.png")
     print(text)
     print(f"wrote {out / 'study.md'} and {out / 'curve.png'}")
 

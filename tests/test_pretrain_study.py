@@ -94,6 +94,10 @@ def test_selections_apply_v_epochs_to_e_and_add_the_authors_reference():
     ]
     e2 = [*e[:3], row(30, 0.18, 1.9)]
     assert [s.epoch for s, _ in selections(e2, checkpoint_rows(V), 0)] == [5, 5, 5, 30]
+    other = {**row(5, 0.9, 9.0), "encoder_key": "other"}
+    assert checkpoint_rows([*e, other])[1]["metrics"]["recall@20"] == 0.9  # the latest (5, 0) row
+    mine = [{**r, "encoder_key": "mine"} for r in e]
+    assert checkpoint_rows([*mine, other], "mine") == mine
     md = markdown(e, V, {"metrics": {"recall@20": 0.25}})
     assert "REFERENCE" in md and "| 5 | 0 | 0.2000 | 80.0% |" in md
 

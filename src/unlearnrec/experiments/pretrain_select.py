@@ -98,10 +98,13 @@ def residual_reference(rows: Iterable[dict]) -> dict | None:
 
 
 # ================================================================== the summary (pure)
-def checkpoint_rows(rows: Iterable[dict]) -> list[dict]:
-    """The ok checkpoint rows, the latest of each (epoch, k), by epoch then k."""
+def checkpoint_rows(rows: Iterable[dict], encoder_key: str | None = None) -> list[dict]:
+    """The ok checkpoint rows (of the encoder config ``encoder_key`` if given: one study folder may
+    hold several configs' rows), the latest of each (epoch, k), by epoch then k."""
     latest: dict[tuple[int, int], dict] = {}
     for r in rows:
+        if encoder_key is not None and r.get("encoder_key") != encoder_key:
+            continue
         if r.get("kind") == "checkpoint" and r.get("status") == "ok":
             latest[(int(r["epoch"]), int(r["k"]))] = r
     return [latest[key] for key in sorted(latest)]
