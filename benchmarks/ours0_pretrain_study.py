@@ -88,6 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     q.add_argument(
         "--encoder", default=json.dumps(ENCODER), help="JSON: the encoder config whose rows to report"
     )
+    q.add_argument("--checkpoints", type=_ints, default=None, help="report only these epochs (default: all)")
     return p.parse_args(argv)
 
 
@@ -183,6 +184,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     key = StudySpec(_json(args.encoder, "encoder"), (0,), {0: {}}, "evaluated").key
     evaluated = checkpoint_rows(read_results(e_cache / STUDY_DIR), key)
     validation = checkpoint_rows(read_results(v_cache / STUDY_DIR), key)
+    if args.checkpoints is not None:
+        evaluated = [r for r in evaluated if r["epoch"] in args.checkpoints]
+        validation = [r for r in validation if r["epoch"] in args.checkpoints]
     if not checkpoint_rows(evaluated) and not checkpoint_rows(validation):
         raise UnlearnRecError(f"no study rows under {e_cache / STUDY_DIR} nor {v_cache / STUDY_DIR}")
     retrain = grid_row(e_cache, config, "retrain", {})
