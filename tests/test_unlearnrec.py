@@ -406,6 +406,42 @@ def test_fixed_seed_pretraining_is_identical(model):
     assert not torch.equal(a.encoder.h0, c.encoder.h0)
 
 
+def test_epoch_checkpoints_equal_shorter_runs_and_change_nothing(model):
+    """on_epoch's state after epoch 3 of a 5-epoch run is bit-identical to a plain 3-epoch run's
+    encoder, and the 5-epoch run with the hook ends where it ends without it, even when the hook
+    draws from the global RNG and forgets with the checkpoint (issue 21's pre-training study)."""
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    req = request_of(model, 6, 1)
+
+    def hook(epoch, state, row):
+        assert row["epoch"] == epoch
+        seen[epoch] = {k: v.clone() for k, v in state.items()}
+        torch.rand(3)  # the global RNG: restored after the hook
+        ours = UnlearnRec.with_encoder(fast(epochs=epoch, finetune_epochs=1), state, model, seed=5)
+        ours.forget(model, model.train, req)
+        state["h0"].add_(1.0)  # a hook that writes into its copy changes nothing of the run
+
+    long = UnlearnRec(fast(epochs=5), seed=5)
+    long.on_epoch = hook
+    long.prepare(model, model.train)
+    assert sorted(seen) == [1, 2, 3, 4, 5]
+    plain5 = UnlearnRec(fast(epochs=5), seed=5)
+    plain5.prepare(model, model.train)
+    for k, v in plain5.encoder.state_dict().items():
+        assert torch.equal(long.encoder.state_dict()[k], v), k
+    plain3 = UnlearnRec(fast(epochs=3), seed=5)
+    plain3.prepare(model, model.train)
+    for k, v in plain3.encoder.state_dict().items():
+        assert torch.equal(seen[3][k], v), k
+    assert not torch.equal(seen[3]["h0"], seen[5]["h0"])
+    # the checkpoint serves exactly as the 3-epoch prepared method does
+    ours = UnlearnRec.with_encoder(fast(epochs=3), seen[3], model, seed=5)
+    a = ours.forget(model, model.train, req).model.backbone.e0
+    b = plain3.forget(model, model.train, req).model.backbone.e0
+    assert torch.equal(a, b)
+    assert [r["epoch"] for r in long.history] == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_every_backbone(name):
     m = tiny_trained_model(name, epochs=2)

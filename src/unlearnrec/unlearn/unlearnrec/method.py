@@ -46,6 +46,7 @@ from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, local_idm
 from unlearnrec.unlearn.unlearnrec.finetune import ValidationStop, finetune, validation_recall
 from unlearnrec.unlearn.unlearnrec.pretrain import (
+    EpochCallback,
     StepCallback,
     copy_backbone,
     final_embeddings,
@@ -65,7 +66,9 @@ class UnlearnRec(Unlearner):
 
     Attributes after ``prepare``/``load_prepared``: ``encoder`` (:class:`InfluenceEncoder`),
     ``history`` (the pre-training loss curve, one dict per epoch). ``on_step`` may be set to a
-    ``(epoch, step, steps, terms)`` callback to follow pre-training (the CLI's progress bar).
+    ``(epoch, step, steps, terms)`` callback to follow pre-training (the CLI's progress bar), and
+    ``on_epoch`` to an ``(epoch, state, row)`` callback that receives a copy of the encoder after
+    each pre-training epoch (checkpoints; see :func:`~unlearnrec.unlearn.unlearnrec.pretrain.pretrain`).
     """
 
     name = "unlearnrec"
@@ -77,6 +80,7 @@ class UnlearnRec(Unlearner):
         self.history: list[dict[str, float]] = []
         self.prepared_for: dict[str, Any] = {}
         self.on_step: StepCallback | None = None
+        self.on_epoch: EpochCallback | None = None
         self._ebar: tuple[Any, Any, int, torch.Tensor] | None = None
         self._base_cache: tuple[Any, Any, tuple, torch.Tensor] | None = None
         self.validation: Interactions | None = None
@@ -99,7 +103,13 @@ class UnlearnRec(Unlearner):
             return
         enc = self.new_encoder(model)
         self.history = pretrain(
-            enc, model.backbone, model.graph, self.config, self.seed, on_step=self.on_step
+            enc,
+            model.backbone,
+            model.graph,
+            self.config,
+            self.seed,
+            on_step=self.on_step,
+            on_epoch=self.on_epoch,
         )
         self.encoder = enc
         self.prepared_for = _model_identity(model)
@@ -290,6 +300,23 @@ class UnlearnRec(Unlearner):
             config = from_dict(UnlearnRecConfig, {**meta["config"], **overrides}, "unlearnrec")
             self = cls(config, seed=int(meta.get("seed", 0)))
             self._install(tensors, meta, model)
+        return self
+
+    @classmethod
+    def with_encoder(
+        cls,
+        config: UnlearnRecConfig,
+        state: dict[str, torch.Tensor],
+        model: TrainedModel,
+        seed: int = 0,
+        history: list[dict[str, float]] | tuple = (),
+    ) -> UnlearnRec:
+        """An UnlearnRec for ``model`` with the encoder ``state`` (an ``on_epoch`` checkpoint, or any
+        ``state_dict`` of an encoder with ``config``'s IE fields pre-trained on ``model``)."""
+        self = cls(config, seed=seed)
+        n, d = model.graph.num_nodes, model.backbone.dim
+        meta = {"num_nodes": n, "dim": d, "config": to_dict(config), "history": list(history)}
+        self._install(state, {**meta, **_model_identity(model)}, model)
         return self
 
     def _install(self, tensors: dict[str, torch.Tensor], meta: dict, model: TrainedModel) -> None:

@@ -25,6 +25,9 @@ from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, build_idm, d
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, int, dict[str, float]], None]
+#: ``on_epoch(epoch, state, row)``: after each pre-training epoch, a detached copy of the encoder's
+#: ``state_dict`` (H⁰, η, MLP) and that epoch's loss-curve row
+EpochCallback = Callable[[int, dict[str, torch.Tensor], dict[str, float]], None]
 
 
 def copy_backbone(backbone: Backbone, e0: torch.Tensor | None = None) -> Backbone:
@@ -130,6 +133,7 @@ def pretrain(
     config: UnlearnRecConfig,
     seed: int = 0,
     on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, float]]:
     """Pre-train H⁰ and η (everything of f and the MLP frozen) with Eq. 25:
     L = L_model + λ_u L_u + λ_p L_p + λ_c L_c.
@@ -140,6 +144,14 @@ def pretrain(
     ``backbone`` nor ``graph`` is modified. Returns the loss curve: one dict per epoch with the
     mean of every term, the request size and the elapsed seconds. ``on_step(epoch, step,
     steps, terms)`` is called after every step (progress bars).
+
+    ``on_epoch(epoch, state, row)`` is called after every epoch with a detached copy of the
+    encoder's ``state_dict`` (checkpoints of one run: the encoder after 1, 2, 5, ... epochs). It
+    changes nothing of the run: it sees copies, the global torch RNG is restored after it (the run
+    itself draws only from its own seeded generators), and the time it takes is left out of the
+    rows' ``seconds``. Each epoch's request and batches depend on ``seed`` and the epochs before it,
+    not on ``config.epochs``, so the state after epoch e of a longer run is the state an e-epoch
+    run ends with.
 
     Data-parallel like :func:`unlearnrec.train.loop.fit` when a ``torch.distributed`` group of
     several processes is initialised: the same requests and batches on every rank, each computing
@@ -238,6 +250,12 @@ def pretrain(
         row.update({k: v / max(steps, 1) for k, v in sums.items()})
         history.append(row)
         log.info("pre-training epoch %d %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
+        if on_epoch is not None:
+            t_hook = time.perf_counter()
+            state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+            with torch.random.fork_rng(devices=[]):
+                on_epoch(epoch, state, dict(row))
+            t0 += time.perf_counter() - t_hook  # the hook's time is not pre-training time
     encoder.requires_grad_(False)
     return history
 
