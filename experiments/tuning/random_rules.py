@@ -3,7 +3,8 @@
 One encoder is pre-trained (the paper's rule, the ML-1M authors'-protocol grid's tuned settings:
 10 epochs, ratio 0.2, batch 4096, lr 5e-3, lambda_p 1.25e-3) on a clean trained model and kept in
 ``ENCODER_DIR`` (reused when there). Random requests of 0.1%, 0.5%, 1% and 2% of the training edges
-(seed 123) are then forgotten with ``influence_on`` switched at forget time to each rule, and each
+(seed 123; ``--lr`` / ``--lambda-p`` change the pre-training of a new encoder) are then
+forgotten with ``influence_on`` switched at forget time to each rule, and each
 row gives the test Recall@20 as a share of the original model's (Table 5's measure), MI-BF / MI-NG /
 AUC on the request; ``--no-layer0`` also drops H⁰ from the readout at forget time. One JSON line per
 row is appended to ``OUT``.
@@ -41,6 +42,8 @@ def main() -> None:
     p.add_argument("encoder_dir", help="where the pre-trained encoder is kept (written if absent)")
     p.add_argument("out", help="JSON lines, appended")
     p.add_argument("--no-layer0", action="store_true", help="leave H⁰ out of the readout at forget time")
+    p.add_argument("--lr", type=float, default=5e-3, help="pre-training lr (a new encoder only)")
+    p.add_argument("--lambda-p", type=float, default=1.25e-3, help="pre-training λ_p (a new encoder only)")
     a = p.parse_args()
     torch.set_num_threads(1)
     model = TrainedModel.load(a.model)
@@ -51,7 +54,7 @@ def main() -> None:
     if (enc_dir / "meta.json").is_file():
         method = UnlearnRec.from_encoder(enc_dir, model)
     else:
-        cfg = UnlearnRecConfig(epochs=10, ratio=0.2, batch_size=4096, lr=5e-3, lambda_p=1.25e-3)
+        cfg = UnlearnRecConfig(epochs=10, ratio=0.2, batch_size=4096, lr=a.lr, lambda_p=a.lambda_p)
         method = UnlearnRec(cfg, seed=0)
         t = time.perf_counter()
         method.prepare(model, train)
@@ -70,7 +73,8 @@ def main() -> None:
             res = method.forget(model, train, request)
             recall = res.model.evaluate(data, "test")["recall@20"]
             fm = forgetting_metrics(before, res.model.embeddings(), request.edges, known, seed=0)
-            row = {"layer0": not a.no_layer0, "ratio": ratio, "edges": len(request.edges), "rule": rule,
+            row = {"encoder": {"lr": method.config.lr, "lambda_p": method.config.lambda_p},
+                   "layer0": not a.no_layer0, "ratio": ratio, "edges": len(request.edges), "rule": rule,
                    "recall@20": recall, "share": recall / base, "forget_s": res.seconds,
                    **{m: fm[m] for m in ("mi_bf", "mi_ng", "auc")}}  # fmt: skip
             print(json.dumps(row), flush=True)
