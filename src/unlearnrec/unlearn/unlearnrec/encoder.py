@@ -183,14 +183,7 @@ class InfluenceEncoder(nn.Module):
         """ΔE⁰ = H̄ - α W^(L) (Eq. 17), (N, d)."""
         layers = self.h_layers(idm) if layers is None else layers
         out = self.h_readout(layers) - self.alpha * self.eta_term(idm, e_bar)
-        if self.influence_on == "items":  # users as untouched nodes (outside_delta, or zero)
-            nu = self.num_users
-            users = self.h0[:nu] if self.outside_delta() is not None else torch.zeros_like(out[:nu])
-            out = torch.cat([users, out[nu:]])
-        elif self.influence_on == "hubs":
-            kept = hub_mask(idm)[:, None]
-            out = torch.where(kept, out, self.h0 if self.outside_delta() is not None else 0.0)
-        return out
+        return self._restrict(out, None, idm, self.h0)
 
     def outside_delta(self) -> torch.Tensor | None:
         """ΔE⁰ of the nodes no request edge touches: H⁰ under a readout that includes layer 0,
@@ -210,13 +203,22 @@ class InfluenceEncoder(nn.Module):
         for _ in range(self.layers):
             w = propagate(sub_idm, w)
         out = self.h_readout(layers) - self.alpha * w  # Eq. 17
-        if self.influence_on == "items":  # users as untouched nodes (outside_delta, or zero)
-            users = (nodes < self.num_users)[:, None]
-            out = torch.where(users, h0 if self.outside_delta() is not None else 0.0, out)
-        elif self.influence_on == "hubs":
-            kept = hub_mask(sub_idm)[:, None]
-            out = torch.where(kept, out, h0 if self.outside_delta() is not None else 0.0)
-        return out
+        return self._restrict(out, nodes, sub_idm, h0)
+
+    def _restrict(
+        self, out: torch.Tensor, nodes: torch.Tensor | None, idm: torch.Tensor, h0: torch.Tensor
+    ) -> torch.Tensor:
+        """ΔE⁰ ``out`` of the rows ``nodes`` (global ids, None: every node; ``idm`` over the same rows,
+        ``h0`` their H⁰) under ``influence_on``: the rows the rule does not move get what an untouched
+        node gets (H⁰ under a layer-0 readout, else zero). ``"both"`` moves every row."""
+        if self.influence_on == "both":
+            return out
+        if self.influence_on == "items":  # the request's users as untouched nodes
+            ids = torch.arange(out.shape[0], device=out.device) if nodes is None else nodes
+            moved = ids >= self.num_users
+        else:  # "hubs"
+            moved = hub_mask(idm)
+        return torch.where(moved[:, None], out, h0 if self.outside_delta() is not None else 0.0)
 
     def delta_full(self, nodes: torch.Tensor, sub_idm: torch.Tensor, e_bar: torch.Tensor) -> torch.Tensor:
         """ΔE⁰ (N, d) assembled from :meth:`delta_local` and :meth:`outside_delta`."""
