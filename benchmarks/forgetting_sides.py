@@ -40,8 +40,7 @@ def side_metrics(before, after, edges, known, reference, seed: int) -> dict[str,
     """MI-BF / MI-NG / AUC on ``edges``, and MI-BF with only the user rows or only the item rows of
     ``after`` (the other side's rows as ``before``)."""
     fm = forgetting_metrics(before, after, edges, known, reference=reference, seed=seed)
-    f_before = edge_scores(*before, edges.users, edges.items)
-    p_before = mean_prob(f_before)
+    p_before = fm["forgotten_prob_before"]
     users_only = edge_scores(after[0], before[1], edges.users, edges.items)
     items_only = edge_scores(before[0], after[1], edges.users, edges.items)
     return {
