@@ -808,3 +808,31 @@ def test_every_finetune_field_is_forget_only_in_grids():
 
     fields = {f for f in UnlearnRecConfig.__dataclass_fields__ if f.startswith("finetune_")}
     assert set(FORGET_ONLY_FIELDS["unlearnrec"]) == fields
+
+
+def test_forget_rule_serves_a_both_encoder_under_hubs_and_shares_its_cache(model, tmp_path):
+    """``forget_rule`` switches the rule at forget time only: the result equals an encoder pre-trained
+    under "both" whose rule is set to "hubs" by hand, the encoder keeps its own rule afterwards, the
+    saved encoder loads under any forget_rule, and a grid keys one prepared state for both."""
+    from unlearnrec.experiments.grid import prepared_key
+
+    base = UnlearnRec(fast(), seed=0)
+    base.prepare(model, model.train)
+    base.save_prepared(tmp_path / "ie")
+    req = request_of(model, 12, 4)
+    served = UnlearnRec.from_encoder(tmp_path / "ie", model, forget_rule="hubs")
+    got = served.forget(model, model.train, req).model.backbone.e0.detach()
+    assert served.encoder.influence_on == "both"  # restored after serving
+    by_hand = UnlearnRec.from_encoder(tmp_path / "ie", model)
+    by_hand.encoder.influence_on = "hubs"
+    want = by_hand.forget(model, model.train, req).model.backbone.e0.detach()
+    torch.testing.assert_close(got, want)
+    plain = base.forget(model, model.train, req).model.backbone.e0.detach()
+    assert not torch.allclose(got, plain)  # the rule did change the result
+    again = UnlearnRec(fast(forget_rule="hubs"), seed=0)
+    assert again.load_prepared(tmp_path / "ie", model)  # forget_rule is not a pre-training field
+    cfg = {**FAST, "finetune_epochs": 0}
+    hubs = {**cfg, "forget_rule": "hubs"}
+    assert prepared_key("m", "unlearnrec", cfg) == prepared_key("m", "unlearnrec", hubs)
+    with pytest.raises(ValueError, match="forget_rule must be"):
+        fast(forget_rule="edges")

@@ -61,6 +61,7 @@ FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
         "finetune_steps",
         "finetune_stop_share",
         "finetune_check_every",
+        "forget_rule",
     )
 }
 # backbone-config fields added after models were first cached, with the value every earlier model had:

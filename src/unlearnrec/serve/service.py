@@ -253,6 +253,8 @@ class Service:
                     raise ConfigError(
                         f"{e} (the service needs the model's dataset for its raw ids: pass --data-dir)"
                     ) from None
+            if ft is not None and data is not None and len(data.val):
+                ft.set_validation(data.val)  # the encoder config's stopping rule reads it, never a request
             fp = base.train.fingerprint()
             if current is not None:
                 fp = base.meta.get("original_train_fingerprint", fp)

@@ -37,7 +37,9 @@ class UnlearnRecConfig:
     first check where the model's validation Recall@20 reaches this share of the input model's
     (needs a validation split, ``UnlearnRec.set_validation``; the request is never read by the
     rule); checks every ``finetune_check_every`` steps (0: after each epoch). ``finetune_epochs``
-    is then the maximum.
+    is then the maximum. ``forget_rule``: the ``influence_on`` rule applied when a request is
+    served (``""``: the pre-training's ``influence_on``); a forget-time field, so one pre-trained
+    encoder serves under any rule (issue 25: pre-trained under ``"both"``, served under ``"hubs"``).
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
@@ -75,6 +77,7 @@ class UnlearnRecConfig:
     finetune_steps: int = 0
     finetune_stop_share: float = 0.0
     finetune_check_every: int = 0
+    forget_rule: str = ""
 
     RANGES = {
         "ie_layers": "[1, 64]",
@@ -102,6 +105,11 @@ class UnlearnRecConfig:
             raise ValueError(f"readout must be 'sum' or 'last', got {self.readout!r}")
         if self.influence_on not in ("both", "items", "hubs"):
             raise ValueError(f"influence_on must be 'both', 'items' or 'hubs', got {self.influence_on!r}")
+        if self.forget_rule not in ("", "both", "items", "hubs"):
+            raise ValueError(
+                "forget_rule must be '', 'both', 'items' or 'hubs' ('': influence_on), "
+                f"got {self.forget_rule!r}"
+            )
         if self.idm_norm not in ("request", "graph"):
             raise ValueError(f"idm_norm must be 'request' or 'graph', got {self.idm_norm!r}")
         if self.ie_layers < 1:

@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 
 ENCODER_KIND = "unlearnrec-encoder"
 # config fields that shape the encoder or its pre-training (fine-tuning fields do not)
-_PRETRAIN_FIELDS = tuple(f for f in UnlearnRecConfig.__dataclass_fields__ if not f.startswith("finetune_"))
+_PRETRAIN_FIELDS = tuple(
+    f for f in UnlearnRecConfig.__dataclass_fields__ if not f.startswith("finetune_") and f != "forget_rule"
+)
 
 
 class UnlearnRec(Unlearner):
@@ -145,6 +147,17 @@ class UnlearnRec(Unlearner):
         self, model: TrainedModel, train: Interactions, request: Request
     ) -> tuple[TrainedModel, dict]:
         enc = self._require_encoder(model)
+        pretrained_rule = enc.influence_on
+        enc.influence_on = self.config.forget_rule or pretrained_rule
+        try:
+            return self._forget_with(enc, model, request)
+        finally:
+            enc.influence_on = pretrained_rule
+
+    def _forget_with(
+        self, enc: InfluenceEncoder, model: TrainedModel, request: Request
+    ) -> tuple[TrainedModel, dict]:
+        """:meth:`_forget` with the encoder's rule set to the forget-time one."""
         k = self.config.finetune_epochs
         info: dict[str, Any] = {"finetune_epochs": k, "request_edges": len(request.edges)}
         if len(request.edges) == 0:
