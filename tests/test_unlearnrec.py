@@ -836,3 +836,57 @@ def test_forget_rule_serves_a_both_encoder_under_hubs_and_shares_its_cache(model
     assert prepared_key("m", "unlearnrec", cfg) == prepared_key("m", "unlearnrec", hubs)
     with pytest.raises(ValueError, match="forget_rule must be"):
         fast(forget_rule="edges")
+
+
+def _validation(model, seed=3):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, model.train.num_users, 400)
+    items = rng.integers(0, model.train.num_items, 400)
+    keep = ~model.train.contains(users, items)
+    return Interactions.from_pairs(
+        users[keep], items[keep], model.train.num_users, model.train.num_items, dedupe=True
+    )
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_forget_guard_scales_ours0_down_only_when_validation_recall_is_short(model, prepared, monkeypatch, k):
+    """``forget_guard``: a reachable target keeps the served state; an unreachable one tries every
+    scale of Ours(0)'s shift and serves the best; every evaluation ranks the validation split only."""
+    req, val = request_of(model, 10, 6), _validation(model)
+    seen = []
+    real = finetune_module.evaluate_embeddings
+
+    def spy(user_emb, item_emb, target, exclude=(), **kw):
+        seen.append(target)
+        return real(user_emb, item_emb, target, exclude=exclude, **kw)
+
+    monkeypatch.setattr(finetune_module, "evaluate_embeddings", spy)
+
+    def served(**kw):
+        m = UnlearnRec(fast(**{"finetune_epochs": k, "finetune_steps": 2, **kw}), seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        m.set_validation(val)
+        return m.forget(model, model.train, req)
+
+    plain = served(finetune_stop_share=0.01)  # Ours(k) without the guard, the same stopping rule
+    kept = served(finetune_stop_share=0.01, forget_guard=True)
+    assert kept.info["guard_scale"] is None and len(kept.info["guard_checks"]) == 1
+    torch.testing.assert_close(kept.model.backbone.e0, plain.model.backbone.e0)
+    short = served(finetune_stop_share=2.0, forget_guard=True)
+    checks = short.info["guard_checks"]
+    assert [s for s, _ in checks] == [None, 0.75, 0.5, 0.25, 0.0]  # 2x the input's: never reached
+    best_scale, best_val = max(checks, key=lambda c: c[1])
+    assert short.info["guard_val_recall"] == best_val
+    assert short.info["guard_scale"] == best_scale or (
+        best_scale is None and short.info["guard_scale"] is None
+    )
+    scale = short.info["guard_scale"]
+    if k == 0 or scale is not None:  # the served table: E⁰ + s (Ẽ⁰ - E⁰) of Ours(0) (s = 1: kept)
+        e0, ours0 = model.backbone.e0.detach(), plain.model.backbone.e0.detach()
+        if k > 0:
+            ours0 = served(finetune_epochs=0).model.backbone.e0.detach()
+        want = e0 + (1.0 if scale is None else scale) * (ours0 - e0)
+        torch.testing.assert_close(short.model.backbone.e0, want)
+    assert seen and all(t is val for t in seen)
+    with pytest.raises(ValueError, match="forget_guard needs finetune_stop_share"):
+        fast(forget_guard=True)

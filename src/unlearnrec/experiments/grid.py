@@ -62,6 +62,7 @@ FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
         "finetune_stop_share",
         "finetune_check_every",
         "forget_rule",
+        "forget_guard",
     )
 }
 # backbone-config fields added after models were first cached, with the value every earlier model had:

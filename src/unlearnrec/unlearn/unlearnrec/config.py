@@ -40,6 +40,11 @@ class UnlearnRecConfig:
     is then the maximum. ``forget_rule``: the ``influence_on`` rule applied when a request is
     served (``""``: the pre-training's ``influence_on``); a forget-time field, so one pre-trained
     encoder serves under any rule (issue 25: pre-trained under ``"both"``, served under ``"hubs"``).
+    ``forget_guard`` (needs ``finetune_stop_share``): when the served model's validation Recall@20 is
+    still below that share of the input model's (after fine-tuning, if any), Ours(0)'s shift Ẽ⁰ - E⁰
+    is scaled down, 0.75, 0.5, 0.25, 0 (0: the residual graph alone), and the first scale that reaches
+    it is served (none: the state with the highest validation Recall). Read: the validation split and
+    the models, never the request's scores.
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
@@ -78,6 +83,7 @@ class UnlearnRecConfig:
     finetune_stop_share: float = 0.0
     finetune_check_every: int = 0
     forget_rule: str = ""
+    forget_guard: bool = False
 
     RANGES = {
         "ie_layers": "[1, 64]",
@@ -110,6 +116,8 @@ class UnlearnRecConfig:
                 "forget_rule must be '', 'both', 'items' or 'hubs' ('': influence_on), "
                 f"got {self.forget_rule!r}"
             )
+        if self.forget_guard and self.finetune_stop_share <= 0:
+            raise ValueError("forget_guard needs finetune_stop_share > 0 (the validation Recall to keep)")
         if self.idm_norm not in ("request", "graph"):
             raise ValueError(f"idm_norm must be 'request' or 'graph', got {self.idm_norm!r}")
         if self.ie_layers < 1:

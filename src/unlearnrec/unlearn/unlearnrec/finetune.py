@@ -57,6 +57,45 @@ class ValidationStop:
         return value >= self.target
 
 
+#: the scales of Ours(0)'s shift ``forget_guard`` tries, largest first (0: the residual graph alone)
+GUARD_SCALES = (0.75, 0.5, 0.25, 0.0)
+
+
+def guard_scale(
+    backbone: Backbone, residual: Graph, e0: torch.Tensor, ours0: torch.Tensor, stop: ValidationStop
+) -> dict:
+    """``forget_guard``: keep ``backbone.e0`` if its validation Recall reaches ``stop.target``, else
+    serve E⁰ + s (Ẽ⁰ - E⁰) for the first s of :data:`GUARD_SCALES` that reaches it (``ours0``: Ẽ⁰ of
+    Ours(0), ``e0``: the input model's E⁰), else the evaluated state with the highest validation
+    Recall. Reads the validation split (``stop``) and the embeddings only. Returns the info fields:
+    ``guard_scale`` (None: the state as it was kept) and ``guard_checks`` [(scale, Recall), ...]."""
+    nu = residual.num_users
+
+    def value(table: torch.Tensor) -> float:
+        was = backbone.training
+        backbone.eval()
+        with torch.no_grad():
+            out = backbone.propagate(residual, table)
+        backbone.train(was)
+        return validation_recall(out[:nu], out[nu:], stop.val, stop.exclude, stop.k)
+
+    kept = backbone.e0.detach().clone()
+    checks: list[tuple[float | None, float]] = [(None, value(kept))]
+    best: tuple[float, float | None, torch.Tensor] = (checks[0][1], None, kept)
+    if best[0] < stop.target:
+        for s in GUARD_SCALES:
+            table = e0 + s * (ours0 - e0)
+            checks.append((s, value(table)))
+            if checks[-1][1] > best[0]:
+                best = (checks[-1][1], s, table)
+            if checks[-1][1] >= stop.target:
+                break
+    if best[1] is not None:
+        with torch.no_grad():
+            backbone.e0.copy_(best[2])
+    return {"guard_scale": best[1], "guard_val_recall": best[0], "guard_checks": checks}
+
+
 def validation_recall(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,

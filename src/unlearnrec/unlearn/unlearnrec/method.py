@@ -44,7 +44,7 @@ from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request, Result, Unlearner
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, local_idm
-from unlearnrec.unlearn.unlearnrec.finetune import ValidationStop, finetune, validation_recall
+from unlearnrec.unlearn.unlearnrec.finetune import ValidationStop, finetune, guard_scale, validation_recall
 from unlearnrec.unlearn.unlearnrec.pretrain import (
     EpochCallback,
     StepCallback,
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 ENCODER_KIND = "unlearnrec-encoder"
 # config fields that shape the encoder or its pre-training (fine-tuning fields do not)
 _PRETRAIN_FIELDS = tuple(
-    f for f in UnlearnRecConfig.__dataclass_fields__ if not f.startswith("finetune_") and f != "forget_rule"
+    f for f in UnlearnRecConfig.__dataclass_fields__ if not f.startswith(("finetune_", "forget_"))
 )
 
 
@@ -195,6 +195,16 @@ class UnlearnRec(Unlearner):
                 info["finetune_val_target"] = stop.target
                 info["finetune_val_checks"] = stop.checks
                 info["finetune_stopped"] = bool(stop.checks) and stop.checks[-1][1] >= stop.target
+        if self.config.forget_guard:
+            stop = self._stop_rule(model, residual)
+            if stop is not None:
+                with torch.no_grad():
+                    ours0 = (
+                        e0_new
+                        if k == 0
+                        else enc.serve(nodes, sub_idm, e0, e_bar, base=self._base(model, enc))
+                    )
+                info.update(guard_scale(backbone, residual, e0, ours0, stop))
         return self._new_model(model, backbone, residual), info
 
     def _stop_rule(self, model: TrainedModel, residual) -> ValidationStop | None:
