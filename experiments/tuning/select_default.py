@@ -5,10 +5,13 @@ pre-trained encoder (configs/unlearnrec-cpu.toml's pre-training: 10 epochs, rati
 lr 5e-3, λ_p 1.25e-3), so no candidate costs a pre-training of its own. Two kinds of validation
 request, none of them a request the table evaluates:
 
-- ``V``: the held-out authors' attack of ``experiments/ml-1m-authors-validation.toml`` (its own clean
-  model, adversarial edges and attacked model, trained on 90% of the training split; dim 128), with
-  the 10-epoch encoder the Ours(0) study kept for it. Measured: validation Recall@20 (the held-out
-  10%) as a share of the attacked input model's, and MI-BF / MI-NG / AUC on V's adversarial edges.
+- ``V``: a held-out authors' attack: ``experiments/ml-1m-authors-validation-cpu.toml`` (the table's
+  dim-64 recipe on another 90/10 split of the training set: its own clean model, adversarial edges,
+  attacked model and validation split), with that grid's encoder; or, with ``--v-grid
+  experiments/ml-1m-authors-validation.toml --v-cache ~/.cache/unlearnrec/runs/ml-1m-authors-validation``,
+  the dim-128 one of the Ours(0) study with the 10-epoch encoder the study kept. Measured: validation
+  Recall@20 (V's held-out 10%) as a share of the attacked input model's, and MI-BF / MI-NG / AUC on
+  V's adversarial edges.
 - ``random`` / ``users``: requests drawn with seed ``--seed`` (the table's are drawn with seed 0) from
   the clean dim-64 model of ``experiments/kinds/lightgcn-random.toml``, with that grid's encoder:
   random 0.1/0.5/1/2% of the training edges and 1% of the users. Measured: validation Recall@20 as a
@@ -19,8 +22,8 @@ least ``--share`` on every validation request, the one with the highest MI-NG on
 faster). One JSON line per (request, candidate) is appended to ``--out`` (a re-run skips the lines
 it has) and the choice is printed.
 
+    unlearnrec experiment experiments/ml-1m-authors-validation-cpu.toml --out runs/v-cpu
     UNLEARNREC_DATA=/work/shared/data PYTHONPATH=src python experiments/tuning/select_default.py \\
-        --v-cache ~/.cache/unlearnrec/runs/ml-1m-authors-validation \\
         --out experiments/results/kinds-ml-1m/select-default.jsonl
 """
 
@@ -105,8 +108,8 @@ def input_val_recall(model, data) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--v-grid", default=str(HERE / "experiments/ml-1m-authors-validation.toml"))
-    p.add_argument("--v-cache", required=True)
+    p.add_argument("--v-grid", default=str(HERE / "experiments/ml-1m-authors-validation-cpu.toml"))
+    p.add_argument("--v-cache", default=None, help="the V grid's cache root (default: $UNLEARNREC_CACHE)")
     p.add_argument("--v-encoder", default="", help="default: the study's 'both' encoder at epoch 10")
     p.add_argument("--kinds-grid", default=str(HERE / "experiments/kinds/lightgcn-random.toml"))
     p.add_argument("--kinds-cache", default=None, help="the grid's cache root (default: $UNLEARNREC_CACHE)")
@@ -132,23 +135,31 @@ def main(argv: list[str] | None = None) -> int:
 
     # V: the held-out attack
     vcfg = load_config(a.v_grid)
-    vstore = Store(vcfg, a.v_cache, data_dir=a.data_dir)
+    vstore = Store(vcfg, a.v_cache or default_cache(), data_dir=a.data_dir)
     vgroup = the_group(vcfg)
     if not vstore.has_model(vgroup):
-        print(f"error: {a.v_cache} has no trained model of {vgroup.tag}: run the grid first", file=sys.stderr)
+        print(
+            f"error: {vstore.root} has no trained model of {vgroup.tag}: run the grid first", file=sys.stderr
+        )
         return 2
     venc = Path(a.v_encoder) if a.v_encoder else None
-    if venc is None:
+    if venc is None:  # the Ours(0) study's 10-epoch encoder of the paper's rule, else the grid's own
         kept = [
             f
-            for f in sorted(Path(a.v_cache, STUDY_DIR, "encoders").glob("validation-*/epoch-010"))
+            for f in sorted(Path(vstore.root, STUDY_DIR, "encoders").glob("validation-*/epoch-010"))
             if json.loads((f / "meta.json").read_text())["config"]["influence_on"] == "both"
             and json.loads((f / "meta.json").read_text())["config"]["lambda_p"] == 1.25e-3
         ]
-        if not kept:
-            print("error: no kept 10-epoch encoder of the paper's rule under --v-cache", file=sys.stderr)
+        spec = next((m for m in vcfg.methods if m.name == "unlearnrec" and m.config.get("epochs")), None)
+        if kept:
+            venc = kept[0]
+        elif spec is not None and (vstore.prepared_dir(vgroup, spec) / "meta.json").is_file():
+            venc = vstore.prepared_dir(vgroup, spec)
+        else:
+            print(
+                "error: no 10-epoch encoder of the paper's rule for --v-grid: run the grid", file=sys.stderr
+            )
             return 2
-        venc = kept[0]
     vdata, vatt, vmodel = vstore.dataset(vgroup.dataset), vstore.forget_set(vgroup), vstore.model(vgroup)
     vref = input_val_recall(vmodel, vdata)
     vknown = vatt.train.union(vdata.val)  # the test split is not read
