@@ -803,11 +803,13 @@ def test_finetune_config_range_checks(key, value):
         from_dict(UnlearnRecConfig, {key: value}, "unlearnrec")
 
 
-def test_every_finetune_field_is_forget_only_in_grids():
+def test_every_finetune_and_forget_field_is_forget_only_in_grids():
     from unlearnrec.experiments.grid import FORGET_ONLY_FIELDS
+    from unlearnrec.unlearn.unlearnrec.method import _PRETRAIN_FIELDS
 
-    fields = {f for f in UnlearnRecConfig.__dataclass_fields__ if f.startswith("finetune_")}
+    fields = {f for f in UnlearnRecConfig.__dataclass_fields__ if f.startswith(("finetune_", "forget_"))}
     assert set(FORGET_ONLY_FIELDS["unlearnrec"]) == fields
+    assert not fields & set(_PRETRAIN_FIELDS)  # a cached encoder serves under any of them
 
 
 def test_forget_rule_serves_a_both_encoder_under_hubs_and_shares_its_cache(model, tmp_path):
