@@ -88,6 +88,17 @@ CANDIDATES: dict[str, dict] = {
         for rule in ("", "hubs")
         for lr in (1e-3, 3e-4)
     },
+    **{
+        f"Ours(≤3){' hubs' if rule else ''}, stop at 0.99 every {every or 'epoch'}, lr {lr:g}, guarded": {
+            **STOP,
+            "finetune_stop_share": 0.99,
+            "finetune_check_every": every,
+            "finetune_lr": lr,
+            "forget_guard": True,
+            **({"forget_rule": rule} if rule else {}),
+        }
+        for rule, every, lr in (("", 10, 1e-3), ("hubs", 10, 1e-3), ("", 0, 5e-3))
+    },
 }
 VALIDATION_DRAWS = (("random", 0.001), ("random", 0.005), ("random", 0.01), ("random", 0.02), ("users", 0.01))
 
