@@ -617,3 +617,21 @@ def test_base_index_and_merge_all_equal_the_library_requests(base):
     pairwise = lu.merge(li).merge(Request.of_edges(base.train, [e[0]], [e[1]]))
     assert set_fingerprint(merged) == set_fingerprint(pairwise)
     assert len(merged.edges) == len(pairwise.edges) < len(lu.edges) + len(li.edges) + 1  # overlaps merged
+
+
+@pytest.mark.realdata
+def test_the_served_methods_read_the_models_validation_split(tmp_path, realdata):
+    """The encoder config's stopping rule and ``forget_guard`` need the validation split: both the
+    Ours(0) method and the idle fine-tuning one get the dataset's, so a guarded default is live."""
+    from tests.serve_helpers import ml100k_artifacts
+
+    model, encoder = ml100k_artifacts(str(realdata))
+    svc = Service.open(
+        model, encoder, tmp_path / "s", data_dir=realdata, config=ServeConfig(finetune_epochs=1)
+    )
+    try:
+        assert len(svc.data.val) > 0
+        assert svc.worker.method.validation is svc.data.val
+        assert svc.worker.finetune_method.validation is svc.data.val
+    finally:
+        svc.close()

@@ -299,8 +299,10 @@ class Compactor:
             ft = UnlearnRec.from_encoder(
                 out / "encoder", new_base, finetune_epochs=svc.config.finetune_epochs
             )
-            if svc.data is not None and len(svc.data.val):
-                ft.set_validation(svc.data.val)
+        if svc.data is not None and len(svc.data.val):
+            for m in (method, ft):
+                if m is not None:
+                    m.set_validation(svc.data.val)
         return new_base, method, ft, BaseIndex(new_base.train)
 
     def _install_or_fail(self, cid: int) -> None:

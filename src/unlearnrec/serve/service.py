@@ -253,8 +253,11 @@ class Service:
                     raise ConfigError(
                         f"{e} (the service needs the model's dataset for its raw ids: pass --data-dir)"
                     ) from None
-            if ft is not None and data is not None and len(data.val):
-                ft.set_validation(data.val)  # the encoder config's stopping rule reads it, never a request
+            if data is not None and len(data.val):
+                # the encoder config's stopping rule and forget_guard read it, never a request
+                for m in (method, ft):
+                    if m is not None:
+                        m.set_validation(data.val)
             fp = base.train.fingerprint()
             if current is not None:
                 fp = base.meta.get("original_train_fingerprint", fp)
