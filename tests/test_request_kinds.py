@@ -133,3 +133,20 @@ def test_kinds_grids_key_the_committed_grids_models_and_cells(kinds, committed):
             if m.name == "unlearnrec" and m.config.get("influence_on") != "items"
         }
         assert len(encoders) == 1
+
+
+def test_the_shipped_default_is_the_one_the_committed_selection_chose():
+    """configs/unlearnrec-cpu.toml's forget-time fields are the candidate the rule picks from the
+    committed validation rows (experiments/results/kinds-ml-1m/select-default.jsonl)."""
+    from unlearnrec.config import read_toml
+
+    sd = _select_default()
+    rows = [json.loads(x) for x in (ROOT / "experiments/results/kinds-ml-1m/select-default.jsonl").open()]
+    assert {r["request"] for r in rows} >= {"V", "users 0.01 (seed 1)", "random 0.02 (seed 1)"}
+    best, _ = sd.choose(rows, 0.99)
+    shipped = read_toml(ROOT / "configs/unlearnrec-cpu.toml")["unlearnrec"]
+    chosen = sd.CANDIDATES[best]
+    assert {k: shipped.get(k, 0) for k in chosen if k != "finetune_epochs"} == {
+        k: v for k, v in chosen.items() if k != "finetune_epochs"
+    }
+    assert shipped.get("finetune_epochs", 0) == chosen.get("finetune_epochs", 0)
