@@ -55,14 +55,8 @@ NODE_REQUESTS = ("users", "items")  # whole-node requests: every training edge o
 # (every ``finetune_*`` field of UnlearnRecConfig; tests/test_unlearnrec.py checks the list is complete)
 FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
     "unlearnrec": (
-        "finetune_epochs",
-        "finetune_lr",
-        "finetune_batch_size",
-        "finetune_steps",
-        "finetune_stop_share",
-        "finetune_check_every",
-        "forget_rule",
-        "forget_guard",
+        *("finetune_epochs", "finetune_lr", "finetune_batch_size", "finetune_steps"),
+        *("finetune_stop_share", "finetune_check_every", "forget_rule", "forget_guard"),
     )
 }
 # backbone-config fields added after models were first cached, with the value every earlier model had:

@@ -1,3 +1,4 @@
+# long file: the one UnlearnRec class (prepare, Ours(0) / Ours(k) / the guard, save and load of the encoder)
 """UnlearnRec as an :class:`~unlearnrec.unlearn.base.Unlearner` (docs/method.md §2-5).
 
 ``prepare(model, train)`` pre-trains the Influence Encoder on simulated requests against the
