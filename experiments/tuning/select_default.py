@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--v-grid", default=str(HERE / "experiments/ml-1m-authors-validation-cpu.toml"))
     p.add_argument("--v-cache", default=None, help="the V grid's cache root (default: $UNLEARNREC_CACHE)")
-    p.add_argument("--v-encoder", default="", help="default: the study's 'both' encoder at epoch 10")
+    p.add_argument("--v-encoder", default="", help="default: the study's kept encoder, else the V grid's")
     p.add_argument("--kinds-grid", default=str(HERE / "experiments/kinds/lightgcn-random.toml"))
     p.add_argument("--kinds-cache", default=None, help="the grid's cache root (default: $UNLEARNREC_CACHE)")
     p.add_argument("--seed", type=int, default=1, help="seed of the validation draws (the table's: 0)")

@@ -52,7 +52,7 @@ STUDIES = ("main", "ablation", "ratio", "efficiency")
 NODE_REQUESTS = ("users", "items")  # whole-node requests: every training edge of the drawn nodes
 # fields of a method's config that only affect ``forget``: methods differing only in these
 # share one prepared cache entry (UnlearnRec(0) and UnlearnRec(3) share one pre-trained encoder)
-# (every ``finetune_*`` field of UnlearnRecConfig; tests/test_unlearnrec.py checks the list is complete)
+# (every ``finetune_*`` and ``forget_*`` field of UnlearnRecConfig; tests/test_unlearnrec.py checks the list)
 FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
     "unlearnrec": (
         *("finetune_epochs", "finetune_lr", "finetune_batch_size", "finetune_steps"),
