@@ -892,3 +892,41 @@ def test_forget_guard_scales_ours0_down_only_when_validation_recall_is_short(mod
     assert seen and all(t is val for t in seen)
     with pytest.raises(ValueError, match="forget_guard needs finetune_stop_share"):
         fast(forget_guard=True)
+
+
+def test_cli_forget_says_what_the_guard_did(tmp_path, tiny_dir, capsys):
+    """An encoder pre-trained with ``forget_guard`` says what the guard did, and says it is off when the
+    model's dataset has no validation split (the tiny dataset has none)."""
+    m, ie = tmp_path / "m0", tmp_path / "ie"
+    code, _, err = run(
+        capsys, "train", "--dataset", tiny_dir, "--epochs", 8, "--dim", 8, "--lr", 0.05, "--out", m, "-q"
+    )
+    assert code == 0, err
+    cfg = tmp_path / "ie.toml"
+    cfg.write_text(
+        "[unlearnrec]\nbatch_size = 128\nsteps_per_epoch = 2\nlr = 0.01\n"
+        'forget_rule = "hubs"\nforget_guard = true\nfinetune_stop_share = 2.0\n'
+    )
+    code, _, err = run(capsys, "pretrain", "--model", m, "--epochs", 1, "--config", cfg, "--out", ie, "-q")
+    assert code == 0, err
+    tr = TrainedModel.load(m).train
+    req = tmp_path / "r.csv"
+    req.write_text(f"{tr.users[0]} {tr.items[0]}\n{tr.users[3]} {tr.items[3]}\n")
+    args = ("forget", "--model", m, "--method", "unlearnrec", "--encoder", ie, "--edges", req)
+    code, out, err = run(capsys, *args, "--out", tmp_path / "m1")
+    assert code == 0, err
+    assert "forget_guard: off (no validation split: the model's dataset has none)" in out
+    # with a validation split, the guard's verdict (the unit tests check what it serves)
+    from unlearnrec.cli import forget as forget_cli
+
+    info = {
+        "guard_scale": 0.5,
+        "guard_val_recall": 0.25,
+        "guard_checks": [(None, 0.2), (0.75, 0.22), (0.5, 0.25)],
+    }
+    assert forget_cli._guard_line(info) == [
+        "forget_guard: scaled Ours(0)'s shift to 0.5 (validation recall@20=0.2500, 3 checks)"
+    ]
+    kept = {"guard_scale": None, "guard_val_recall": 0.3, "guard_checks": [(None, 0.3)]}
+    assert forget_cli._guard_line(kept)[0].startswith("forget_guard: kept the model as served")
+    assert forget_cli._guard_line({}) == []

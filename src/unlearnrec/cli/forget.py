@@ -223,10 +223,22 @@ def cmd_forget(args) -> int:
             f"seconds={result.seconds:.4f}  peak_memory_mb={result.peak_memory_mb:.1f}",
             f"test recall@20={test['recall@20']:.4f}  ndcg@20={test['ndcg@20']:.4f}",
             f"MI-BF={fm['mi_bf']:.4f}  MI-NG={fm['mi_ng']:.4f}",
+            *_guard_line(info),
             f"saved to {args.out}",
         ],
     )
     return 0
+
+
+def _guard_line(info: dict) -> list[str]:
+    """What ``forget_guard`` did, in one line (nothing when it did not run)."""
+    if "guard_off" in info:
+        return [f"forget_guard: off ({info['guard_off']}: the model's dataset has none)"]
+    if "guard_checks" not in info:
+        return []
+    scale, val = info["guard_scale"], info["guard_val_recall"]
+    what = "kept the model as served" if scale is None else f"scaled Ours(0)'s shift to {scale:g}"
+    return [f"forget_guard: {what} (validation recall@20={val:.4f}, {len(info['guard_checks'])} checks)"]
 
 
 def register(sub, common) -> None:

@@ -198,7 +198,10 @@ class UnlearnRec(Unlearner):
                 info["finetune_stopped"] = bool(stop.checks) and stop.checks[-1][1] >= stop.target
         if self.config.forget_guard:
             stop = self._stop_rule(model, residual)
-            if stop is not None:
+            if stop is None:  # the share is > 0 (config check): the validation split is missing
+                log.warning("forget_guard is off: no validation split (UnlearnRec.set_validation)")
+                info["guard_off"] = "no validation split"
+            else:
                 with torch.no_grad():
                     ours0 = (
                         e0_new
