@@ -13,11 +13,11 @@ over the method's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from unlearnrec.experiments.grid import load_config
+from unlearnrec.experiments.results import latest_records, read_results
 
 
 def request_name(rec: dict, item_ratio: float) -> str:
@@ -36,16 +36,11 @@ def rows_of(folder: Path) -> list[dict]:
         raise SystemExit(f"error: {folder} has no experiment-*.toml (not a grid's --out folder)")
     cfg = load_config(grids[-1])
     item_ratio = cfg.attack_of(cfg.datasets[0])[1] if cfg.request == "adversarial" else 0.0
-    results = folder / "results.jsonl"
-    if not results.is_file():
+    if not (folder / "results.jsonl").is_file():
         raise SystemExit(f"error: {folder} has no results.jsonl")
-    latest: dict[str, dict] = {}
-    for line in results.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("kind") == "cell" and rec.get("status") == "ok":
-            latest[rec["cell"]] = rec
+    ok, _ = latest_records(read_results(folder))
     order = {m.title: i for i, m in enumerate(cfg.methods)}
-    out = [{**r, "_request": request_name(r, item_ratio)} for r in latest.values()]
+    out = [{**r, "_request": request_name(r, item_ratio)} for r in ok]
     return sorted(out, key=lambda r: (r["backbone"], r["ratio"], order.get(r["label"], 99)))
 
 

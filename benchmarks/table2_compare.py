@@ -15,12 +15,12 @@ our Recall is more than 3% from the paper's or MI lies on the other side of 1.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
 from unlearnrec.experiments.report.paper import AUTHORS_LOGS, PAPER_TABLE2
+from unlearnrec.experiments.results import latest_records, read_results
 
 K = re.compile(r"UnlearnRec\((\d)\)")
 
@@ -34,12 +34,8 @@ def rows(folder: Path) -> list[dict]:
     path = folder / "results.jsonl"
     if not path.is_file():
         raise SystemExit(f"error: {path} does not exist")
-    latest: dict[str, dict] = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("status") == "ok" and "table2" in rec.get("experiment", "") and "attack" in rec:
-            latest[rec["cell"]] = rec
-    return list(latest.values())
+    ok, _ = latest_records(read_results(folder))
+    return [r for r in ok if "table2" in r.get("experiment", "") and "attack" in r]
 
 
 def line(rec: dict) -> str:

@@ -155,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     venc = Path(a.v_encoder) if a.v_encoder else None
     if venc is None:  # the Ours(0) study's 10-epoch encoder of the paper's rule, else the grid's own
+        folders = sorted(Path(vstore.root, STUDY_DIR, "encoders").glob("validation-*/epoch-010"))
+        configs = [json.loads((f / "meta.json").read_text())["config"] for f in folders]
         kept = [
             f
-            for f in sorted(Path(vstore.root, STUDY_DIR, "encoders").glob("validation-*/epoch-010"))
-            if json.loads((f / "meta.json").read_text())["config"]["influence_on"] == "both"
-            and json.loads((f / "meta.json").read_text())["config"]["lambda_p"] == 1.25e-3
+            for f, c in zip(folders, configs, strict=True)
+            if c["influence_on"] == "both" and c["lambda_p"] == 1.25e-3
         ]
         spec = next((m for m in vcfg.methods if m.name == "unlearnrec" and m.config.get("epochs")), None)
         if kept:
