@@ -139,6 +139,7 @@ def test_the_shipped_default_is_the_one_the_committed_selection_chose():
     """configs/unlearnrec-cpu.toml's forget-time fields are the candidate the rule picks from the
     committed validation rows (experiments/results/kinds-ml-1m/select-default.jsonl)."""
     from unlearnrec.config import read_toml
+    from unlearnrec.unlearn.unlearnrec import UnlearnRecConfig
 
     sd = _select_default()
     rows = [json.loads(x) for x in (ROOT / "experiments/results/kinds-ml-1m/select-default.jsonl").open()]
@@ -146,7 +147,12 @@ def test_the_shipped_default_is_the_one_the_committed_selection_chose():
     best, _ = sd.choose(rows, 0.99)
     shipped = read_toml(ROOT / "configs/unlearnrec-cpu.toml")["unlearnrec"]
     chosen = sd.CANDIDATES[best]
-    assert {k: shipped.get(k, 0) for k in chosen if k != "finetune_epochs"} == {
-        k: v for k, v in chosen.items() if k != "finetune_epochs"
+    # every forget-time field of the shipped config is the candidate's (absent: the field's default);
+    # the batch and lr of fine-tuning are the shipped config's own, set for it on ml-100k
+    fields = {f: d.default for f, d in UnlearnRecConfig.__dataclass_fields__.items()}
+    forget_time = [f for f in fields if f.startswith(("finetune_", "forget_"))]
+    own = {"finetune_batch_size", "finetune_lr"}
+    assert {f: shipped.get(f, fields[f]) for f in forget_time if f not in own} == {
+        f: chosen.get(f, fields[f]) for f in forget_time if f not in own
     }
-    assert shipped.get("finetune_epochs", 0) == chosen.get("finetune_epochs", 0)
+    assert {f: shipped[f] for f in own} == {f: chosen.get(f, shipped[f]) for f in own}

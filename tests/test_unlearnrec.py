@@ -890,8 +890,96 @@ def test_forget_guard_scales_ours0_down_only_when_validation_recall_is_short(mod
         want = e0 + (1.0 if scale is None else scale) * (ours0 - e0)
         torch.testing.assert_close(short.model.backbone.e0, want)
     assert seen and all(t is val for t in seen)
-    with pytest.raises(ValueError, match="forget_guard needs finetune_stop_share"):
+    with pytest.raises(ValueError, match="forget_guard needs forget_guard_share or finetune_stop_share"):
         fast(forget_guard=True)
+
+
+def test_finetune_lambda_u_weights_l_u_alone(model, prepared):
+    """``finetune_lambda_u`` replaces λ_u in the fine-tuning loss and nothing else: the total of one
+    step equals the step with the pre-training's λ_u plus (new - old) x L_u; negative: λ_u."""
+    req = request_of(model, 10, 6)
+    residual = model.graph.residual(req.edges)
+    e_bar = prepared.final_embeddings(model)
+    batch = next(iter(bpr_batches(residual.interactions, 64, np.random.default_rng(0), residual.device)))
+    chunk = np.arange(len(req.edges))
+
+    def terms(**kw):
+        bb = copy_backbone(model.backbone)
+        cfg = fast(**kw)
+        lu = cfg.finetune_lambda_u if cfg.finetune_lambda_u >= 0 else None
+        gen = torch.Generator().manual_seed(0)
+        return step_terms(bb, residual, bb.e0, batch, gen, req.edges, chunk, e_bar, cfg, lambda_u=lu)
+
+    base, heavy, inherit = terms(), terms(finetune_lambda_u=50.0), terms(finetune_lambda_u=-1.0)
+    lam = fast().lambda_u
+    want = base["total"] + (50.0 - lam) * base["unlearn"]
+    torch.testing.assert_close(heavy["total"], want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(inherit["total"], base["total"])
+
+    # through forget(): a heavier L_u pushes the request's edges further down
+    def served(**kw):
+        m = UnlearnRec(fast(finetune_epochs=1, finetune_steps=4, finetune_lr=5e-2, **kw), seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        u, i = m.forget(model, model.train, req).model.embeddings()
+        eu, ei = torch.from_numpy(req.edges.users.copy()), torch.from_numpy(req.edges.items.copy())
+        return float((u[eu] * i[ei]).sum(-1).mean())
+
+    assert served(finetune_lambda_u=1000.0) < served()
+
+
+def test_finetune_mlp_false_trains_the_table_alone(model, prepared, monkeypatch):
+    """``finetune_mlp = False``: the MLP of Eq. 18 is never handed to the optimiser (the paper's default
+    trains it), so no parameter shared by every row moves."""
+    handed = []
+    real = finetune_module.adam
+
+    def spy(params, lr):
+        params = list(params)
+        handed.append(len(params))
+        return real(params, lr)
+
+    monkeypatch.setattr(finetune_module, "adam", spy)
+    req = request_of(model, 10, 6)
+    for flag in (True, False):
+        m = UnlearnRec(fast(finetune_epochs=1, finetune_steps=2, finetune_mlp=flag), seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        before = [p.detach().clone() for p in prepared.encoder.mlp.parameters()]
+        m.forget(model, model.train, req)
+        for p, q in zip(prepared.encoder.mlp.parameters(), before, strict=True):
+            torch.testing.assert_close(p.detach(), q)  # the encoder's own MLP is never modified
+    n_mlp = len(list(prepared.encoder.mlp.parameters()))
+    assert handed == [1 + n_mlp, 1]
+
+
+def test_forget_guard_share_guards_without_a_stopping_rule(model, prepared):
+    """``forget_guard_share`` sets the guard's share alone: fine-tuning runs every step (no stopping
+    rule, no check before the first step), then the guard checks the served state."""
+    req, val = request_of(model, 10, 6), _validation(model)
+    steps = {"finetune_epochs": 1, "finetune_steps": 3, "finetune_batch_size": 64, "forget_guard": True}
+    m = UnlearnRec(fast(**steps, forget_guard_share=0.01), seed=0)
+    m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+    m.set_validation(val)
+    info = m.forget(model, model.train, req).info
+    assert info["finetune_steps_run"] == 3 and "finetune_val_checks" not in info
+    assert info["guard_scale"] is None and len(info["guard_checks"]) == 1  # 1% is met: kept
+    m.config = fast(**steps, forget_guard_share=2.0)
+    info = m.forget(model, model.train, req).info
+    assert [s for s, _ in info["guard_checks"]] == [None, 0.75, 0.5, 0.25, 0.0]
+    with pytest.raises(ConfigError, match="forget_guard_share"):
+        from_dict(UnlearnRecConfig, {"forget_guard_share": 2.5}, "unlearnrec")
+    # no validation split: the guard cannot run, so the fine-tuning meant to run under it is skipped
+    # and Ours(0) is served
+    bare = UnlearnRec(fast(**steps, forget_guard_share=0.99, finetune_lambda_u=1000.0), seed=0)
+    bare.encoder, bare.prepared_for = prepared.encoder, prepared.prepared_for
+    res = bare.forget(model, model.train, req)
+    assert res.info["finetune_skipped"] and res.info["guard_off"] == "no validation split"
+    assert "finetune_steps_run" not in res.info
+    ours0 = UnlearnRec(fast(), seed=0)
+    ours0.encoder, ours0.prepared_for = prepared.encoder, prepared.prepared_for
+    torch.testing.assert_close(res.model.backbone.e0, ours0.forget(model, model.train, req).model.backbone.e0)
+    from unlearnrec.cli import forget as forget_cli
+
+    assert forget_cli._guard_line(res.info)[0].endswith("so fine-tuning was skipped (Ours(0) served)")
 
 
 def test_cli_forget_says_what_the_guard_did(tmp_path, tiny_dir, capsys):

@@ -99,6 +99,41 @@ CANDIDATES: dict[str, dict] = {
         }
         for rule, every, lr in (("", 10, 1e-3), ("hubs", 10, 1e-3), ("", 0, 5e-3))
     },
+    # L_u at fine-tuning weight (finetune_lambda_u, session 12): N steps of Ours(1) at lr 5e-3 with λ_u
+    # 50..5000 (the pre-training's 0.5), then the guard at 0.99 (forget_guard_share: fine-tuning runs
+    # its N steps without a stopping rule); and hubs without the guard
+    **{
+        f"Ours(1, {n} steps){' hubs' if rule else ''}, λ_u {lu:g}{', guarded at 0.99' if guard else ''}": {
+            "finetune_epochs": 1,
+            "finetune_steps": n,
+            "finetune_lambda_u": lu,
+            **FT,
+            **({"forget_guard": True, "forget_guard_share": 0.99} if guard else {}),
+            **({"forget_rule": rule} if rule else {}),
+        }
+        for guard in (True, False)
+        for rule in ("", "hubs")
+        for n in (20, 40, 80)
+        for lu in (50.0, 500.0, 5000.0)
+        if guard or (rule and lu >= 500)
+    },
+    # the same L_u weights with the stopping rule: at most one epoch, stop at the first check (every 10
+    # steps) where the validation Recall is back at the share, then the guard at that share
+    **{
+        f"Ours(≤1){' hubs' if rule else ''}, λ_u {lu:g}, stop at {share:g} every 10 steps, "
+        "lr 0.005, guarded": {
+            **STOP,
+            "finetune_epochs": 1,
+            "finetune_stop_share": share,
+            "finetune_lambda_u": lu,
+            "finetune_lr": 5e-3,
+            "forget_guard": True,
+            **({"forget_rule": rule} if rule else {}),
+        }
+        for rule in ("", "hubs")
+        for share in (0.99, 1.0)
+        for lu in (500.0, 5000.0)
+    },
 }
 VALIDATION_DRAWS = (("random", 0.001), ("random", 0.005), ("random", 0.01), ("random", 0.02), ("users", 0.01))
 

@@ -233,7 +233,8 @@ def cmd_forget(args) -> int:
 def _guard_line(info: dict) -> list[str]:
     """What ``forget_guard`` did, in one line (nothing when it did not run)."""
     if "guard_off" in info:
-        return [f"forget_guard: off ({info['guard_off']}: the model's dataset has none)"]
+        skipped = ", so fine-tuning was skipped (Ours(0) served)" if "finetune_skipped" in info else ""
+        return [f"forget_guard: off ({info['guard_off']}: the model's dataset has none){skipped}"]
     if "guard_checks" not in info:
         return []
     scale, val = info["guard_scale"], info["guard_val_recall"]

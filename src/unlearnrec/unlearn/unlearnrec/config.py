@@ -37,14 +37,18 @@ class UnlearnRecConfig:
     first check where the model's validation Recall@20 reaches this share of the input model's
     (needs a validation split, ``UnlearnRec.set_validation``; the request is never read by the
     rule); checks every ``finetune_check_every`` steps (0: after each epoch). ``finetune_epochs``
-    is then the maximum. ``forget_rule``: the ``influence_on`` rule applied when a request is
-    served (``""``: the pre-training's ``influence_on``); a forget-time field, so one pre-trained
-    encoder serves under any rule (issue 25: pre-trained under ``"both"``, served under ``"hubs"``).
-    ``forget_guard`` (needs ``finetune_stop_share``): when the served model's validation Recall@20 is
-    still below that share of the input model's (after fine-tuning, if any), Ours(0)'s shift Ẽ⁰ - E⁰
-    is scaled down, 0.75, 0.5, 0.25, 0 (0: the residual graph alone), and the first scale that reaches
-    it is served (none: the state with the highest validation Recall). Read: the validation split and
-    the models, never the request's scores.
+    is then the maximum. ``finetune_lambda_u``: λ_u of fine-tuning (negative: ``lambda_u``, the
+    pre-training's), a forget-time weight of L_u alone; ``finetune_mlp``: train the MLP of Eq. 18
+    with the layer-0 table (the paper), or the table alone (False: no parameter shared by every row
+    moves). ``forget_rule``: the ``influence_on`` rule applied when a request is served (``""``:
+    the pre-training's ``influence_on``); a forget-time field, so one pre-trained encoder serves
+    under any rule (issue 25: pre-trained under ``"both"``, served under ``"hubs"``).
+    ``forget_guard`` (needs ``forget_guard_share`` or ``finetune_stop_share``): when the served
+    model's validation Recall@20 (after fine-tuning, if any) is below ``forget_guard_share`` of the
+    input model's (0: ``finetune_stop_share``; a guard share alone leaves fine-tuning without its
+    stopping rule), Ours(0)'s shift Ẽ⁰ - E⁰ is scaled down, 0.75, 0.5, 0.25, 0 (0: the residual
+    graph alone), and the first scale that reaches it is served (none: the state with the highest
+    validation Recall). Read: the validation split and the models, never the request's scores.
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
@@ -82,8 +86,11 @@ class UnlearnRecConfig:
     finetune_steps: int = 0
     finetune_stop_share: float = 0.0
     finetune_check_every: int = 0
+    finetune_lambda_u: float = -1.0
+    finetune_mlp: bool = True
     forget_rule: str = ""
     forget_guard: bool = False
+    forget_guard_share: float = 0.0
 
     RANGES = {
         "ie_layers": "[1, 64]",
@@ -116,8 +123,11 @@ class UnlearnRecConfig:
                 "forget_rule must be '', 'both', 'items' or 'hubs' ('': influence_on), "
                 f"got {self.forget_rule!r}"
             )
-        if self.forget_guard and self.finetune_stop_share <= 0:
-            raise ValueError("forget_guard needs finetune_stop_share > 0 (the validation Recall to keep)")
+        if self.forget_guard and self.finetune_stop_share <= 0 and self.forget_guard_share <= 0:
+            raise ValueError(
+                "forget_guard needs forget_guard_share or finetune_stop_share > 0 "
+                "(the validation Recall to keep)"
+            )
         if self.idm_norm not in ("request", "graph"):
             raise ValueError(f"idm_norm must be 'request' or 'graph', got {self.idm_norm!r}")
         if self.ie_layers < 1:
@@ -136,6 +146,11 @@ class UnlearnRecConfig:
         if not 0 <= self.finetune_stop_share <= 2:
             raise ValueError(
                 f"finetune_stop_share must be in [0, 2] (0: no stopping rule), got {self.finetune_stop_share}"
+            )
+        if not 0 <= self.forget_guard_share <= 2:
+            raise ValueError(
+                "forget_guard_share must be in [0, 2] (0: finetune_stop_share), "
+                f"got {self.forget_guard_share}"
             )
         if self.contrast_nodes < 2:
             raise ValueError("contrast_nodes must be >= 2")

@@ -118,19 +118,21 @@ def step_terms(
     e_bar: torch.Tensor,
     config: UnlearnRecConfig,
     lambda_p: float | None = None,
+    lambda_u: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every term of one fine-tuning step on one propagation: L_model + λ_u L_u + λ_p L_p (``total``).
 
     L_model is the backbone's own loss (BPR, L2, SSL) on Ẽ⁰ over Â_r (Eq. 19); L_u (Eq. 20) over
     ``chunk`` of E_Δ and L_p (Eq. 21-22) over the batch are computed on the same final embeddings.
-    ``lambda_p`` overrides ``config.lambda_p`` (the batch-size rescaling of :func:`finetune`).
+    ``lambda_p`` overrides ``config.lambda_p`` (the batch-size rescaling of :func:`finetune`),
+    ``lambda_u`` overrides ``config.lambda_u`` (``finetune_lambda_u``).
     """
     terms, out = backbone.loss_and_output(residual, batch, e0=e0_tilde, generator=generator)
     total = terms["total"]
     if config.use_lu or config.use_lp:
         aux = auxiliary_terms(out, residual.num_users, batch, forgotten, chunk, e_bar, config)
         if "unlearn" in aux:
-            total = total + config.lambda_u * aux["unlearn"]
+            total = total + (config.lambda_u if lambda_u is None else lambda_u) * aux["unlearn"]
         if "preserve" in aux:
             total = total + (config.lambda_p if lambda_p is None else lambda_p) * aux["preserve"]
         terms.update(aux)
@@ -169,7 +171,8 @@ def finetune(
     stop: ValidationStop | None = None,
 ) -> FitResult:
     """Train the layer-0 table E⁰ (``backbone.e0``) and a copy of the MLP for at most
-    ``config.finetune_epochs`` epochs on E_r with L_model + λ_u L_u + λ_p L_p (no L_c).
+    ``config.finetune_epochs`` epochs on E_r with L_model + λ_u L_u + λ_p L_p (no L_c); λ_u is
+    ``finetune_lambda_u`` when that is >= 0; the MLP stays fixed with ``finetune_mlp = False``.
 
     ``delta``: ΔE⁰ (N, d) of Eq. 17, fixed (H⁰ and η are not trained); ``rows``: the rows where
     ``delta`` may be non-zero (None: any); ``e_bar``: the original model's fixed Ē (N, d) (the L_p
@@ -185,18 +188,19 @@ def finetune(
     """
     t0 = time.perf_counter()
     mlp = copy.deepcopy(mlp).to(delta.device)
-    mlp.requires_grad_(True)
+    mlp.requires_grad_(config.finetune_mlp)
     backbone.requires_grad_(False)
     backbone.e0.requires_grad_(True)
     shift = RowMLP(mlp, delta.detach(), rows)
     batch_size = config.finetune_batch_size or config.batch_size
     lambda_p = config.lambda_p * config.batch_size / batch_size
+    lambda_u = config.finetune_lambda_u if config.finetune_lambda_u >= 0 else config.lambda_u
     n_batches = max(math.ceil(len(residual.interactions) / batch_size), 1)
     steps = min(n_batches, config.finetune_steps) if config.finetune_steps else n_batches
     check_every = config.finetune_check_every
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    opt = adam([backbone.e0, *mlp.parameters()], config.finetune_lr)
+    opt = adam([backbone.e0, *(mlp.parameters() if config.finetune_mlp else ())], config.finetune_lr)
     res = FitResult()
     done, step = False, 0
     nu = residual.num_users
@@ -235,6 +239,7 @@ def finetune(
                 e_bar,
                 config,
                 lambda_p,
+                lambda_u,
             )
             loss = terms["total"]
             if not torch.isfinite(loss):

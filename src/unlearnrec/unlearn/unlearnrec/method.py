@@ -161,6 +161,12 @@ class UnlearnRec(Unlearner):
         """:meth:`_forget` with the encoder's rule set to the forget-time one."""
         k = self.config.finetune_epochs
         info: dict[str, Any] = {"finetune_epochs": k, "request_edges": len(request.edges)}
+        if k > 0 and self.config.forget_guard and not self._has_validation():
+            # fine-tuning meant to run under the guard is not run without it: at the guard's L_u
+            # weights it can cost far more Recall than it forgets (docs/forgetting.md)
+            log.warning("forget_guard is off (no validation split): Ours(0) served, fine-tuning skipped")
+            info["finetune_skipped"] = "forget_guard without a validation split"
+            k = 0
         if len(request.edges) == 0:
             # nothing to forget: E_r = E and the IDM is empty; return an equal copy rather than
             # apply H⁰ (which, with a layer-0 readout, would shift every node)
@@ -197,7 +203,7 @@ class UnlearnRec(Unlearner):
                 info["finetune_val_checks"] = stop.checks
                 info["finetune_stopped"] = bool(stop.checks) and stop.checks[-1][1] >= stop.target
         if self.config.forget_guard:
-            stop = self._stop_rule(model, residual)
+            stop = self._stop_rule(model, residual, self.config.forget_guard_share)
             if stop is None:  # the share is > 0 (config check): the validation split is missing
                 log.warning("forget_guard is off: no validation split (UnlearnRec.set_validation)")
                 info["guard_off"] = "no validation split"
@@ -211,11 +217,15 @@ class UnlearnRec(Unlearner):
                 info.update(guard_scale(backbone, residual, e0, ours0, stop))
         return self._new_model(model, backbone, residual), info
 
-    def _stop_rule(self, model: TrainedModel, residual) -> ValidationStop | None:
-        """Fine-tuning's stopping rule: the validation Recall@20 to reach, ``finetune_stop_share`` x
-        the input model's (cached per model), ranking with the residual training edges masked; None
-        without a share or a validation split. Built from the validation split and the models only."""
-        share, val = self.config.finetune_stop_share, self.validation
+    def _has_validation(self) -> bool:
+        return self.validation is not None and len(self.validation) > 0
+
+    def _stop_rule(self, model: TrainedModel, residual, share: float = 0.0) -> ValidationStop | None:
+        """Fine-tuning's stopping rule: the validation Recall@20 to reach, ``share`` (0:
+        ``finetune_stop_share``) x the input model's (cached per model), ranking with the residual
+        training edges masked; None without a share or a validation split. Built from the
+        validation split and the models only."""
+        share, val = share or self.config.finetune_stop_share, self.validation
         if share <= 0 or val is None or len(val) == 0:
             return None
         bb, g = model.backbone, model.graph
