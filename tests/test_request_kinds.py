@@ -109,6 +109,32 @@ def test_the_default_is_the_most_forgetting_candidate_that_keeps_validation_reca
     assert sd.main(["--v-cache", "x", "--kinds-cache", "y", "--out", "z", "--seed", "0"]) == 2
 
 
+def test_the_rule_reads_every_held_out_attack():
+    """With a second held-out attack (V2) a candidate is ranked by its lowest MI-NG over the attacks,
+    must keep the share on both, and one measured on V alone is not eligible."""
+    sd = _select_default()
+    rows = [
+        {"request": "V", "candidate": "a", "val_share": 1.0, "mi_ng": 9.0, "seconds": 1.0},
+        {"request": "V2", "candidate": "a", "val_share": 0.97, "mi_ng": 9.0, "seconds": 1.0},
+        {"request": "V", "candidate": "b", "val_share": 1.0, "mi_ng": 8.0, "seconds": 1.0},
+        {"request": "V2", "candidate": "b", "val_share": 1.0, "mi_ng": 2.0, "seconds": 1.0},
+        {"request": "V", "candidate": "c", "val_share": 1.0, "mi_ng": 3.0, "seconds": 1.0},
+        {"request": "V2", "candidate": "c", "val_share": 1.0, "mi_ng": 3.0, "seconds": 1.0},
+        {"request": "V", "candidate": "d", "val_share": 1.0, "mi_ng": 20.0, "seconds": 1.0},
+        {"request": "V10", "candidate": "c", "val_share": 1.0, "mi_ng": 2.5, "seconds": 1.0},
+    ]
+    # a loses Recall on V2; b forgets less than c on V2; d was not measured on V2 (nor V10)
+    assert sd.choose(rows[:7], 0.99)[0] == "c"
+    assert sd.choose(rows, 0.99)[0] == "c"  # c's lowest is now 2.5, b is not measured on V10
+    assert [sd.is_attack(t) for t in ("V", "V2", "V10", "Vx", "users 0.01 (seed 1)")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
 @pytest.mark.parametrize(
     "kinds,committed",
     [

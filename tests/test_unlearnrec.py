@@ -894,9 +894,10 @@ def test_forget_guard_scales_ours0_down_only_when_validation_recall_is_short(mod
         fast(forget_guard=True)
 
 
-def test_finetune_lambda_u_weights_l_u_alone(model, prepared):
+def test_finetune_lambda_u_weights_l_u_alone(model, prepared, monkeypatch):
     """``finetune_lambda_u`` replaces λ_u in the fine-tuning loss and nothing else: the total of one
-    step equals the step with the pre-training's λ_u plus (new - old) x L_u; negative: λ_u."""
+    step equals the step with the pre-training's λ_u plus (new - old) x L_u; negative: λ_u. And
+    ``finetune_lambda_p`` is the λ_p fine-tuning uses, not rescaled by the batch."""
     req = request_of(model, 10, 6)
     residual = model.graph.residual(req.edges)
     e_bar = prepared.final_embeddings(model)
@@ -915,6 +916,13 @@ def test_finetune_lambda_u_weights_l_u_alone(model, prepared):
     want = base["total"] + (50.0 - lam) * base["unlearn"]
     torch.testing.assert_close(heavy["total"], want, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(inherit["total"], base["total"])
+    # finetune_lambda_p reaches step_terms as its lambda_p (finetune() passes it, not rescaled)
+    bb = copy_backbone(model.backbone)
+    gen = torch.Generator().manual_seed(0)
+    cfg = fast()
+    light = step_terms(bb, residual, bb.e0, batch, gen, req.edges, chunk, e_bar, cfg, lambda_p=0.0)
+    want = base["total"] - cfg.lambda_p * base["preserve"]
+    torch.testing.assert_close(light["total"], want, rtol=1e-6, atol=1e-6)
 
     # through forget(): a heavier L_u pushes the request's edges further down
     def served(**kw):
@@ -925,6 +933,19 @@ def test_finetune_lambda_u_weights_l_u_alone(model, prepared):
         return float((u[eu] * i[ei]).sum(-1).mean())
 
     assert served(finetune_lambda_u=1000.0) < served()
+    seen = []
+    real = finetune_module.step_terms
+
+    def spy(*args, **kw):
+        seen.append(args[9:])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(finetune_module, "step_terms", spy)
+    served(finetune_lambda_p=0.25, finetune_batch_size=64)
+    served(finetune_batch_size=64)
+    cfg = fast()
+    assert seen[0] == (0.25, cfg.lambda_u)
+    assert seen[-1] == (cfg.lambda_p * cfg.batch_size / 64, cfg.lambda_u)
 
 
 def test_finetune_mlp_false_trains_the_table_alone(model, prepared, monkeypatch):

@@ -138,6 +138,22 @@ CANDIDATES: dict[str, dict] = {
 VALIDATION_DRAWS = (("random", 0.001), ("random", 0.005), ("random", 0.01), ("random", 0.02), ("users", 0.01))
 
 
+def validation_group(cfg, group, kind: str, ratio: float, seed: int):
+    """The grid ``group`` with a validation request of ``kind`` / ``ratio`` drawn with ``seed`` (its
+    own request key: never one of the table's, which are drawn with seed 0)."""
+    key = config_hash(
+        {
+            "kind": f"{kind}-request",
+            "dataset": group.dataset,
+            "split": split_of(cfg),
+            "seed": seed,
+            "ratio": ratio,
+            "validation": True,
+        }
+    )
+    return dataclasses.replace(group, seed=seed, ratio=ratio, request=kind, request_key=key)
+
+
 def forget(folder: Path, model, data, train, request, settings: dict):
     """Forget ``request`` with the encoder at ``folder`` under ``settings``; (result, val Recall@20)."""
     method = UnlearnRec.from_encoder(folder, model, **settings)
@@ -152,35 +168,10 @@ def input_val_recall(model, data) -> float:
     return validation_recall(u, i, data.val, [model.train])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--v-grid", default=str(HERE / "experiments/ml-1m-authors-validation-cpu.toml"))
-    p.add_argument("--v-cache", default=None, help="the V grid's cache root (default: $UNLEARNREC_CACHE)")
-    p.add_argument("--v-encoder", default="", help="default: the study's kept encoder, else the V grid's")
-    p.add_argument("--kinds-grid", default=str(HERE / "experiments/kinds/lightgcn-random.toml"))
-    p.add_argument("--kinds-cache", default=None, help="the grid's cache root (default: $UNLEARNREC_CACHE)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the validation draws (the table's: 0)")
-    p.add_argument("--share", type=float, default=0.99)
-    p.add_argument("--out", required=True)
-    p.add_argument("--data-dir", default=None)
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    if a.seed == 0:
-        print("error: --seed 0 draws the evaluated requests; pick another seed", file=sys.stderr)
-        return 2
-    out = Path(a.out)
-    rows = [json.loads(x) for x in out.read_text().splitlines()] if out.is_file() else []
-    done = {(r["request"], r["candidate"]) for r in rows}
-
-    def record(row: dict) -> None:
-        print(json.dumps(row, ensure_ascii=False), flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        rows.append(row)
-
-    # V: the held-out attack
-    vcfg = load_config(a.v_grid)
+def held_out_attack(tag: str, grid: str, a, done: set, record) -> int:
+    """Measure every candidate not yet in ``done`` on the held-out attack of ``grid`` (rows tagged
+    ``tag``); 2 when the grid's model or encoder is missing, else 0."""
+    vcfg = load_config(grid)
     vstore = Store(vcfg, a.v_cache or default_cache(), data_dir=a.data_dir)
     vgroup = the_group(vcfg)
     if not vstore.has_model(vgroup):
@@ -188,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {vstore.root} has no trained model of {vgroup.tag}: run the grid first", file=sys.stderr
         )
         return 2
-    venc = Path(a.v_encoder) if a.v_encoder else None
+    venc = Path(a.v_encoder) if a.v_encoder and tag == "V" else None
     if venc is None:  # the Ours(0) study's 10-epoch encoder of the paper's rule, else the grid's own
         folders = sorted(Path(vstore.root, STUDY_DIR, "encoders").glob("validation-*/epoch-010"))
         configs = [json.loads((f / "meta.json").read_text())["config"] for f in folders]
@@ -212,13 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     vknown = vatt.train.union(vdata.val)  # the test split is not read
     vbefore = vmodel.embeddings()
     for name, settings in CANDIDATES.items():
-        if ("V", name) in done:
+        if (tag, name) in done:
             continue
         res, val = forget(venc, vmodel, vdata, vatt.train, vstore.request(vgroup), settings)
         fm = forgetting_metrics(vbefore, res.model.embeddings(), vatt.edges, vknown, seed=vgroup.seed)
         record(
             {
-                "request": "V",
+                "request": tag,
                 "candidate": name,
                 "val_recall": val,
                 "input_val_recall": vref,
@@ -229,6 +220,48 @@ def main(argv: list[str] | None = None) -> int:
                 "guard_scale": res.info.get("guard_scale"),
             }
         )
+
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--v-grid", default=str(HERE / "experiments/ml-1m-authors-validation-cpu.toml"))
+    p.add_argument("--v-cache", default=None, help="the V grid's cache root (default: $UNLEARNREC_CACHE)")
+    p.add_argument("--v-encoder", default="", help="default: the study's kept encoder, else the V grid's")
+    p.add_argument(
+        "--more-v",
+        nargs="*",
+        default=[str(HERE / "experiments/ml-1m-authors-validation2-cpu.toml")],
+        help="further held-out attack grids (V2, V3, ...; same cache as --v-cache); none: --more-v",
+    )
+    p.add_argument("--kinds-grid", default=str(HERE / "experiments/kinds/lightgcn-random.toml"))
+    p.add_argument("--kinds-cache", default=None, help="the grid's cache root (default: $UNLEARNREC_CACHE)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the validation draws (the table's: 0)")
+    p.add_argument("--share", type=float, default=0.99)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-dir", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if a.seed == 0:
+        print("error: --seed 0 draws the evaluated requests; pick another seed", file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    rows = [json.loads(x) for x in out.read_text().splitlines()] if out.is_file() else []
+    done = {(r["request"], r["candidate"]) for r in rows}
+
+    def record(row: dict) -> None:
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rows.append(row)
+
+    # V (and V2, ...): the held-out attacks
+    for tag, grid in [("V", a.v_grid), *((f"V{n}", g) for n, g in enumerate(a.more_v, start=2))]:
+        code = held_out_attack(tag, grid, a, done, record)
+        if code:
+            return code
 
     # random / users requests drawn with another seed from the clean dim-64 model
     kcfg = load_config(a.kinds_grid)
@@ -242,18 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     kdata, kmodel = kstore.dataset(kgroup.dataset), kstore.model(kgroup)
     kref = input_val_recall(kmodel, kdata)
     for kind, ratio in VALIDATION_DRAWS:
-        key = config_hash(
-            {
-                "kind": f"{kind}-request",
-                "dataset": kgroup.dataset,
-                "split": split_of(kcfg),
-                "seed": a.seed,
-                "ratio": ratio,
-                "validation": True,
-            }
-        )
-        vg = dataclasses.replace(kgroup, seed=a.seed, ratio=ratio, request=kind, request_key=key)
-        request = kstore.request(vg)
+        request = kstore.request(validation_group(kcfg, kgroup, kind, ratio, a.seed))
         tag = f"{kind} {ratio:g} (seed {a.seed})"
         for name, settings in CANDIDATES.items():
             if (tag, name) in done:
@@ -273,16 +295,20 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     best, shares = choose(rows, a.share)
-    v = {r["candidate"]: r for r in rows if r["request"] == "V"}
-    print("\n| candidate | min val share | V: val share | V: MI-BF | V: MI-NG | V: AUC | V: seconds |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    attacks = sorted({r["request"] for r in rows if is_attack(r["request"])})
+    by = {(r["request"], r["candidate"]): r for r in rows}
+    head = "".join(f" {t}: val share | {t}: MI-BF | {t}: MI-NG | {t}: AUC |" for t in attacks)
+    print(f"\n| candidate | min val share |{head} V: seconds |")
+    print("|---|---:|" + "---:|---:|---:|---:|" * len(attacks) + "---:|")
     for c in CANDIDATES:
-        if c in v:
-            r = v[c]
-            print(
-                f"| {c} | {shares[c]:.1%} | {r['val_share']:.1%} | "
-                f"{r['mi_bf']:.2f} | {r['mi_ng']:.2f} | {r['auc']:.3f} | {r['seconds']:.2f} |"
+        if ("V", c) in by:
+            cells = "".join(
+                f" {r['val_share']:.1%} | {r['mi_bf']:.2f} | {r['mi_ng']:.2f} | {r['auc']:.3f} |"
+                if (r := by.get((t, c)))
+                else " - | - | - | - |"
+                for t in attacks
             )
+            print(f"| {c} | {shares[c]:.1%} |{cells} {by['V', c]['seconds']:.2f} |")
     if best is None:
         print(f"\nno candidate keeps {a.share:.0%} of the validation Recall on every validation request")
         return 1
@@ -293,17 +319,28 @@ def main(argv: list[str] | None = None) -> int:
 def choose(rows: list[dict], share: float) -> tuple[str | None, dict[str, float]]:
     """The rule: (the chosen candidate or None, each candidate's lowest validation Recall share).
 
-    Eligible: measured on V and at least ``share`` of the input model's validation Recall on every
-    validation request it was measured on. Chosen: the eligible one with the highest MI-NG on V
-    (to 2 decimals), then the fewest seconds on V."""
+    Eligible: measured on every held-out attack in ``rows`` (V, V2, ...) and at least ``share`` of
+    the input model's validation Recall on every validation request it was measured on. Chosen: the
+    eligible one with the highest lowest MI-NG over the held-out attacks (to 2 decimals), then the
+    fewest seconds on V."""
     shares: dict[str, float] = {}
     for r in rows:
         shares[r["candidate"]] = min(shares.get(r["candidate"], float("inf")), r["val_share"])
-    v = {r["candidate"]: r for r in rows if r["request"] == "V"}
-    ok = [c for c in v if shares[c] >= share]
-    if not ok:
+    attacks = sorted({r["request"] for r in rows if is_attack(r["request"])})
+    by = {(r["request"], r["candidate"]): r for r in rows}
+    ok = [c for c in shares if all((t, c) in by for t in attacks) and shares[c] >= share]
+    if not attacks or not ok:
         return None, shares
-    return max(ok, key=lambda c: (round(v[c]["mi_ng"], 2), -v[c]["seconds"])), shares
+
+    def key(c: str) -> tuple[float, float]:
+        return round(min(by[t, c]["mi_ng"] for t in attacks), 2), -by["V", c]["seconds"]
+
+    return max(ok, key=key), shares
+
+
+def is_attack(request: str) -> bool:
+    """A held-out attack's rows are tagged V, V2, V3, ..."""
+    return request == "V" or (request.startswith("V") and request[1:].isdigit())
 
 
 if __name__ == "__main__":

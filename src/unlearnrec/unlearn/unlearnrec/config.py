@@ -38,7 +38,8 @@ class UnlearnRecConfig:
     (needs a validation split, ``UnlearnRec.set_validation``; the request is never read by the
     rule); checks every ``finetune_check_every`` steps (0: after each epoch). ``finetune_epochs``
     is then the maximum. ``finetune_lambda_u``: λ_u of fine-tuning (negative: ``lambda_u``, the
-    pre-training's), a forget-time weight of L_u alone; ``finetune_mlp``: train the MLP of Eq. 18
+    pre-training's), a forget-time weight of L_u alone; ``finetune_lambda_p`` likewise for L_p at
+    the fine-tuning batch (negative: ``lambda_p`` rescaled to it); ``finetune_mlp``: train the MLP of Eq. 18
     with the layer-0 table (the paper), or the table alone (False: no parameter shared by every row
     moves). ``forget_rule``: the ``influence_on`` rule applied when a request is served (``""``:
     the pre-training's ``influence_on``); a forget-time field, so one pre-trained encoder serves
@@ -87,6 +88,7 @@ class UnlearnRecConfig:
     finetune_stop_share: float = 0.0
     finetune_check_every: int = 0
     finetune_lambda_u: float = -1.0
+    finetune_lambda_p: float = -1.0
     finetune_mlp: bool = True
     forget_rule: str = ""
     forget_guard: bool = False

@@ -172,7 +172,8 @@ def finetune(
 ) -> FitResult:
     """Train the layer-0 table E⁰ (``backbone.e0``) and a copy of the MLP for at most
     ``config.finetune_epochs`` epochs on E_r with L_model + λ_u L_u + λ_p L_p (no L_c); λ_u is
-    ``finetune_lambda_u`` when that is >= 0; the MLP stays fixed with ``finetune_mlp = False``.
+    ``finetune_lambda_u`` when that is >= 0 (λ_p: ``finetune_lambda_p``, not rescaled); the MLP
+    stays fixed with ``finetune_mlp = False``.
 
     ``delta``: ΔE⁰ (N, d) of Eq. 17, fixed (H⁰ and η are not trained); ``rows``: the rows where
     ``delta`` may be non-zero (None: any); ``e_bar``: the original model's fixed Ē (N, d) (the L_p
@@ -194,6 +195,8 @@ def finetune(
     shift = RowMLP(mlp, delta.detach(), rows)
     batch_size = config.finetune_batch_size or config.batch_size
     lambda_p = config.lambda_p * config.batch_size / batch_size
+    if config.finetune_lambda_p >= 0:
+        lambda_p = config.finetune_lambda_p
     lambda_u = config.finetune_lambda_u if config.finetune_lambda_u >= 0 else config.lambda_u
     n_batches = max(math.ceil(len(residual.interactions) / batch_size), 1)
     steps = min(n_batches, config.finetune_steps) if config.finetune_steps else n_batches
