@@ -23,9 +23,9 @@ say "3. pre-train the Influence Encoder on simulated deletion requests"
 # configs/unlearnrec-cpu.toml: the encoder settings measured to forget best here (the defaults are the paper's)
 $BIN/unlearnrec pretrain --model "$OUT/model" --config configs/unlearnrec-cpu.toml --out "$OUT/encoder" --force
 
-say "4. user $USER_ID asks to be forgotten: Ours(0), one encoder forward, no training"
+say "4. user $USER_ID asks to be forgotten: Ours(0), one encoder forward, no training (then the guard)"
 $BIN/unlearnrec forget --model "$OUT/model" --method unlearnrec --encoder "$OUT/encoder" --user "$USER_ID" \
-  --out "$OUT/forgot-user" --ledger "$OUT/ledger.jsonl" --force
+  --finetune-epochs 0 --out "$OUT/forgot-user" --ledger "$OUT/ledger.jsonl" --force
 echo "recommendations for user $USER_ID before, from the original model:"
 $BIN/unlearnrec recommend --model "$OUT/model" --user "$USER_ID" -k 5
 echo
@@ -33,7 +33,8 @@ echo "and now, from the model that forgot the user. EXPECTED: the next line is a
 echo "because a forgotten user gets no recommendations at all:"
 $BIN/unlearnrec recommend --model "$OUT/forgot-user" --user "$USER_ID" -k 5 || true
 
-say "5. a few mistaken clicks to forget, with 1 fine-tuning epoch: Ours(1)"
+say "5. a few mistaken clicks to forget with the default: Ours(0), 80 fine-tuning steps with L_u weighted 500, the guard"
+# (configs/unlearnrec-cpu.toml; on ordinary edges like these the guard is expected to reject the fine-tuning)
 $BIN/unlearnrec sample-request --model "$OUT/model" --ratio 0.005 --seed 1 --out "$OUT/request.tsv" --force
 $BIN/unlearnrec forget --model "$OUT/model" --method unlearnrec --encoder "$OUT/encoder" \
   --edges "$OUT/request.tsv" --finetune-epochs 1 --out "$OUT/forgot-edges" --ledger "$OUT/ledger.jsonl" --force
