@@ -1003,6 +1003,33 @@ def test_forget_guard_share_guards_without_a_stopping_rule(model, prepared):
     assert forget_cli._guard_line(res.info)[0].endswith("so fine-tuning was skipped (Ours(0) served)")
 
 
+def test_finetune_min_mi_ng_skips_fine_tuning_on_requests_ours0_leaves_plausible(model, prepared):
+    """``finetune_min_mi_ng``: fine-tuning runs only when Ours(0)'s own MI-NG on the request reaches the
+    threshold; the criterion is forgetting_metrics' MI-NG of the Ours(0) model (same non-edges:
+    the training edges avoided, the method's seed); below it the result is Ours(0)'s."""
+    from unlearnrec.eval.membership import forgetting_metrics
+
+    req = request_of(model, 10, 6)
+
+    def served(**kw):
+        m = UnlearnRec(fast(finetune_epochs=1, finetune_steps=2, finetune_batch_size=64, **kw), seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        return m.forget(model, model.train, req)
+
+    ours0 = UnlearnRec(fast(), seed=0)
+    ours0.encoder, ours0.prepared_for = prepared.encoder, prepared.prepared_for
+    plain = ours0.forget(model, model.train, req)
+    want = forgetting_metrics(model.embeddings(), plain.model.embeddings(), req.edges, model.train, seed=0)
+    low, high = served(finetune_min_mi_ng=1e-9), served(finetune_min_mi_ng=1e9)
+    assert low.info["ours0_mi_ng"] == pytest.approx(want["mi_ng"], rel=1e-5)
+    assert low.info["finetune_steps_run"] == 2 and "finetune_skipped" not in low.info
+    assert "finetune_steps_run" not in high.info and "< finetune_min_mi_ng" in high.info["finetune_skipped"]
+    torch.testing.assert_close(high.model.backbone.e0, plain.model.backbone.e0)
+    assert "ours0_mi_ng" not in served().info  # 0: always fine-tune, nothing computed
+    with pytest.raises(ConfigError, match="finetune_min_mi_ng"):
+        from_dict(UnlearnRecConfig, {"finetune_min_mi_ng": -1.0}, "unlearnrec")
+
+
 def test_cli_forget_says_what_the_guard_did(tmp_path, tiny_dir, capsys):
     """An encoder pre-trained with ``forget_guard`` says what the guard did, and says it is off when the
     model's dataset has no validation split (the tiny dataset has none)."""

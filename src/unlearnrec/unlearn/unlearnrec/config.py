@@ -39,11 +39,15 @@ class UnlearnRecConfig:
     rule); checks every ``finetune_check_every`` steps (0: after each epoch). ``finetune_epochs``
     is then the maximum. ``finetune_lambda_u``: λ_u of fine-tuning (negative: ``lambda_u``, the
     pre-training's), a forget-time weight of L_u alone; ``finetune_lambda_p`` likewise for L_p at
-    the fine-tuning batch (negative: ``lambda_p`` rescaled to it); ``finetune_mlp``: train the MLP of Eq. 18
-    with the layer-0 table (the paper), or the table alone (False: no parameter shared by every row
-    moves). ``forget_rule``: the ``influence_on`` rule applied when a request is served (``""``:
-    the pre-training's ``influence_on``); a forget-time field, so one pre-trained encoder serves
-    under any rule (issue 25: pre-trained under ``"both"``, served under ``"hubs"``).
+    the fine-tuning batch (negative: ``lambda_p`` rescaled to it); ``finetune_mlp``: train the MLP
+    of Eq. 18 with the layer-0 table (the paper), or the table alone (False: no parameter shared by
+    every row moves); ``finetune_min_mi_ng`` > 0: fine-tune only when Ours(0)'s own MI-NG on the
+    request (its edges' σ-scores against non-edges of the same users) is at least this, else serve
+    Ours(0): edges that still score like interactions after Ours(0) are ordinary ones, which a
+    heavy L_u would push below non-interactions at the cost of Recall (0: always).
+    ``forget_rule``: the ``influence_on`` rule applied when a request is served (``""``: the
+    pre-training's ``influence_on``); a forget-time field, so one pre-trained encoder serves under
+    any rule (issue 25: pre-trained under ``"both"``, served under ``"hubs"``).
     ``forget_guard`` (needs ``forget_guard_share`` or ``finetune_stop_share``): when the served
     model's validation Recall@20 (after fine-tuning, if any) is below ``forget_guard_share`` of the
     input model's (0: ``finetune_stop_share``; a guard share alone leaves fine-tuning without its
@@ -90,6 +94,7 @@ class UnlearnRecConfig:
     finetune_lambda_u: float = -1.0
     finetune_lambda_p: float = -1.0
     finetune_mlp: bool = True
+    finetune_min_mi_ng: float = 0.0
     forget_rule: str = ""
     forget_guard: bool = False
     forget_guard_share: float = 0.0
@@ -112,6 +117,7 @@ class UnlearnRecConfig:
         "contrast_nodes": ">= 2",
         "finetune_epochs": "[0, 100000]",
         "finetune_lr": "(0, 100]",
+        "finetune_min_mi_ng": ">= 0",
     }
 
     def __post_init__(self):

@@ -40,6 +40,7 @@ import torch
 from unlearnrec.config import from_dict, to_dict
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.errors import UnlearnRecError
+from unlearnrec.eval.membership import edge_scores, mi_ng, sample_non_edges
 from unlearnrec.io.checkpoint import META, TENSORS, load_checkpoint, reading, save_checkpoint
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request, Result, Unlearner
@@ -180,6 +181,16 @@ class UnlearnRec(Unlearner):
         residual = model.graph.residual(request.edges)  # Â_r in O(nnz)
         e_bar = self.final_embeddings(model)
         e0 = model.backbone.e0.detach()
+        if k > 0 and self.config.finetune_min_mi_ng > 0:
+            with torch.no_grad():
+                ours0 = enc.serve(nodes, sub_idm, e0, e_bar, base=self._base(model, enc))
+            info["ours0_mi_ng"] = mi = self._own_mi_ng(model, residual, ours0, request.edges)
+            if mi < self.config.finetune_min_mi_ng:  # ordinary edges: L_u would push real ones down
+                info["finetune_skipped"] = (
+                    f"Ours(0)'s MI-NG on the request {mi:.3f} < finetune_min_mi_ng "
+                    f"{self.config.finetune_min_mi_ng:g}"
+                )
+                k = 0
         with torch.no_grad():
             if k == 0:
                 # Eq. 15-18: Ours(0); rows outside the request come from the cached base
@@ -216,6 +227,21 @@ class UnlearnRec(Unlearner):
                     )
                 info.update(guard_scale(backbone, residual, e0, ours0, stop))
         return self._new_model(model, backbone, residual), info
+
+    def _own_mi_ng(self, model: TrainedModel, residual, e0_new: torch.Tensor, edges: Interactions) -> float:
+        """``finetune_min_mi_ng``'s criterion: MI-NG of the request's edges under the model with layer-0
+        table ``e0_new`` on the residual graph (mean σ of as many non-edges of the same users, drawn
+        avoiding the training and validation edges with the method's seed, over the request's mean σ).
+        Reads the request and the models, never a test split or a retrained model."""
+        bb = copy_backbone(model.backbone, e0_new)
+        bb.eval()
+        with torch.no_grad():
+            out = bb.propagate(residual, bb.e0)
+        nu = residual.num_users
+        known = model.train if not self._has_validation() else model.train.union(self.validation)
+        neg_u, neg_i = sample_non_edges(known, edges.users, self.seed)
+        emb = (out[:nu], out[nu:])
+        return mi_ng(edge_scores(*emb, neg_u, neg_i), edge_scores(*emb, edges.users, edges.items))
 
     def _has_validation(self) -> bool:
         return self.validation is not None and len(self.validation) > 0
