@@ -1026,6 +1026,13 @@ def test_finetune_min_mi_ng_skips_fine_tuning_on_requests_ours0_leaves_plausible
     assert "finetune_steps_run" not in high.info and "< finetune_min_mi_ng" in high.info["finetune_skipped"]
     torch.testing.assert_close(high.model.backbone.e0, plain.model.backbone.e0)
     assert "ours0_mi_ng" not in served().info  # 0: always fine-tune, nothing computed
+    from unlearnrec.cli import forget as forget_cli
+
+    mi = low.info["ours0_mi_ng"]
+    assert forget_cli._guard_line(high.info) == [
+        f"fine-tuning skipped: Ours(0)'s own MI-NG on the request {mi:.3f}"
+    ]
+    assert forget_cli._guard_line(low.info)[0].startswith("fine-tuning run: ")
     with pytest.raises(ConfigError, match="finetune_min_mi_ng"):
         from_dict(UnlearnRecConfig, {"finetune_min_mi_ng": -1.0}, "unlearnrec")
 

@@ -231,7 +231,15 @@ def cmd_forget(args) -> int:
 
 
 def _guard_line(info: dict) -> list[str]:
-    """What ``forget_guard`` did, in one line (nothing when it did not run)."""
+    """What ``finetune_min_mi_ng`` and ``forget_guard`` did, a line each (nothing when neither ran)."""
+    gate = []
+    if "ours0_mi_ng" in info:
+        ran = "skipped" if "finetune_skipped" in info else "run"
+        gate = [f"fine-tuning {ran}: Ours(0)'s own MI-NG on the request {info['ours0_mi_ng']:.3f}"]
+    return gate + _guard_verdict(info)
+
+
+def _guard_verdict(info: dict) -> list[str]:
     if "guard_off" in info:
         skipped = ", so fine-tuning was skipped (Ours(0) served)" if "finetune_skipped" in info else ""
         return [f"forget_guard: off ({info['guard_off']}: the model's dataset has none){skipped}"]
