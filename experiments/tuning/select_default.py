@@ -2,8 +2,7 @@
 
 Every candidate is a forget-time setting (the fine-tuning fields and ``forget_rule``) of one
 pre-trained encoder (configs/unlearnrec-cpu.toml's pre-training: 10 epochs, ratio 0.2, batch 4096,
-lr 5e-3, λ_p 1.25e-3), so no candidate costs a pre-training of its own. Two kinds of validation
-request, none of them a request the table evaluates:
+lr 5e-3, λ_p 1.25e-3), so no candidate costs a pre-training of its own. The validation requests, none of them a request the table evaluates:
 
 - ``V``: a held-out authors' attack: ``experiments/ml-1m-authors-validation-cpu.toml`` (the table's
   dim-64 recipe on another 90/10 split of the training set: its own clean model, adversarial edges,
@@ -16,13 +15,17 @@ request, none of them a request the table evaluates:
   the clean dim-64 model of ``experiments/kinds/lightgcn-random.toml``, with that grid's encoder:
   random 0.1/0.5/1/2% of the training edges and 1% of the users. Measured: validation Recall@20 as a
   share of the input model's.
+- ``V2``, ...: further held-out attacks (``--more-v``; default
+  ``experiments/ml-1m-authors-validation2-cpu.toml``, the same recipe on ``split_seed = 2``), measured
+  as V with each grid's own encoder; ``--more-v`` with no grid leaves them out.
 
-The test split is never read. The rule: among the candidates whose validation Recall share is at
-least ``--share`` on every validation request, the one with the highest MI-NG on V (then the
-faster). One JSON line per (request, candidate) is appended to ``--out`` (a re-run skips the lines
-it has) and the choice is printed.
+The test split is never read. The rule: among the candidates measured on every held-out attack whose
+validation Recall share is at least ``--share`` on every validation request, the one with the highest
+lowest MI-NG over the held-out attacks (then the faster on V). One JSON line per (request,
+candidate) is appended to ``--out`` (a re-run skips the lines it has) and the choice is printed.
 
     unlearnrec experiment experiments/ml-1m-authors-validation-cpu.toml --out runs/v-cpu
+    unlearnrec experiment experiments/ml-1m-authors-validation2-cpu.toml --out runs/v2-cpu
     UNLEARNREC_DATA=/work/shared/data PYTHONPATH=src python experiments/tuning/select_default.py \\
         --out experiments/results/kinds-ml-1m/select-default.jsonl
 """
