@@ -2,7 +2,8 @@
 
 Every candidate is a forget-time setting (the fine-tuning fields and ``forget_rule``) of one
 pre-trained encoder (configs/unlearnrec-cpu.toml's pre-training: 10 epochs, ratio 0.2, batch 4096,
-lr 5e-3, λ_p 1.25e-3), so no candidate costs a pre-training of its own. The validation requests, none of them a request the table evaluates:
+lr 5e-3, λ_p 1.25e-3), so no candidate costs a pre-training of its own. The validation requests,
+none of them a request the table evaluates:
 
 - ``V``: a held-out authors' attack: ``experiments/ml-1m-authors-validation-cpu.toml`` (the table's
   dim-64 recipe on another 90/10 split of the training set: its own clean model, adversarial edges,
