@@ -525,6 +525,16 @@ def test_idle_finetuning_publishes_a_finetuned_version(tmp_path):
     svc.stop()
 
 
+def test_an_idle_version_whose_fine_tuning_was_skipped_says_so():
+    """The encoder config's gate (finetune_min_mi_ng) or a guard without a validation split skip the
+    fine-tuning: the version's method says Ours(0) and why, not Ours(k)."""
+    from unlearnrec.serve.worker import _finetune_label
+
+    assert _finetune_label(1, {}) == "unlearnrec/ours(1)"
+    why = "Ours(0)'s MI-NG on the request 0.612 < finetune_min_mi_ng 1.25"
+    assert _finetune_label(1, {"finetune_skipped": why}) == f"unlearnrec/ours(0): fine-tuning skipped ({why})"
+
+
 # ------------------------------------------------------------------------------- start-up
 def test_state_is_bound_to_its_base_model(tmp_path):
     from tests.contracts import tiny_trained_model

@@ -541,7 +541,7 @@ class Worker:
             "version": v,
             "parent": served.version,
             "kind": "finetune",
-            "method": f"unlearnrec/ours({self.finetune_method.config.finetune_epochs})",
+            "method": _finetune_label(self.finetune_method.config.finetune_epochs, res.info),
             "train_fingerprint": res.model.train.fingerprint(),
             "path": str(path),
             "created_at": time.time(),
@@ -550,6 +550,14 @@ class Worker:
         self.store.publish_finetuned(row, [int(r["id"]) for r in applied])
         self._served = Served.of(v, "finetune", res.model)
         log.info("version %d: fine-tuned version %d in %.1fs", v, served.version, res.seconds)
+
+
+def _finetune_label(k: int, info: dict) -> str:
+    """The method of an idle fine-tuning version, saying so when its fine-tuning was skipped (the
+    encoder config's ``finetune_min_mi_ng`` gate, or no validation split for its guard)."""
+    if "finetune_skipped" in info:
+        return f"unlearnrec/ours(0): fine-tuning skipped ({info['finetune_skipped']})"
+    return f"unlearnrec/ours({k})"
 
 
 def verify_request(worker: Worker, served: Served, req: Request, seed: int = 0) -> dict[str, Any]:
