@@ -16,9 +16,9 @@ none of them a request the table evaluates:
   the clean dim-64 model of ``experiments/kinds/lightgcn-random.toml``, with that grid's encoder:
   random 0.1/0.5/1/2% of the training edges and 1% of the users. Measured: validation Recall@20 as a
   share of the input model's.
-- ``V2``, ...: further held-out attacks (``--more-v``; default
-  ``experiments/ml-1m-authors-validation2-cpu.toml``, the same recipe on ``split_seed = 2``), measured
-  as V with each grid's own encoder; ``--more-v`` with no grid leaves them out.
+- ``V2``, ``V3``, ...: further held-out attacks (``--more-v``; default
+  ``experiments/ml-1m-authors-validation{2,3}-cpu.toml``, the same recipe on ``split_seed = 2`` and
+  ``3``), measured as V with each grid's own encoder; ``--more-v`` with no grid leaves them out.
 
 The test split is never read. The rule: among the candidates measured on every held-out attack whose
 validation Recall share is at least ``--share`` on every validation request, the one with the highest
@@ -27,6 +27,7 @@ candidate) is appended to ``--out`` (a re-run skips the lines it has) and the ch
 
     unlearnrec experiment experiments/ml-1m-authors-validation-cpu.toml --out runs/v-cpu
     unlearnrec experiment experiments/ml-1m-authors-validation2-cpu.toml --out runs/v2-cpu
+    unlearnrec experiment experiments/ml-1m-authors-validation3-cpu.toml --out runs/v3-cpu
     UNLEARNREC_DATA=/work/shared/data PYTHONPATH=src python experiments/tuning/select_default.py \\
         --out experiments/results/kinds-ml-1m/select-default.jsonl
 """
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--more-v",
         nargs="*",
-        default=[str(HERE / "experiments/ml-1m-authors-validation2-cpu.toml")],
+        default=[str(HERE / f"experiments/ml-1m-authors-validation{n}-cpu.toml") for n in (2, 3)],
         help="further held-out attack grids (V2, V3, ...; same cache as --v-cache); none: --more-v",
     )
     p.add_argument("--kinds-grid", default=str(HERE / "experiments/kinds/lightgcn-random.toml"))
