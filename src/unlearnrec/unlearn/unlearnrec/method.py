@@ -181,23 +181,31 @@ class UnlearnRec(Unlearner):
         residual = model.graph.residual(request.edges)  # Â_r in O(nnz)
         e_bar = self.final_embeddings(model)
         e0 = model.backbone.e0.detach()
+        ours0: torch.Tensor | None = None
+
+        def ours0_table() -> torch.Tensor:
+            """Ẽ⁰ of Ours(0) (Eq. 15-18; rows outside the request from the cached base), computed once
+            for the gate, the served table and the guard."""
+            nonlocal ours0
+            if ours0 is None:
+                with torch.no_grad():
+                    ours0 = enc.serve(nodes, sub_idm, e0, e_bar, base=self._base(model, enc))
+            return ours0
+
         if k > 0 and self.config.finetune_min_mi_ng > 0:
-            with torch.no_grad():
-                ours0 = enc.serve(nodes, sub_idm, e0, e_bar, base=self._base(model, enc))
-            info["ours0_mi_ng"] = mi = self._own_mi_ng(model, residual, ours0, request.edges)
+            info["ours0_mi_ng"] = mi = self._own_mi_ng(model, residual, ours0_table(), request.edges)
             if mi < self.config.finetune_min_mi_ng:  # ordinary edges: L_u would push real ones down
                 info["finetune_skipped"] = (
                     f"Ours(0)'s MI-NG on the request {mi:.3f} < finetune_min_mi_ng "
                     f"{self.config.finetune_min_mi_ng:g}"
                 )
                 k = 0
-        with torch.no_grad():
-            if k == 0:
-                # Eq. 15-18: Ours(0); rows outside the request come from the cached base
-                e0_new = enc.serve(nodes, sub_idm, e0, e_bar, base=self._base(model, enc))
-            else:
+        if k == 0:
+            e0_new = ours0_table()  # Ours(0)
+        else:
+            with torch.no_grad():
                 delta = enc.delta_full(nodes, sub_idm, e_bar)  # Eq. 15-17, fixed while fine-tuning
-                e0_new = e0.clone()
+            e0_new = e0.clone()
         backbone = copy_backbone(model.backbone, e0_new)
         if k > 0:
             # ΔE⁰ is zero outside the request's nodes unless the readout includes H⁰ itself
@@ -219,13 +227,7 @@ class UnlearnRec(Unlearner):
                 log.warning("forget_guard is off: no validation split (UnlearnRec.set_validation)")
                 info["guard_off"] = "no validation split"
             else:
-                with torch.no_grad():
-                    ours0 = (
-                        e0_new
-                        if k == 0
-                        else enc.serve(nodes, sub_idm, e0, e_bar, base=self._base(model, enc))
-                    )
-                info.update(guard_scale(backbone, residual, e0, ours0, stop))
+                info.update(guard_scale(backbone, residual, e0, ours0_table(), stop))
         return self._new_model(model, backbone, residual), info
 
     def _own_mi_ng(self, model: TrainedModel, residual, e0_new: torch.Tensor, edges: Interactions) -> float:
@@ -233,10 +235,7 @@ class UnlearnRec(Unlearner):
         table ``e0_new`` on the residual graph (mean σ of as many non-edges of the same users, drawn
         avoiding the training and validation edges with the method's seed, over the request's mean σ).
         Reads the request and the models, never a test split or a retrained model."""
-        bb = copy_backbone(model.backbone, e0_new)
-        bb.eval()
-        with torch.no_grad():
-            out = bb.propagate(residual, bb.e0)
+        out = final_embeddings(model.backbone, residual, e0_new)
         nu = residual.num_users
         known = model.train if not self._has_validation() else model.train.union(self.validation)
         neg_u, neg_i = sample_non_edges(known, edges.users, self.seed)
@@ -252,7 +251,7 @@ class UnlearnRec(Unlearner):
         training edges masked; None without a share or a validation split. Built from the
         validation split and the models only."""
         share, val = share or self.config.finetune_stop_share, self.validation
-        if share <= 0 or val is None or len(val) == 0:
+        if share <= 0 or not self._has_validation():
             return None
         bb, g = model.backbone, model.graph
         c = self._val_ref

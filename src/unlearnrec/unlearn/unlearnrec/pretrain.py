@@ -45,11 +45,12 @@ def copy_backbone(backbone: Backbone, e0: torch.Tensor | None = None) -> Backbon
 
 
 @torch.no_grad()
-def final_embeddings(backbone: Backbone, graph: Graph) -> torch.Tensor:
-    """Ē (N, d) of the trained model on its own graph, detached (the fixed target of Eq. 16 and L_p)."""
+def final_embeddings(backbone: Backbone, graph: Graph, e0: torch.Tensor | None = None) -> torch.Tensor:
+    """Ē (N, d) of the trained model on its own graph, detached (the fixed target of Eq. 16 and L_p);
+    with ``e0``, of that layer-0 table in place of the backbone's (the backbone is not changed)."""
     was = backbone.training
     backbone.eval()
-    out = backbone.propagate(graph, backbone.e0).detach()
+    out = backbone.propagate(graph, backbone.e0 if e0 is None else e0).detach()
     backbone.train(was)
     return out
 
