@@ -1003,6 +1003,53 @@ def test_forget_guard_share_guards_without_a_stopping_rule(model, prepared):
     assert forget_cli._guard_line(res.info)[0].endswith("so fine-tuning was skipped (Ours(0) served)")
 
 
+def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model, prepared, monkeypatch):
+    """``forget_guard_every``: the guard's share is checked every N fine-tuning steps; when the final
+    state falls short, the latest checked state that reached it is served (not Ours(0)'s scales);
+    when none did, the scales as before. The validation values are scripted (1.0: the input model's)."""
+    from unlearnrec.unlearn.unlearnrec import method as method_module
+
+    req, val = request_of(model, 10, 6), _validation(model)
+    monkeypatch.setattr(method_module, "validation_recall", lambda *a, **kw: 1.0)
+    script: list[float] = []
+    seen: list[torch.Tensor] = []
+
+    def scripted(user_emb, item_emb, *a, **kw):
+        seen.append(user_emb.detach().clone())
+        return script.pop(0)
+
+    monkeypatch.setattr(finetune_module, "validation_recall", scripted)
+    steps = {"finetune_epochs": 1, "finetune_steps": 6, "finetune_batch_size": 16, "forget_guard": True}
+
+    def served(every: int, values: list[float]):
+        script[:] = values
+        seen.clear()
+        m = UnlearnRec(fast(**steps, forget_guard_share=0.99, forget_guard_every=every), seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        m.set_validation(val)
+        return m.forget(model, model.train, req)
+
+    # checks at steps 2, 4, 6 (held, fell, fell), then the guard's check of the final state (fell)
+    res = served(2, [1.0, 0.5, 0.5, 0.5])
+    assert [s for s, _ in res.info["guard_keep_checks"]] == [2, 4, 6]
+    assert res.info["guard_kept_step"] == 2 and res.info["guard_scale"] is None
+    assert res.info["guard_val_recall"] == 1.0 and not script
+    torch.testing.assert_close(res.model.embeddings()[0], seen[0])  # the state checked at step 2
+    # the final state holds: it is served, whatever the earlier checks said
+    res = served(2, [1.0, 0.5, 1.0, 1.0])
+    assert "guard_kept_step" not in res.info and res.info["guard_scale"] is None
+    torch.testing.assert_close(res.model.embeddings()[0], seen[-1])
+    # no check held: Ours(0)'s scales, as without forget_guard_every
+    res = served(3, [0.5, 0.5, 0.5, 0.5, 0.5, 1.0])  # checks at 3 and 6, the final, 0.75, 0.5, 0.25
+    assert "guard_kept_step" not in res.info and res.info["guard_scale"] == 0.25
+    assert [s for s, _ in res.info["guard_checks"]] == [None, 0.75, 0.5, 0.25]
+    # off: no check while fine-tuning
+    res = served(0, [0.5, 1.0])
+    assert "guard_keep_checks" not in res.info and res.info["guard_scale"] == 0.75
+    with pytest.raises(ConfigError, match="forget_guard_every"):
+        from_dict(UnlearnRecConfig, {"forget_guard_every": -1}, "unlearnrec")
+
+
 def test_finetune_min_mi_ng_skips_fine_tuning_on_requests_ours0_leaves_plausible(model, prepared):
     """``finetune_min_mi_ng``: fine-tuning runs only when Ours(0)'s own MI-NG on the request reaches the
     threshold; the criterion is forgetting_metrics' MI-NG of the Ours(0) model (same non-edges:

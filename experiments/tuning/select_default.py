@@ -150,6 +150,27 @@ CANDIDATES: dict[str, dict] = {
         "forget_guard_share": 0.99,
         "forget_rule": "hubs",
     },
+    # the guard keeping the latest fine-tuning state that held (forget_guard_every, session 13): fine-tuning's
+    # validation Recall dips and recovers along its steps (V: 98.0 / 97.1 / 99.3% at 20 / 40 / 80 steps of
+    # λ_u 500), so a state that falls short at its last step may have held a few steps before; checked
+    # every 10 or 20 steps, up to 1-3 epochs of 80 steps, gated as the default
+    **{
+        f"Ours({k}, 80 steps each) hubs, λ_u {lu:g}, guarded at 0.99 keeping every {every}, gated": {
+            "finetune_epochs": k,
+            "finetune_steps": 80,
+            "finetune_lambda_u": lu,
+            "finetune_min_mi_ng": 1.25,
+            **FT,
+            "forget_guard": True,
+            "forget_guard_share": 0.99,
+            "forget_guard_every": every,
+            "forget_rule": "hubs",
+        }
+        for k in (1, 2, 3)
+        for lu in (500.0, 5000.0)
+        for every in (10, 20)
+        if not (k == 2 and every == 10)
+    },
     # the same L_u weights with the stopping rule: at most one epoch, stop at the first check (every 10
     # steps) where the validation Recall is back at the share, then the guard at that share
     **{

@@ -54,6 +54,11 @@ class UnlearnRecConfig:
     stopping rule), Ours(0)'s shift Ẽ⁰ - E⁰ is scaled down, 0.75, 0.5, 0.25, 0 (0: the residual
     graph alone), and the first scale that reaches it is served (none: the state with the highest
     validation Recall). Read: the validation split and the models, never the request's scores.
+    ``forget_guard_every`` > 0 (with ``forget_guard`` and fine-tuning): every this many fine-tuning
+    steps the state's validation Recall is checked against the guard's share and the latest state
+    that reaches it is kept; when the final state falls short the guard serves that one before it
+    scales Ours(0)'s shift (0: the final state or Ours(0)'s scales only). Fine-tuning's Recall is not
+    monotone in its steps (it dips, then recovers), so this keeps the most fine-tuned state that held.
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
@@ -98,6 +103,7 @@ class UnlearnRecConfig:
     forget_rule: str = ""
     forget_guard: bool = False
     forget_guard_share: float = 0.0
+    forget_guard_every: int = 0
 
     RANGES = {
         "ie_layers": "[1, 64]",
@@ -148,7 +154,7 @@ class UnlearnRecConfig:
             raise ValueError("epochs, finetune_epochs and steps_per_epoch must be >= 0")
         if self.batch_size <= 0 or self.lr <= 0 or self.finetune_lr <= 0:
             raise ValueError("batch_size, lr and finetune_lr must be > 0")
-        for k in ("finetune_batch_size", "finetune_steps", "finetune_check_every"):
+        for k in ("finetune_batch_size", "finetune_steps", "finetune_check_every", "forget_guard_every"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k} must be >= 0 (0: the default), got {getattr(self, k)}")
         if not 0 <= self.finetune_stop_share <= 2:

@@ -57,18 +57,34 @@ class ValidationStop:
         return value >= self.target
 
 
+@dataclass
+class FinetuneResult(FitResult):
+    """:class:`FitResult` of :func:`finetune`, with ``kept``: (step, validation Recall, Ẽ⁰) of the
+    latest state that reached ``keep``'s target (``forget_guard_every``), or None."""
+
+    kept: tuple[int, float, torch.Tensor] | None = None
+
+
 #: the scales of Ours(0)'s shift ``forget_guard`` tries, largest first (0: the residual graph alone)
 GUARD_SCALES = (0.75, 0.5, 0.25, 0.0)
 
 
 def guard_scale(
-    backbone: Backbone, residual: Graph, e0: torch.Tensor, ours0: torch.Tensor, stop: ValidationStop
+    backbone: Backbone,
+    residual: Graph,
+    e0: torch.Tensor,
+    ours0: torch.Tensor,
+    stop: ValidationStop,
+    kept: tuple[int, float, torch.Tensor] | None = None,
 ) -> dict:
     """``forget_guard``: keep ``backbone.e0`` if its validation Recall reaches ``stop.target``, else
-    serve E⁰ + s (Ẽ⁰ - E⁰) for the first s of :data:`GUARD_SCALES` that reaches it (``ours0``: Ẽ⁰ of
-    Ours(0), ``e0``: the input model's E⁰), else the evaluated state with the highest validation
-    Recall. Reads the validation split (``stop``) and the embeddings only. Returns the info fields:
-    ``guard_scale`` (None: the state as it was kept) and ``guard_checks`` [(scale, Recall), ...]."""
+    serve ``kept`` (step, validation Recall, Ẽ⁰), an earlier fine-tuning state already known to reach it
+    (``forget_guard_every``), else E⁰ + s (Ẽ⁰ - E⁰) for the first s of :data:`GUARD_SCALES` that
+    reaches it (``ours0``: Ẽ⁰ of Ours(0), ``e0``: the input model's E⁰), else the evaluated state
+    with the highest validation Recall. Reads the validation split (``stop``) and the embeddings
+    only. Returns the info fields: ``guard_scale`` (None: the state as it was kept, or ``kept``),
+    ``guard_kept_step`` (the step of ``kept`` when it was served) and ``guard_checks`` [(scale,
+    Recall), ...]."""
     nu = residual.num_users
 
     def value(table: torch.Tensor) -> float:
@@ -79,9 +95,18 @@ def guard_scale(
         backbone.train(was)
         return validation_recall(out[:nu], out[nu:], stop.val, stop.exclude, stop.k)
 
-    kept = backbone.e0.detach().clone()
-    checks: list[tuple[float | None, float]] = [(None, value(kept))]
-    best: tuple[float, float | None, torch.Tensor] = (checks[0][1], None, kept)
+    final = backbone.e0.detach().clone()
+    checks: list[tuple[float | None, float]] = [(None, value(final))]
+    best: tuple[float, float | None, torch.Tensor] = (checks[0][1], None, final)
+    if best[0] < stop.target and kept is not None:
+        with torch.no_grad():
+            backbone.e0.copy_(kept[2])
+        return {
+            "guard_scale": None,
+            "guard_kept_step": kept[0],
+            "guard_val_recall": kept[1],
+            "guard_checks": checks,
+        }
     if best[0] < stop.target:
         for s in GUARD_SCALES:
             table = e0 + s * (ours0 - e0)
@@ -169,7 +194,8 @@ def finetune(
     seed: int = 0,
     rows: torch.Tensor | None = None,
     stop: ValidationStop | None = None,
-) -> FitResult:
+    keep: ValidationStop | None = None,
+) -> FinetuneResult:
     """Train the layer-0 table E⁰ (``backbone.e0``) and a copy of the MLP for at most
     ``config.finetune_epochs`` epochs on E_r with L_model + λ_u L_u + λ_p L_p (no L_c); λ_u is
     ``finetune_lambda_u`` when that is >= 0 (λ_p: ``finetune_lambda_p``, not rescaled); the MLP
@@ -186,6 +212,11 @@ def finetune(
     so the backbone alone is the unlearned model. ``backbone`` must be a copy owned by the caller;
     ``mlp`` is copied, never modified. ``history``: one row per epoch; ``best_epoch``: the epoch
     the run ended in; ``best_metric``: the last validation check (NaN without ``stop``).
+
+    ``keep`` (``forget_guard_every``): checked every ``config.forget_guard_every`` steps; the
+    latest state that reaches ``keep.target`` is returned as ``(step, Recall, Ẽ⁰)`` in
+    ``FinetuneResult.kept`` (None if no check reached it), for the guard to serve when the final
+    state falls short.
     """
     t0 = time.perf_counter()
     mlp = copy.deepcopy(mlp).to(delta.device)
@@ -204,18 +235,24 @@ def finetune(
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     opt = adam([backbone.e0, *(mlp.parameters() if config.finetune_mlp else ())], config.finetune_lr)
-    res = FitResult()
+    res = FinetuneResult()
     done, step = False, 0
     nu = residual.num_users
 
-    def reached() -> bool:
+    def state_reaches(rule: ValidationStop) -> tuple[bool, torch.Tensor]:
         with torch.no_grad():
             backbone.eval()
-            out = backbone.propagate(residual, backbone.e0 + shift())
+            table = backbone.e0 + shift()
+            out = backbone.propagate(residual, table)
             backbone.train()
-        hit = stop.reached(step, out[:nu], out[nu:])
+        return rule.reached(step, out[:nu], out[nu:]), table
+
+    def reached() -> bool:
+        hit = state_reaches(stop)[0]
         res.best_metric = stop.checks[-1][1]
         return hit
+
+    keep_every = config.forget_guard_every if keep is not None else 0
 
     if stop is not None:  # Ours(0) may already be there: then no step at all
         done = reached()
@@ -258,6 +295,10 @@ def finetune(
             n += 1
             step += 1
             last = i == steps - 1
+            if keep_every and step % keep_every == 0:
+                hit, table = state_reaches(keep)
+                if hit:
+                    res.kept = (step, keep.checks[-1][1], table)
             if stop is not None and ((check_every and step % check_every == 0) or (not check_every and last)):
                 done = reached()
                 if done:

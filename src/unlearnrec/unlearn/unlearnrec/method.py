@@ -207,13 +207,33 @@ class UnlearnRec(Unlearner):
                 delta = enc.delta_full(nodes, sub_idm, e_bar)  # Eq. 15-17, fixed while fine-tuning
             e0_new = e0.clone()
         backbone = copy_backbone(model.backbone, e0_new)
+        guard = (
+            self._stop_rule(model, residual, self.config.forget_guard_share)
+            if self.config.forget_guard
+            else None
+        )
+        kept = None
         if k > 0:
             # ΔE⁰ is zero outside the request's nodes unless the readout includes H⁰ itself
             rows = nodes if enc.outside_delta() is None else None
             stop = self._stop_rule(model, residual)
+            keep = guard if self.config.forget_guard_every else None
             res = finetune(
-                backbone, residual, enc.mlp, delta, e_bar, request.edges, self.config, self.seed, rows, stop
+                backbone,
+                residual,
+                enc.mlp,
+                delta,
+                e_bar,
+                request.edges,
+                self.config,
+                self.seed,
+                rows,
+                stop,
+                keep,
             )
+            kept = res.kept
+            if keep is not None:
+                info["guard_keep_checks"] = keep.checks  # (step, validation Recall) while fine-tuning
             info["finetune_seconds"] = res.seconds
             info["finetune_history"] = res.history
             info["finetune_steps_run"] = sum(int(r["steps"]) for r in res.history)
@@ -222,12 +242,11 @@ class UnlearnRec(Unlearner):
                 info["finetune_val_checks"] = stop.checks
                 info["finetune_stopped"] = bool(stop.checks) and stop.checks[-1][1] >= stop.target
         if self.config.forget_guard:
-            stop = self._stop_rule(model, residual, self.config.forget_guard_share)
-            if stop is None:  # the share is > 0 (config check): the validation split is missing
+            if guard is None:  # the share is > 0 (config check): the validation split is missing
                 log.warning("forget_guard is off: no validation split (UnlearnRec.set_validation)")
                 info["guard_off"] = "no validation split"
             else:
-                info.update(guard_scale(backbone, residual, e0, ours0_table(), stop))
+                info.update(guard_scale(backbone, residual, e0, ours0_table(), guard, kept))
         return self._new_model(model, backbone, residual), info
 
     def _own_mi_ng(self, model: TrainedModel, residual, e0_new: torch.Tensor, edges: Interactions) -> float:
