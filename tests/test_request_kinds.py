@@ -135,6 +135,25 @@ def test_the_rule_reads_every_held_out_attack():
     ]
 
 
+def test_the_rule_keeps_the_default_ten_times_faster_than_a_retrain():
+    """``min_speedup``: a candidate slower than its held-out attack's model training time / speed-up
+    on any attack is not eligible; attacks without a recorded training time set no limit."""
+    sd = _select_default()
+    rows = [
+        {"request": "V", "candidate": "slow", "val_share": 1.0, "mi_ng": 9.0, "seconds": 40.0},
+        {"request": "V", "candidate": "fast", "val_share": 1.0, "mi_ng": 5.0, "seconds": 20.0},
+        {"request": "V2", "candidate": "slow", "val_share": 1.0, "mi_ng": 9.0, "seconds": 20.0},
+        {"request": "V2", "candidate": "fast", "val_share": 1.0, "mi_ng": 5.0, "seconds": 50.0},
+    ]
+    for r in rows:
+        r["input_train_seconds"] = 350.0 if r["request"] == "V" else None
+    assert sd.seconds_allowed(rows, 10.0) == {"V": 35.0}  # V2's time is unknown: no limit there
+    assert sd.choose(rows, 0.99)[0] == "slow"
+    assert sd.choose(rows, 0.99, 10.0)[0] == "fast"
+    assert sd.choose(rows, 0.99, 20.0)[0] is None
+    assert sd.seconds_allowed(rows, 0.0) == {}
+
+
 @pytest.mark.parametrize(
     "kinds,committed",
     [
@@ -170,7 +189,7 @@ def test_the_shipped_default_is_the_one_the_committed_selection_chose():
     sd = _select_default()
     rows = [json.loads(x) for x in (ROOT / "experiments/results/kinds-ml-1m/select-default.jsonl").open()]
     assert {r["request"] for r in rows} >= {"V", "users 0.01 (seed 1)", "random 0.02 (seed 1)"}
-    best, _ = sd.choose(rows, 0.99)
+    best, _ = sd.choose(rows, 0.99, 10.0)
     shipped = read_toml(ROOT / "configs/unlearnrec-cpu.toml")["unlearnrec"]
     chosen = sd.CANDIDATES[best]
     # every forget-time field of the shipped config is the candidate's (absent: the field's default);

@@ -1034,6 +1034,12 @@ def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model,
     assert [s for s, _ in res.info["guard_keep_checks"]] == [2, 4, 6]
     assert res.info["guard_kept_step"] == 2 and res.info["guard_scale"] is None
     assert res.info["guard_val_recall"] == 1.0 and not script
+    from unlearnrec.cli import forget as forget_cli
+
+    assert forget_cli._guard_line(res.info) == [
+        "forget_guard: served the fine-tuning state of step 2 (the last one fell short) "
+        "(validation recall@20=1.0000, 1 checks)"
+    ]
     torch.testing.assert_close(res.model.embeddings()[0], seen[0])  # the state checked at step 2
     # the final state holds: it is served, whatever the earlier checks said
     res = served(2, [1.0, 0.5, 1.0, 1.0])

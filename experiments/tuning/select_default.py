@@ -21,8 +21,11 @@ none of them a request the table evaluates:
   ``3``), measured as V with each grid's own encoder; ``--more-v`` with no grid leaves them out.
 
 The test split is never read. The rule: among the candidates measured on every held-out attack whose
-validation Recall share is at least ``--share`` on every validation request, the one with the highest
-lowest MI-NG over the held-out attacks (then the faster on V). One JSON line per (request,
+validation Recall share is at least ``--share`` on every validation request, and (``--min-speedup``,
+added in session 13 once 240-step candidates joined) whose seconds on each held-out attack are at most
+that attack's model's training time (its ``train_seconds``: the cost of a Retrain with the same recipe)
+over the speed-up, the one with the highest lowest MI-NG over the held-out attacks (then the faster
+on V). One JSON line per (request,
 candidate) is appended to ``--out`` (a re-run skips the lines it has) and the choice is printed.
 
     unlearnrec experiment experiments/ml-1m-authors-validation-cpu.toml --out runs/v-cpu
@@ -224,7 +227,8 @@ def input_val_recall(model, data) -> float:
 
 def held_out_attack(tag: str, grid: str, a, done: set, record) -> int:
     """Measure every candidate not yet in ``done`` on the held-out attack of ``grid`` (rows tagged
-    ``tag``); 2 when the grid's model or encoder is missing, else 0."""
+    ``tag``, with the attacked model's training seconds, ``input_train_seconds``); 2 when the grid's
+    model or encoder is missing, else 0."""
     vcfg = load_config(grid)
     vstore = Store(vcfg, a.v_cache or default_cache(), data_dir=a.data_dir)
     vgroup = the_group(vcfg)
@@ -254,6 +258,7 @@ def held_out_attack(tag: str, grid: str, a, done: set, record) -> int:
             return 2
     vdata, vatt, vmodel = vstore.dataset(vgroup.dataset), vstore.forget_set(vgroup), vstore.model(vgroup)
     vref = input_val_recall(vmodel, vdata)
+    train_seconds = float(vmodel.meta.get("train_seconds") or 0.0)
     vknown = vatt.train.union(vdata.val)  # the test split is not read
     vbefore = vmodel.embeddings()
     for name, settings in CANDIDATES.items():
@@ -268,10 +273,12 @@ def held_out_attack(tag: str, grid: str, a, done: set, record) -> int:
                 "val_recall": val,
                 "input_val_recall": vref,
                 "val_share": val / vref,
+                "input_train_seconds": train_seconds,
                 **{m: fm[m] for m in ("mi_bf", "mi_ng", "auc")},
                 "seconds": res.seconds,
                 "steps": res.info.get("finetune_steps_run", res.info.get("finetune_steps")),
                 "guard_scale": res.info.get("guard_scale"),
+                **({"guard_kept_step": res.info["guard_kept_step"]} if "guard_kept_step" in res.info else {}),
                 **({"ours0_mi_ng": res.info["ours0_mi_ng"]} if "ours0_mi_ng" in res.info else {}),
             }
         )
@@ -294,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds-cache", default=None, help="the grid's cache root (default: $UNLEARNREC_CACHE)")
     p.add_argument("--seed", type=int, default=1, help="seed of the validation draws (the table's: 0)")
     p.add_argument("--share", type=float, default=0.99)
+    p.add_argument(
+        "--min-speedup",
+        type=float,
+        default=10.0,
+        help="seconds on each held-out attack at most its model's training time / this (0: any)",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir", default=None)
     a = p.parse_args(argv)
@@ -350,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
 
-    best, shares = choose(rows, a.share)
+    best, shares = choose(rows, a.share, a.min_speedup)
+    limits = seconds_allowed(rows, a.min_speedup)
+    if limits:
+        print(
+            "\nseconds allowed on each held-out attack: "
+            + ", ".join(f"{t} {s:.1f}" for t, s in limits.items())
+        )
     attacks = sorted({r["request"] for r in rows if is_attack(r["request"])})
     by = {(r["request"], r["candidate"]): r for r in rows}
     head = "".join(f" {t}: val share | {t}: MI-BF | {t}: MI-NG | {t}: AUC |" for t in attacks)
@@ -372,19 +391,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def choose(rows: list[dict], share: float) -> tuple[str | None, dict[str, float]]:
+def seconds_allowed(rows: list[dict], min_speedup: float) -> dict[str, float]:
+    """Each held-out attack's time limit: its model's training seconds (``input_train_seconds``,
+    the cost of a Retrain with its recipe) / ``min_speedup``; none for 0 or an unknown time."""
+    if min_speedup <= 0:
+        return {}
+    budgets: dict[str, float] = {}
+    for r in rows:
+        if is_attack(r["request"]) and r.get("input_train_seconds"):
+            budgets[r["request"]] = max(budgets.get(r["request"], 0.0), r["input_train_seconds"])
+    return {t: b / min_speedup for t, b in sorted(budgets.items())}
+
+
+def choose(rows: list[dict], share: float, min_speedup: float = 0.0) -> tuple[str | None, dict[str, float]]:
     """The rule: (the chosen candidate or None, each candidate's lowest validation Recall share).
 
-    Eligible: measured on every held-out attack in ``rows`` (V, V2, ...) and at least ``share`` of
-    the input model's validation Recall on every validation request it was measured on. Chosen: the
-    eligible one with the highest lowest MI-NG over the held-out attacks (to 2 decimals), then the
-    fewest seconds on V."""
+    Eligible: measured on every held-out attack in ``rows`` (V, V2, ...), at least ``share`` of
+    the input model's validation Recall on every validation request it was measured on, and
+    ``min_speedup`` times faster than training the attack's model on each held-out attack with a
+    known training time (:func:`seconds_allowed`). Chosen: the eligible one with the highest lowest
+    MI-NG over the held-out attacks (to 2 decimals), then the fewest seconds on V."""
     shares: dict[str, float] = {}
     for r in rows:
         shares[r["candidate"]] = min(shares.get(r["candidate"], float("inf")), r["val_share"])
     attacks = sorted({r["request"] for r in rows if is_attack(r["request"])})
     by = {(r["request"], r["candidate"]): r for r in rows}
-    ok = [c for c in shares if all((t, c) in by for t in attacks) and shares[c] >= share]
+    limits = seconds_allowed(rows, min_speedup)
+    ok = [
+        c
+        for c in shares
+        if all((t, c) in by for t in attacks)
+        and shares[c] >= share
+        and all(by[t, c]["seconds"] <= limits[t] for t in attacks if t in limits)
+    ]
     if not attacks or not ok:
         return None, shares
 

@@ -247,6 +247,8 @@ def _guard_verdict(info: dict) -> list[str]:
         return []
     scale, val = info["guard_scale"], info["guard_val_recall"]
     what = "kept the model as served" if scale is None else f"scaled Ours(0)'s shift to {scale:g}"
+    if "guard_kept_step" in info:  # forget_guard_every: the final state fell short, an earlier one held
+        what = f"served the fine-tuning state of step {info['guard_kept_step']} (the last one fell short)"
     return [f"forget_guard: {what} (validation recall@20={val:.4f}, {len(info['guard_checks'])} checks)"]
 
 
