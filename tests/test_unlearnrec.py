@@ -1029,9 +1029,11 @@ def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model,
         m.set_validation(val)
         return m.forget(model, model.train, req)
 
-    # checks at steps 2, 4, 6 (held, fell, fell), then the guard's check of the final state (fell)
-    res = served(2, [1.0, 0.5, 0.5, 0.5])
-    assert [s for s, _ in res.info["guard_keep_checks"]] == [2, 4, 6]
+    # checks at steps 2, 4, 6 (held, fell, fell); the last one is the final state's, which the guard
+    # does not rank again
+    res = served(2, [1.0, 0.5, 0.5])
+    assert [s for s, _ in res.info["guard_keep_checks"]] == [2, 4, 6] and len(seen) == 3
+    assert res.info["guard_checks"] == [(None, 0.5)]
     assert res.info["guard_kept_step"] == 2 and res.info["guard_scale"] is None
     assert res.info["guard_val_recall"] == 1.0 and not script
     from unlearnrec.cli import forget as forget_cli
@@ -1042,11 +1044,11 @@ def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model,
     ]
     torch.testing.assert_close(res.model.embeddings()[0], seen[0])  # the state checked at step 2
     # the final state holds: it is served, whatever the earlier checks said
-    res = served(2, [1.0, 0.5, 1.0, 1.0])
+    res = served(2, [1.0, 0.5, 1.0])
     assert "guard_kept_step" not in res.info and res.info["guard_scale"] is None
     torch.testing.assert_close(res.model.embeddings()[0], seen[-1])
     # no check held: Ours(0)'s scales, as without forget_guard_every
-    res = served(3, [0.5, 0.5, 0.5, 0.5, 0.5, 1.0])  # checks at 3 and 6, the final, 0.75, 0.5, 0.25
+    res = served(3, [0.5, 0.5, 0.5, 0.5, 1.0])  # checks at 3 and 6 (the final), then 0.75, 0.5, 0.25
     assert "guard_kept_step" not in res.info and res.info["guard_scale"] == 0.25
     assert [s for s, _ in res.info["guard_checks"]] == [None, 0.75, 0.5, 0.25]
     # off: no check while fine-tuning

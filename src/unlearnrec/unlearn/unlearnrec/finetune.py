@@ -76,13 +76,16 @@ def guard_scale(
     ours0: torch.Tensor,
     stop: ValidationStop,
     kept: tuple[int, float, torch.Tensor] | None = None,
+    final_value: float | None = None,
 ) -> dict:
     """``forget_guard``: keep ``backbone.e0`` if its validation Recall reaches ``stop.target``, else
     serve ``kept`` (step, validation Recall, Ẽ⁰), an earlier fine-tuning state already known to reach it
     (``forget_guard_every``), else E⁰ + s (Ẽ⁰ - E⁰) for the first s of :data:`GUARD_SCALES` that
     reaches it (``ours0``: Ẽ⁰ of Ours(0), ``e0``: the input model's E⁰), else the evaluated state
     with the highest validation Recall. Reads the validation split (``stop``) and the embeddings
-    only. Returns the info fields: ``guard_scale`` (None: the state as it was kept, or ``kept``),
+    only; ``final_value``: the validation Recall of ``backbone.e0`` when already known (the last
+    fine-tuning check was at the last step), else it is evaluated. Returns the info fields:
+    ``guard_scale`` (None: the state as it was kept, or ``kept``),
     ``guard_kept_step`` (the step of ``kept`` when it was served) and ``guard_checks`` [(scale,
     Recall), ...]."""
     nu = residual.num_users
@@ -96,7 +99,7 @@ def guard_scale(
         return validation_recall(out[:nu], out[nu:], stop.val, stop.exclude, stop.k)
 
     final = backbone.e0.detach().clone()
-    checks: list[tuple[float | None, float]] = [(None, value(final))]
+    checks: list[tuple[float | None, float]] = [(None, value(final) if final_value is None else final_value)]
     best: tuple[float, float | None, torch.Tensor] = (checks[0][1], None, final)
     if best[0] < stop.target and kept is not None:
         with torch.no_grad():

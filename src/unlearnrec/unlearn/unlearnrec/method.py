@@ -212,7 +212,7 @@ class UnlearnRec(Unlearner):
             if self.config.forget_guard
             else None
         )
-        kept = None
+        kept, final_value = None, None
         if k > 0:
             # ΔE⁰ is zero outside the request's nodes unless the readout includes H⁰ itself
             rows = nodes if enc.outside_delta() is None else None
@@ -232,11 +232,13 @@ class UnlearnRec(Unlearner):
                 keep,
             )
             kept = res.kept
-            if keep is not None:
-                info["guard_keep_checks"] = keep.checks  # (step, validation Recall) while fine-tuning
             info["finetune_seconds"] = res.seconds
             info["finetune_history"] = res.history
             info["finetune_steps_run"] = sum(int(r["steps"]) for r in res.history)
+            if keep is not None:
+                info["guard_keep_checks"] = keep.checks  # (step, validation Recall) while fine-tuning
+                if keep.checks and keep.checks[-1][0] == info["finetune_steps_run"]:
+                    final_value = keep.checks[-1][1]  # the served state was checked at its last step
             if stop is not None:
                 info["finetune_val_target"] = stop.target
                 info["finetune_val_checks"] = stop.checks
@@ -246,7 +248,7 @@ class UnlearnRec(Unlearner):
                 log.warning("forget_guard is off: no validation split (UnlearnRec.set_validation)")
                 info["guard_off"] = "no validation split"
             else:
-                info.update(guard_scale(backbone, residual, e0, ours0_table(), guard, kept))
+                info.update(guard_scale(backbone, residual, e0, ours0_table(), guard, kept, final_value))
         return self._new_model(model, backbone, residual), info
 
     def _own_mi_ng(self, model: TrainedModel, residual, e0_new: torch.Tensor, edges: Interactions) -> float:
