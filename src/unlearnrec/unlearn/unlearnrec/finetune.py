@@ -29,7 +29,7 @@ from unlearnrec.eval.ranking import evaluate_embeddings
 from unlearnrec.train.loop import FitResult, adam
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import IdentityMLP
-from unlearnrec.unlearn.unlearnrec.pretrain import auxiliary_terms, forgotten_chunks
+from unlearnrec.unlearn.unlearnrec.pretrain import auxiliary_terms, final_embeddings, forgotten_chunks
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ class ValidationStop:
 
     ``val``: validation interactions (never training or request edges); ``exclude``: the training
     interactions masked when ranking (the residual training set of the model being tuned). The
-    rule gets the model's embeddings and nothing else: it cannot read the request being served.
-    ``checks`` records (step, value) of every evaluation.
+    rule gets the model (a backbone, its graph, a layer-0 table) and nothing else: it cannot read
+    the request being served. ``checks`` records (step, value) of every check.
     """
 
     val: Interactions
@@ -50,9 +50,15 @@ class ValidationStop:
     k: int = 20
     checks: list[tuple[int, float]] = field(default_factory=list)
 
-    def reached(self, step: int, user_emb: torch.Tensor, item_emb: torch.Tensor) -> bool:
-        """Evaluate at ``step``; True when the validation Recall@K is at least ``target``."""
-        value = validation_recall(user_emb, item_emb, self.val, self.exclude, self.k)
+    def value(self, backbone: Backbone, graph: Graph, table: torch.Tensor) -> float:
+        """Validation Recall@K of ``backbone`` on ``graph`` with layer-0 table ``table`` (eval mode)."""
+        out = final_embeddings(backbone, graph, table)
+        nu = graph.num_users
+        return validation_recall(out[:nu], out[nu:], self.val, self.exclude, self.k)
+
+    def reached(self, step: int, backbone: Backbone, graph: Graph, table: torch.Tensor) -> bool:
+        """Check at ``step`` (recorded in ``checks``); True when the value is at least ``target``."""
+        value = self.value(backbone, graph, table)
         self.checks.append((step, value))
         return value >= self.target
 
@@ -88,18 +94,11 @@ def guard_scale(
     ``guard_scale`` (None: the state as it was kept, or ``kept``),
     ``guard_kept_step`` (the step of ``kept`` when it was served) and ``guard_checks`` [(scale,
     Recall), ...]."""
-    nu = residual.num_users
 
-    def value(table: torch.Tensor) -> float:
-        was = backbone.training
-        backbone.eval()
-        with torch.no_grad():
-            out = backbone.propagate(residual, table)
-        backbone.train(was)
-        return validation_recall(out[:nu], out[nu:], stop.val, stop.exclude, stop.k)
-
-    final = backbone.e0.detach().clone()
-    checks: list[tuple[float | None, float]] = [(None, value(final) if final_value is None else final_value)]
+    final = backbone.e0.detach()  # read-only: only a winning scale or ``kept`` is copied in
+    checks: list[tuple[float | None, float]] = [
+        (None, stop.value(backbone, residual, final) if final_value is None else final_value)
+    ]
     best: tuple[float, float | None, torch.Tensor] = (checks[0][1], None, final)
     if best[0] < stop.target and kept is not None:
         with torch.no_grad():
@@ -113,7 +112,7 @@ def guard_scale(
     if best[0] < stop.target:
         for s in GUARD_SCALES:
             table = e0 + s * (ours0 - e0)
-            checks.append((s, value(table)))
+            checks.append((s, stop.value(backbone, residual, table)))
             if checks[-1][1] > best[0]:
                 best = (checks[-1][1], s, table)
             if checks[-1][1] >= stop.target:
@@ -240,15 +239,11 @@ def finetune(
     opt = adam([backbone.e0, *(mlp.parameters() if config.finetune_mlp else ())], config.finetune_lr)
     res = FinetuneResult()
     done, step = False, 0
-    nu = residual.num_users
 
     def state_reaches(rule: ValidationStop) -> tuple[bool, torch.Tensor]:
         with torch.no_grad():
-            backbone.eval()
             table = backbone.e0 + shift()
-            out = backbone.propagate(residual, table)
-            backbone.train()
-        return rule.reached(step, out[:nu], out[nu:]), table
+        return rule.reached(step, backbone, residual, table), table
 
     def reached() -> bool:
         hit = state_reaches(stop)[0]
