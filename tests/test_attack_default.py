@@ -210,3 +210,16 @@ def test_yelp2018_grid_resumes_the_lightgcn_authors_grid():
     assert (g.clean_hash, g.attacked_hash) == (lg.clean_hash, lg.attacked_hash)
     cells = {cell_hash(lg, m): m.title for m in full.methods}
     assert {cell_hash(g, m): m.title for m in small.methods}.items() <= cells.items()
+
+
+def test_yelp2018_simgcl_grid_is_the_full_grids_simgcl_group():
+    """experiments/yelp2018-table2-simgcl-authors.toml runs the SimGCL group of the full Yelp2018 grid in
+    another order: the same attack, models and cells (hash and label), every one of them and nothing else."""
+    small = load_config(ROOT / "experiments" / "yelp2018-table2-simgcl-authors.toml")
+    full = load_config(ROOT / "experiments" / "yelp2018-table2-cpu-authors.toml")
+    (g,) = groups(small)
+    (sg,) = [h for h in groups(full) if h.backbone == "simgcl"]
+    assert (g.clean_hash, g.attacked_hash) == (sg.clean_hash, sg.attacked_hash)
+    assert {cell_hash(g, m): m.title for m in small.methods} == {cell_hash(sg, m): m.title for m in full.methods}
+    assert [m.title for m in small.methods][:2] == ["Retrain", "Residual graph only"]
+    assert [m.name for m in small.methods][-2:] == ["receraser", "grapheraser"]
