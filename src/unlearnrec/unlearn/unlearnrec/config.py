@@ -28,6 +28,11 @@ class UnlearnRecConfig:
     Loss weights ``lambda_u``, ``lambda_p``, ``lambda_c``; temperatures ``tau_p`` (L_p) and
     ``tau_c`` (L_c); ``contrast_keep``: edge keep rate of L_c's second IDM view;
     ``contrast_nodes``: at most this many of a batch's users (and of its items) enter L_c per step.
+    ``pretrain_request``: the shape of the simulated requests: ``"random"`` (the paper: ρ of the
+    edges, uniformly) or ``"mixed"`` (issue 25: odd epochs as ``"random"``, even epochs a request shaped
+    like the authors' attack on edges the graph already has: for a random half of the users their
+    lowest-scored training item, and for a random half of the items their lowest-scored training user,
+    scored by the input model; see :func:`~unlearnrec.unlearn.unlearnrec.pretrain.low_score_request`).
 
     Forgetting (§5): ``finetune_epochs`` = k of Ours(k) (0: Ours(0), no training), with
     ``finetune_lr`` on the MLP and the layer-0 table. Each step propagates once, shared by every
@@ -76,6 +81,7 @@ class UnlearnRecConfig:
     # pre-training (Eq. 19-25)
     epochs: int = 10
     ratio: float = 0.2
+    pretrain_request: str = "random"
     batch_size: int = 4096
     steps_per_epoch: int = 0
     lr: float = 1e-3
@@ -142,6 +148,8 @@ class UnlearnRecConfig:
                 "forget_guard needs forget_guard_share or finetune_stop_share > 0 "
                 "(the validation Recall to keep)"
             )
+        if self.pretrain_request not in ("random", "mixed"):
+            raise ValueError(f"pretrain_request must be 'random' or 'mixed', got {self.pretrain_request!r}")
         if self.idm_norm not in ("request", "graph"):
             raise ValueError(f"idm_norm must be 'request' or 'graph', got {self.idm_norm!r}")
         if self.ie_layers < 1:

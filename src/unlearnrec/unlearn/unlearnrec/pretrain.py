@@ -63,6 +63,43 @@ def idm_degrees(graph: Graph, config: UnlearnRecConfig) -> tuple[np.ndarray, np.
     return graph.interactions.user_degrees(), graph.interactions.item_degrees()
 
 
+def low_score_request(
+    train: Interactions, e_bar: torch.Tensor, share: float, rng: np.random.Generator, chunk: int = 262_144
+) -> Interactions:
+    """A simulated request shaped like the authors' attack, on edges ``train`` already has: for a
+    random ``share`` of the users with edges, the training item each scores lowest, and for a random
+    ``share`` of the items with edges, the training user that scores it lowest (ŷ = ē_u·ē_i of the
+    input model's final embeddings ``e_bar``; an edge both picks is taken once). The attack adds the
+    clean model's lowest-scored *non*-edges; these are the edges the model fits least, the closest a
+    graph without a request has to them. At least one edge."""
+    nu = train.num_users
+    users, items = train.users, train.items
+    scores = np.empty(len(train), np.float32)
+    for lo in range(0, len(train), chunk):  # (chunk x d) gathers, not (|E| x d)
+        u = torch.as_tensor(np.array(users[lo : lo + chunk]), device=e_bar.device)  # a writable copy
+        i = torch.as_tensor(items[lo : lo + chunk] + nu, device=e_bar.device)
+        scores[lo : lo + chunk] = (e_bar[u] * e_bar[i]).sum(-1).float().cpu().numpy()
+    picked = []
+    for keys in (users, items):
+        order = np.lexsort((scores, keys))  # by node, then by score: each node's lowest edge first
+        first = order[np.r_[True, keys[order][1:] != keys[order][:-1]]]
+        picked.append(first[rng.random(len(first)) < share])
+    index = np.unique(np.concatenate(picked))
+    if len(index) == 0:
+        index = np.array([int(np.argmin(scores))])
+    return train.subset(index)
+
+
+def simulated_request(
+    train: Interactions, e_bar: torch.Tensor, config: UnlearnRecConfig, epoch: int, rng: np.random.Generator
+) -> Interactions:
+    """Pre-training epoch ``epoch``'s simulated request (``config.pretrain_request``): ρ of the edges
+    uniformly, or under ``"mixed"`` on even epochs :func:`low_score_request` of half the nodes."""
+    if config.pretrain_request == "mixed" and epoch % 2 == 0:
+        return low_score_request(train, e_bar, 0.5, rng)
+    return sample_edges(train, config.ratio, rng)
+
+
 def forgotten_chunks(forgotten: Interactions, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Split a shuffled E_Δ into ``steps`` chunks (indices), so one pass over the batches of E_r
     also visits every forgotten edge once in L_u."""
@@ -140,7 +177,8 @@ def pretrain(
     L = L_model + λ_u L_u + λ_p L_p + λ_c L_c.
 
     Each of ``config.epochs`` rounds draws a simulated request (a fraction ρ of ``graph``'s
-    edges), builds Â_Δ and Â_r, and makes one pass over BPR batches of E_r. L_model is the
+    edges, or another shape: ``config.pretrain_request``, :func:`simulated_request`), builds Â_Δ
+    and Â_r, and makes one pass over BPR batches of E_r. L_model is the
     backbone's own ``loss(Â_r, batch, e0=Ẽ⁰)`` total (its SSL term included). Neither
     ``backbone`` nor ``graph`` is modified. Returns the loss curve: one dict per epoch with the
     mean of every term, the request size and the elapsed seconds. ``on_step(epoch, step,
@@ -176,7 +214,7 @@ def pretrain(
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        forgotten = sample_edges(graph.interactions, config.ratio, rng)
+        forgotten = simulated_request(graph.interactions, e_bar, config, epoch, rng)
         idm = build_idm(forgotten, device, degrees)
         residual = graph.residual(forgotten)
         in_idm = torch.zeros(graph.num_nodes, dtype=torch.bool, device=device)
