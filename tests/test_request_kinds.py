@@ -201,3 +201,30 @@ def test_the_shipped_default_is_the_one_the_committed_selection_chose():
         f: chosen.get(f, fields[f]) for f in forget_time if f not in own
     }
     assert {f: shipped[f] for f in own} == {f: chosen.get(f, shipped[f]) for f in own}
+
+
+def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_baseline(tmp_path, capsys):
+    sd = _select_default()
+    out = tmp_path / "rows.jsonl"
+    rows, done, record = sd.rows_file(out)
+    assert rows == [] and done == set()
+    record({"request": "V", "candidate": "Ours(0)", "val_share": 0.95, "mi_bf": 3.0, "mi_ng": 2.0,
+            "auc": 0.3, "seconds": 1.0, "pretrain_request": "mixed"})  # fmt: skip
+    record({"request": "random 0.01 (seed 1)", "candidate": "Ours(0)", "val_share": 1.0, "seconds": 0.5,
+            "pretrain_request": "mixed"})  # fmt: skip
+    rows, done, _ = sd.rows_file(out)  # a re-run reads what the first wrote
+    assert done == {("V", "Ours(0)"), ("random 0.01 (seed 1)", "Ours(0)")}
+    base = tmp_path / "base.jsonl"
+    base.write_text(json.dumps({"request": "V", "candidate": "Ours(0)", "val_share": 0.9, "mi_bf": 2.0,
+                                "mi_ng": 1.5, "auc": 0.4, "seconds": 2.0}) + "\n")  # fmt: skip
+    path = ROOT / "experiments" / "tuning" / "pretrain_request.py"
+    spec = importlib.util.spec_from_file_location("pretrain_request", path)
+    pr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pr)
+    lines = pr.table(rows, base).splitlines()
+    assert lines[0] == "| request | candidate | random-request encoder | mixed encoder |"
+    random, mixed = "90.0%, 2.00 / 1.50, AUC 0.400, 2.0 s", "95.0%, 3.00 / 2.00, AUC 0.300, 1.0 s"
+    assert lines[2] == f"| V | Ours(0) | {random} | {mixed} |"
+    assert lines[3] == "| random 0.01 (seed 1) | Ours(0) | - | 100.0%, 0.5 s |"
+    assert pr.main(["--out", str(out), "--seed", "0"]) == 2  # the evaluated draws' seed is refused
+    capsys.readouterr()

@@ -96,16 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.seed == 0:
         print("error: --seed 0 draws the evaluated requests; pick another seed", file=sys.stderr)
         return 2
-    out = Path(a.out)
-    rows = [json.loads(x) for x in out.read_text().splitlines()] if out.is_file() else []
-    done = {(r["request"], r["candidate"]) for r in rows}
-
-    def record(row: dict) -> None:
-        print(json.dumps(row, ensure_ascii=False), flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        rows.append(row)
+    rows, done, record = sd.rows_file(Path(a.out))
 
     cache = a.cache or default_cache()
     for n, grid in enumerate(a.attacks, start=1):

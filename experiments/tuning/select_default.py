@@ -314,16 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.seed == 0:
         print("error: --seed 0 draws the evaluated requests; pick another seed", file=sys.stderr)
         return 2
-    out = Path(a.out)
-    rows = [json.loads(x) for x in out.read_text().splitlines()] if out.is_file() else []
-    done = {(r["request"], r["candidate"]) for r in rows}
-
-    def record(row: dict) -> None:
-        print(json.dumps(row, ensure_ascii=False), flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        rows.append(row)
+    rows, done, record = rows_file(Path(a.out))
 
     # V (and V2, ...): the held-out attacks
     for tag, grid in [("V", a.v_grid), *((f"V{n}", g) for n, g in enumerate(a.more_v, start=2))]:
@@ -389,6 +380,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nchosen: {best}: {json.dumps(CANDIDATES.get(best, {}))}")
     return 0
+
+
+def rows_file(out: Path):
+    """(rows, done, record) of a JSON-lines file: the rows it has, their (request, candidate) keys and
+    ``record(row)``, which prints a row, appends it to the file and to ``rows`` (a re-run resumes)."""
+    rows = [json.loads(x) for x in out.read_text().splitlines()] if out.is_file() else []
+    done = {(r["request"], r["candidate"]) for r in rows}
+
+    def record(row: dict) -> None:
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rows.append(row)
+
+    return rows, done, record
 
 
 def seconds_allowed(rows: list[dict], min_speedup: float) -> dict[str, float]:
