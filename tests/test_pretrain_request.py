@@ -60,6 +60,10 @@ def test_mixed_alternates_random_and_low_score_epochs():
     assert len(odd) == round(0.5 * len(train))  # ρ of the edges
     even = simulated_request(train, e_bar, cfg, 2, np.random.default_rng(0))
     assert edges(even) == edges(low_score_request(train, e_bar, 0.5, np.random.default_rng(0)))
+    control = UnlearnRecConfig(ratio=0.5, pretrain_request="small")
+    small = simulated_request(train, e_bar, control, 2, np.random.default_rng(0))
+    assert len(small) == len(even) and edges(small) <= edges(train)  # the size of the low-score request
+    assert edges(simulated_request(train, e_bar, control, 1, np.random.default_rng(0))) == edges(odd)
     plain = UnlearnRecConfig(ratio=0.5)
     for epoch in (1, 2):  # the paper's: ρ uniformly on every epoch
         assert len(simulated_request(train, e_bar, plain, epoch, np.random.default_rng(0))) == 4

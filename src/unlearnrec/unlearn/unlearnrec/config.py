@@ -32,7 +32,9 @@ class UnlearnRecConfig:
     edges, uniformly) or ``"mixed"`` (issue 25: odd epochs as ``"random"``, even epochs a request shaped
     like the authors' attack on edges the graph already has: for a random half of the users their
     lowest-scored training item, and for a random half of the items their lowest-scored training user,
-    scored by the input model; see :func:`~unlearnrec.unlearn.unlearnrec.pretrain.low_score_request`).
+    scored by the input model; see :func:`~unlearnrec.unlearn.unlearnrec.pretrain.low_score_request`),
+    or ``"small"`` (the control of ``"mixed"``: even epochs draw as many edges as that request has,
+    uniformly: its size without its shape).
 
     Forgetting (§5): ``finetune_epochs`` = k of Ours(k) (0: Ours(0), no training), with
     ``finetune_lr`` on the MLP and the layer-0 table. Each step propagates once, shared by every
@@ -148,8 +150,10 @@ class UnlearnRecConfig:
                 "forget_guard needs forget_guard_share or finetune_stop_share > 0 "
                 "(the validation Recall to keep)"
             )
-        if self.pretrain_request not in ("random", "mixed"):
-            raise ValueError(f"pretrain_request must be 'random' or 'mixed', got {self.pretrain_request!r}")
+        if self.pretrain_request not in ("random", "mixed", "small"):
+            raise ValueError(
+                f"pretrain_request must be 'random', 'mixed' or 'small', got {self.pretrain_request!r}"
+            )
         if self.idm_norm not in ("request", "graph"):
             raise ValueError(f"idm_norm must be 'request' or 'graph', got {self.idm_norm!r}")
         if self.ie_layers < 1:

@@ -94,9 +94,14 @@ def simulated_request(
     train: Interactions, e_bar: torch.Tensor, config: UnlearnRecConfig, epoch: int, rng: np.random.Generator
 ) -> Interactions:
     """Pre-training epoch ``epoch``'s simulated request (``config.pretrain_request``): ρ of the edges
-    uniformly, or under ``"mixed"`` on even epochs :func:`low_score_request` of half the nodes."""
-    if config.pretrain_request == "mixed" and epoch % 2 == 0:
-        return low_score_request(train, e_bar, 0.5, rng)
+    uniformly; on even epochs under ``"mixed"`` :func:`low_score_request` of half the nodes, under
+    ``"small"`` (its control: the size without the shape) as many edges as that request has, drawn
+    uniformly."""
+    if config.pretrain_request != "random" and epoch % 2 == 0:
+        low = low_score_request(train, e_bar, 0.5, rng)
+        if config.pretrain_request == "mixed":
+            return low
+        return train.subset(np.sort(rng.choice(len(train), size=len(low), replace=False)))
     return sample_edges(train, config.ratio, rng)
 
 
