@@ -226,5 +226,11 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
     random, mixed = "90.0%, 2.00 / 1.50, AUC 0.400, 2.0 s", "95.0%, 3.00 / 2.00, AUC 0.300, 1.0 s"
     assert lines[2] == f"| V | Ours(0) | {random} | {mixed} |"
     assert lines[3] == "| random 0.01 (seed 1) | Ours(0) | - | 100.0%, 0.5 s |"
+    small = {**rows[0], "pretrain_request": "small", "val_share": 0.97}
+    wide = pr.table(rows, base, [small]).splitlines()
+    assert wide[0].endswith("| mixed encoder | small encoder |")
+    assert wide[2].endswith("| 97.0%, 3.00 / 2.00, AUC 0.300, 1.0 s |") and wide[3].endswith("| - |")
+    both = pr.combined([{"request": "V", "candidate": "a"}], [small])  # the rule's rows over every encoder
+    assert [r["candidate"] for r in both] == ["a", "Ours(0) [pretrain_request=small]"]
     assert pr.main(["--out", str(out), "--seed", "0"]) == 2  # the evaluated draws' seed is refused
     capsys.readouterr()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -89,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="cache root (default: $UNLEARNREC_CACHE)")
     p.add_argument("--seed", type=int, default=1, help="seed of the random / users draws (the table's: 0)")
     p.add_argument("--baseline", default=str(HERE / "experiments/results/kinds-ml-1m/select-default.jsonl"))
+    p.add_argument("--also", nargs="*", default=[], help="rows of other shapes, for the rule over them all")
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir", default=None)
     a = p.parse_args(argv)
@@ -166,19 +166,30 @@ def main(argv: list[str] | None = None) -> int:
                     "guard_scale": res.info.get("guard_scale"),
                 }
             )
-    print(table(rows, Path(a.baseline)))
+    shaped = [r for f in a.also for r in sd.rows_file(Path(f))[0]]
+    print(table(rows, Path(a.baseline), shaped))
+    base = sd.rows_file(Path(a.baseline))[0] if Path(a.baseline).is_file() else []
+    best, _ = sd.choose(combined(base, rows + shaped), 0.99, 10.0)
+    print(f"\nthe rule over the random-request encoder and these: {best}")
     return 0
 
 
-def table(rows: list[dict], baseline: Path) -> str:
+def combined(baseline: list[dict], shaped: list[dict]) -> list[dict]:
+    """The rows of select_default.py's rule over every encoder: the random-request encoder's rows as
+    they are, each other encoder's candidates renamed ``NAME [pretrain_request=SHAPE]``."""
+    return [
+        *baseline,
+        *({**r, "candidate": f"{r['candidate']} [pretrain_request={r['pretrain_request']}]"} for r in shaped),
+    ]
+
+
+def table(rows: list[dict], baseline: Path, also: list[dict] = ()) -> str:
     """Markdown: per validation request and candidate, the random-request encoder's row (``baseline``,
-    select_default.py's) against this encoder's: validation Recall share, and MI-BF / MI-NG / AUC on
-    the held-out attacks."""
-    base = {}
-    if baseline.is_file():
-        for line in baseline.read_text().splitlines():
-            r = json.loads(line)
-            base[r["request"], r["candidate"]] = r
+    select_default.py's) beside this encoder's (``rows``) and each other shape's (``also``): validation
+    Recall share, and MI-BF / MI-NG / AUC on the held-out attacks, and seconds."""
+    base = {(r["request"], r["candidate"]): r for r in sd.rows_file(baseline)[0]}
+    shapes = list(dict.fromkeys(r["pretrain_request"] for r in [*rows, *also]))
+    by = {(r["pretrain_request"], r["request"], r["candidate"]): r for r in [*rows, *also]}
 
     def cell(r: dict | None) -> str:
         if r is None:
@@ -186,14 +197,14 @@ def table(rows: list[dict], baseline: Path) -> str:
         mi = f", {r['mi_bf']:.2f} / {r['mi_ng']:.2f}, AUC {r['auc']:.3f}" if "mi_ng" in r else ""
         return f"{r['val_share']:.1%}{mi}, {r['seconds']:.1f} s"
 
-    shape = rows[0]["pretrain_request"] if rows else "?"
     lines = [
-        f"| request | candidate | random-request encoder | {shape} encoder |",
-        "|---|---|---|---|",
+        "| request | candidate | random-request encoder |" + "".join(f" {s} encoder |" for s in shapes),
+        "|---|---|---|" + "---|" * len(shapes),
     ]
     for r in rows:
-        ref = base.get((r["request"], r["candidate"]))
-        lines.append(f"| {r['request']} | {r['candidate']} | {cell(ref)} | {cell(r)} |")
+        key = (r["request"], r["candidate"])
+        cells = "".join(f" {cell(by.get((s, *key)))} |" for s in shapes)
+        lines.append(f"| {r['request']} | {r['candidate']} | {cell(base.get(key))} |{cells}")
     return "\n".join(lines)
 
 
