@@ -7,7 +7,8 @@ Yelp2018 at lr 1e-3) can get a shift of about the size one with large rows gets.
 takes finished grids from the cache (nothing is trained: the model, attack and the method's
 encoder must be there), forgets the grid's request once with one UnlearnRec row and prints, over
 the request's nodes, the median ‖E⁰ row‖, the median ‖ΔE⁰ row‖ and the median of their ratio,
-with the scale of the model's scores (mean |ŷ| over a sample of training edges) that the σ-based MI metrics read.
+with the scale of the model's scores (mean |ŷ| over a sample of training edges) that the
+σ-based MI metrics read.
 
     python benchmarks/shift_scale.py experiments/yelp2018-table2-simgcl-authors.toml \\
         experiments/yelp2018-table2-lightgcn-authors.toml experiments/kinds/sgl-authors.toml \\
