@@ -212,13 +212,14 @@ def test_yelp2018_grid_resumes_the_lightgcn_authors_grid():
     assert {cell_hash(g, m): m.title for m in small.methods}.items() <= cells.items()
 
 
-def test_yelp2018_simgcl_grid_is_the_full_grids_simgcl_group():
-    """experiments/yelp2018-table2-simgcl-authors.toml runs the SimGCL group of the full Yelp2018 grid in
-    another order: the same attack, models and cells (hash and label), every one of them and nothing else."""
-    small = load_config(ROOT / "experiments" / "yelp2018-table2-simgcl-authors.toml")
+@pytest.mark.parametrize("backbone", ["sgl", "simgcl"])
+def test_yelp2018_backbone_grids_are_the_full_grids_groups(backbone):
+    """experiments/yelp2018-table2-{sgl,simgcl}-authors.toml run the SGL / SimGCL group of the full Yelp2018
+    grid in another order: the same attack, models and cells (hash and label), every one and nothing else."""
+    small = load_config(ROOT / "experiments" / f"yelp2018-table2-{backbone}-authors.toml")
     full = load_config(ROOT / "experiments" / "yelp2018-table2-cpu-authors.toml")
     (g,) = groups(small)
-    (sg,) = [h for h in groups(full) if h.backbone == "simgcl"]
+    (sg,) = [h for h in groups(full) if h.backbone == backbone]
     assert (g.clean_hash, g.attacked_hash) == (sg.clean_hash, sg.attacked_hash)
     cells = {cell_hash(sg, m): m.title for m in full.methods}
     assert {cell_hash(g, m): m.title for m in small.methods} == cells
