@@ -58,8 +58,8 @@ def encoder_spec(cfg, shape: str):
     return dataclasses.replace(spec, config={**config, "pretrain_request": shape})
 
 
-def prepared(store: Store, group, spec, model, train) -> tuple[Path, float]:
-    """Pre-train (or load) the encoder of ``spec``; (its folder, pre-training seconds)."""
+def prepared(store: Store, group, spec, model, train) -> tuple[Path, float | None]:
+    """Pre-train (or load) the encoder of ``spec``; (its folder, pre-training seconds or None if cached)."""
     method = build_method(spec.name, dict(spec.config), group.seed)
     seconds, _, cached = store.prepare(method, group, spec, model, train)
     return store.prepared_dir(group, spec), (None if cached else seconds)
@@ -67,8 +67,7 @@ def prepared(store: Store, group, spec, model, train) -> tuple[Path, float]:
 
 def overlap(model, train, edges) -> float:
     """Share of ``edges`` inside the low-score request of every node of ``train`` under ``model``."""
-    bb = model.backbone
-    e_bar = final_embeddings(bb, model.graph)
+    e_bar = final_embeddings(model.backbone, model.graph)
     low = low_score_request(train, e_bar, 1.0, np.random.default_rng(0))
     got = set(zip(low.users.tolist(), low.items.tolist(), strict=True))
     pairs = zip(edges.users.tolist(), edges.items.tolist(), strict=True)

@@ -70,8 +70,8 @@ def low_score_request(
     random ``share`` of the users with edges, the training item each scores lowest, and for a random
     ``share`` of the items with edges, the training user that scores it lowest (ŷ = ē_u·ē_i of the
     input model's final embeddings ``e_bar``; an edge both picks is taken once). The attack adds the
-    clean model's lowest-scored *non*-edges; these are the edges the model fits least, the closest a
-    graph without a request has to them. At least one edge."""
+    clean model's lowest-scored *non*-edges; among the edges a graph has, the ones its model fits
+    least are the nearest thing to them. At least one edge."""
     nu = train.num_users
     users, items = train.users, train.items
     scores = np.empty(len(train), np.float32)
