@@ -11,6 +11,7 @@ import torch
 from tests.contracts import tiny_trained_model
 from unlearnrec.config import from_dict
 from unlearnrec.data.interactions import Interactions
+from unlearnrec.data.requests import sample_edges
 from unlearnrec.errors import ConfigError
 from unlearnrec.unlearn.unlearnrec import UnlearnRec, UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.pretrain import low_score_request, simulated_request
@@ -65,8 +66,9 @@ def test_mixed_alternates_random_and_low_score_epochs():
     assert len(small) == len(even) and edges(small) <= edges(train)  # the size of the low-score request
     assert edges(simulated_request(train, e_bar, control, 1, np.random.default_rng(0))) == edges(odd)
     plain = UnlearnRecConfig(ratio=0.5)
-    for epoch in (1, 2):  # the paper's: ρ uniformly on every epoch
-        assert len(simulated_request(train, e_bar, plain, epoch, np.random.default_rng(0))) == 4
+    for epoch in (1, 2):  # the paper's: exactly the former draw (sample_edges), so cached encoders stay valid
+        got = simulated_request(train, e_bar, plain, epoch, np.random.default_rng(epoch))
+        assert edges(got) == edges(sample_edges(train, 0.5, np.random.default_rng(epoch))) and len(got) == 4
 
 
 def test_mixed_pretraining_runs_and_differs_from_random():
