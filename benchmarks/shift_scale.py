@@ -21,8 +21,10 @@ import argparse
 import json
 import sys
 
+import numpy as np
 import torch
 
+from unlearnrec.eval.membership import edge_scores
 from unlearnrec.experiments.grid import groups, load_config
 from unlearnrec.experiments.runner import default_cache
 from unlearnrec.experiments.store import Store
@@ -51,8 +53,8 @@ def measure(grid: str, label: str, cache: str | None, data_dir: str | None) -> d
     )
     rows = e0.norm(dim=1)
     u, i = model.embeddings()
-    sample = torch.arange(0, len(att.train), max(1, len(att.train) // 100_000))
-    scores = (u[att.train.users[sample]] * i[att.train.items[sample]]).sum(-1)
+    sample = np.arange(0, len(att.train), max(1, len(att.train) // 100_000))
+    scores = edge_scores(u, i, att.train.users[sample], att.train.items[sample])
     return {
         "grid": cfg.name,
         "backbone": group.backbone,

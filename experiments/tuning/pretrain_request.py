@@ -68,10 +68,7 @@ def prepared(store: Store, group, spec, model, train) -> tuple[Path, float | Non
 def overlap(model, train, edges) -> float:
     """Share of ``edges`` inside the low-score request of every node of ``train`` under ``model``."""
     e_bar = final_embeddings(model.backbone, model.graph)
-    low = low_score_request(train, e_bar, 1.0, np.random.default_rng(0))
-    got = set(zip(low.users.tolist(), low.items.tolist(), strict=True))
-    pairs = zip(edges.users.tolist(), edges.items.tolist(), strict=True)
-    return sum(pair in got for pair in pairs) / len(edges)
+    return low_score_request(train, e_bar, 1.0, np.random.default_rng(0)).intersects(edges) / len(edges)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.requests import sample_edges
 from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import TrainingError
+from unlearnrec.eval.membership import edge_scores
 from unlearnrec.train import distributed
 from unlearnrec.train.losses import info_nce, preserving_loss, unlearning_loss
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
@@ -72,13 +73,12 @@ def low_score_request(
     input model's final embeddings ``e_bar``; an edge both picks is taken once). The attack adds the
     clean model's lowest-scored *non*-edges; among the edges a graph has, the ones its model fits
     least are the nearest thing to them. At least one edge."""
-    nu = train.num_users
+    user_emb, item_emb = e_bar[: train.num_users], e_bar[train.num_users :]
     users, items = train.users, train.items
     scores = np.empty(len(train), np.float32)
     for lo in range(0, len(train), chunk):  # (chunk x d) gathers, not (|E| x d)
-        u = torch.as_tensor(np.array(users[lo : lo + chunk]), device=e_bar.device)  # a writable copy
-        i = torch.as_tensor(items[lo : lo + chunk] + nu, device=e_bar.device)
-        scores[lo : lo + chunk] = (e_bar[u] * e_bar[i]).sum(-1).float().cpu().numpy()
+        hi = lo + chunk
+        scores[lo:hi] = edge_scores(user_emb, item_emb, users[lo:hi], items[lo:hi]).float().cpu().numpy()
     picked = []
     for keys in (users, items):
         order = np.lexsort((scores, keys))  # by node, then by score: each node's lowest edge first
