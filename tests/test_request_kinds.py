@@ -164,7 +164,8 @@ def test_the_rule_keeps_the_default_ten_times_faster_than_a_retrain():
 )
 def test_kinds_grids_key_the_committed_grids_models_and_cells(kinds, committed):
     """The request-kind grids reuse the committed grids' models and Retrain / Ours(0) cells (their
-    results.jsonl rows) by hash, and every UnlearnRec row except the item-side one shares one encoder."""
+    results.jsonl rows) by hash, and every UnlearnRec row except the item-side one and the "No
+    pre-training" rows shares one encoder; those rows (epochs = 0) share another, with no pre-training."""
     new, old = load_config(KINDS / kinds), load_config(ROOT / "experiments" / committed)
     old_groups = {g.ratio: g for g in groups(old) if g.backbone == "lightgcn"}
     for g in groups(new):
@@ -175,9 +176,13 @@ def test_kinds_grids_key_the_committed_grids_models_and_cells(kinds, committed):
         encoders = {
             prepare_hash(g, m)
             for m in new.methods
-            if m.name == "unlearnrec" and m.config.get("influence_on") != "items"
+            if m.name == "unlearnrec" and m.config.get("influence_on") != "items" and m.config.get("epochs")
         }
         assert len(encoders) == 1
+        none = [m for m in new.methods if m.title.startswith("No pre-training")]
+        assert len(none) == 3 and all(m.config["epochs"] == 0 and m.config["eta_init"] == 0 for m in none)
+        assert len({prepare_hash(g, m) for m in none}) == 1
+        assert not encoders & {prepare_hash(g, m) for m in none}
 
 
 def test_the_shipped_default_is_the_one_the_committed_selection_chose():

@@ -379,6 +379,21 @@ def test_ours0_is_backbone_with_new_e0_on_residual_graph(model, prepared):
     assert new.meta["lineage"][-1]["method"] == "unlearnrec"
 
 
+def test_no_pretraining_rows_start_from_the_residual_graph_exactly(model):
+    """The grids' "No pre-training" rows (epochs = 0, eta_init = 0): Ours(0) is the input's E⁰ on Â_r,
+    bit for bit, so their fine-tuning starts from the residual graph alone."""
+    m = UnlearnRec(fast(epochs=0, eta_init=0.0), seed=0)
+    m.prepare(model, model.train)
+    req = request_of(model, 10, 7)
+    new = m.forget(model, model.train, req).model
+    assert torch.equal(new.backbone.e0.detach(), model.backbone.e0.detach())
+    np.testing.assert_allclose(dense(new.graph.adj), dense(model.graph.residual(req.edges).adj), atol=1e-6)
+    m.config = fast(epochs=0, eta_init=0.0, finetune_epochs=1)
+    tuned = m.forget(model, model.train, req)
+    assert tuned.info["finetune_steps_run"] > 0
+    assert not torch.equal(tuned.model.backbone.e0.detach(), model.backbone.e0.detach())
+
+
 def test_finetuning_changes_model_and_keeps_encoder(model, prepared):
     req = request_of(model, 10, 6)
     h0 = prepared.encoder.h0.clone()
