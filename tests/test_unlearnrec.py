@@ -1015,7 +1015,9 @@ def test_forget_guard_share_guards_without_a_stopping_rule(model, prepared):
     torch.testing.assert_close(res.model.backbone.e0, ours0.forget(model, model.train, req).model.backbone.e0)
     from unlearnrec.cli import forget as forget_cli
 
-    assert forget_cli._guard_line(res.info)[0].endswith("so fine-tuning was skipped (Ours(0) served)")
+    assert "so fine-tuning was skipped (Ours(0) served); train the model with val_ratio > 0" in (
+        forget_cli._guard_line(res.info)[0]
+    )
 
 
 def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model, prepared, monkeypatch):
@@ -1129,6 +1131,7 @@ def test_cli_forget_says_what_the_guard_did(tmp_path, tiny_dir, capsys):
     code, out, err = run(capsys, *args, "--out", tmp_path / "m1")
     assert code == 0, err
     assert "forget_guard: off (no validation split: the model's dataset has none)" in out
+    assert "train the model with val_ratio > 0" in out
     # with a validation split, the guard's verdict (the unit tests check what it serves)
     from unlearnrec.cli import forget as forget_cli
 

@@ -242,7 +242,10 @@ def _guard_line(info: dict) -> list[str]:
 def _guard_verdict(info: dict) -> list[str]:
     if "guard_off" in info:
         skipped = ", so fine-tuning was skipped (Ours(0) served)" if "finetune_skipped" in info else ""
-        return [f"forget_guard: off ({info['guard_off']}: the model's dataset has none){skipped}"]
+        return [
+            f"forget_guard: off ({info['guard_off']}: the model's dataset has none){skipped}; "
+            "train the model with val_ratio > 0 to guard its Recall"
+        ]
     if "guard_checks" not in info:
         return []
     scale, val = info["guard_scale"], info["guard_val_recall"]
