@@ -468,3 +468,37 @@ def test_an_out_from_before_the_cache_moved_resumes_without_training(
     assert counted_fit == []  # the clean and attacked models came from OUT/models
     assert recs[0]["reference"]["recall@20"] is not None  # Retrain's model found in OUT/models too
     assert (runner_cache / "prepared").is_dir() and not (runner_cache / "models").exists()
+
+
+def test_status_estimates_a_cells_preparation_from_the_nearest_pre_training(tiny_dir, tmp_path):
+    """A pending cell whose prepared state is not cached is estimated with the preparation recorded for
+    the finished cell whose pre-training settings are nearest (forget-time fields ignored); one whose state
+    is cached, or prepared by an earlier pending cell, adds none."""
+    from unlearnrec.experiments.runner import status
+
+    fast = {"batch_size": 256, "steps_per_epoch": 2, "lr": 1e-2}
+    none = {"name": "unlearnrec", "label": "none", "config": {**fast, "epochs": 0}}
+    two = {"name": "unlearnrec", "label": "two", "config": {**fast, "epochs": 2}}
+    out = tmp_path / "out"
+    recs = {r["label"]: r for r in run_experiment(load_config(grid(tiny_dir, [none, two])), out)}
+    assert not recs["two"]["prepare_cached"] and not recs["none"]["prepare_cached"]
+    assert recs["two"]["prepare_seconds"] > recs["none"]["prepare_seconds"]
+    # the forget part: the finished cell nearest in the whole method config
+    s_two, s_none = recs["two"]["seconds"], recs["none"]["seconds"]
+    pending = [
+        {"name": "unlearnrec", "label": "items", "config": {**fast, "epochs": 2, "influence_on": "items"}},
+        {
+            "name": "unlearnrec",
+            "label": "items, k=1",
+            "config": {**fast, "epochs": 2, "influence_on": "items", "finetune_epochs": 1},
+        },
+        {"name": "unlearnrec", "label": "eta 0", "config": {**fast, "epochs": 0, "eta_init": 0.0}},
+        {"name": "unlearnrec", "label": "two, k=1", "config": {**fast, "epochs": 2, "finetune_epochs": 1}},
+        {"name": "unlearnrec", "label": "far", "config": {**fast, "epochs": 3, "ratio": 0.1}},
+    ]
+    cells = {c.label: c for c in status(load_config(grid(tiny_dir, [none, two, *pending])), out)}
+    assert cells["items"].seconds == pytest.approx(s_two + recs["two"]["prepare_seconds"])
+    assert cells["items, k=1"].seconds == pytest.approx(s_two)  # the "items" cell prepares it
+    assert cells["eta 0"].seconds == pytest.approx(s_none + recs["none"]["prepare_seconds"])
+    assert cells["two, k=1"].seconds == pytest.approx(s_two)  # forget-time field only: cached
+    assert cells["far"].seconds is None  # two pre-training fields from anything finished: unknown

@@ -204,10 +204,15 @@ def status(
 ) -> list[CellStatus]:
     """Every cell of the grid, done (recorded seconds) or pending (estimated seconds).
 
-    A pending cell's estimate is the median ``seconds + prepare_seconds`` of the finished cells of the
-    same method on the same dataset and backbone (else the same backbone, else the same method) in
-    ``OUT/results.jsonl``, plus, for the first pending cell of a group whose model to unlearn is not in
-    the cache, the median training time recorded for that dataset and backbone. Unknown: None.
+    A pending cell's estimate is the median forget ``seconds`` of the finished cells of the same method
+    on the same dataset and backbone (else the same backbone, else the same method) in
+    ``OUT/results.jsonl`` whose method config is nearest to the cell's (fewest differing fields); plus
+    its preparation when its prepared state is neither in the cache nor made by an earlier pending cell
+    of this listing: the median ``prepare_seconds`` of those finished cells that prepared afresh (not
+    from the cache) with the pre-training settings nearest to the cell's (forget-time fields ignored;
+    more than one field apart: unknown, so an encoder pre-trained for 10 epochs is never estimated from
+    one with none); plus, for the first pending cell of a group whose model to unlearn is not in the
+    cache, the median training time recorded for that dataset and backbone. Unknown: None.
     """
     results = ResultsLog(out_dir)
     store = Store(config, default_cache() if cache_dir is None else cache_dir, fallbacks=(Path(out_dir),))
@@ -216,16 +221,51 @@ def status(
     def median(rows: list[float]) -> float | None:
         return statistics.median(rows) if rows else None
 
-    def estimate(group: Group, spec: MethodSpec) -> float | None:
+    def peers(group: Group, spec: MethodSpec) -> list[dict]:
+        """The finished cells of ``spec``'s method nearest to the group: same dataset and backbone, else
+        the same backbone, else any."""
         for same in (
             lambda r: (r.get("dataset"), r.get("backbone")) == (group.dataset, group.backbone),
             lambda r: r.get("backbone") == group.backbone,
             lambda r: True,
         ):
-            rows = [_cell_seconds(r) for r in ok if r.get("method") == spec.name and same(r)]
+            rows = [r for r in ok if r.get("method") == spec.name and same(r)]
             if rows:
-                return median(rows)
-        return None
+                return rows
+        return []
+
+    def distance(r: dict, spec: MethodSpec, skip: tuple[str, ...] = ()) -> int:
+        """How many fields of a finished cell's method config differ from ``spec``'s (``skip`` left out)."""
+        cfg = r.get("method_config") or {}
+        return sum(cfg.get(k) != spec.config.get(k) for k in (set(cfg) | set(spec.config)) - set(skip))
+
+    prepared: set[str] = set()  # prepared states an earlier pending cell of this listing makes
+
+    def prepare_estimate(group: Group, spec: MethodSpec, rows: list[dict]) -> float | None:
+        key = prepare_hash(group, spec)
+        if key in prepared or store.prepared_dir(group, spec).is_dir():
+            return 0.0
+        prepared.add(key)
+        fresh = [r for r in rows if not r.get("prepare_cached")]
+        if not fresh:
+            return None
+        skip = FORGET_ONLY_FIELDS.get(spec.name, ())
+        nearest = min(distance(r, spec, skip) for r in fresh)
+        if nearest > 1:  # no finished cell prepared anything like it: unknown, not a guess
+            return None
+        return median(
+            [float(r.get("prepare_seconds") or 0.0) for r in fresh if distance(r, spec, skip) == nearest]
+        )
+
+    def estimate(group: Group, spec: MethodSpec) -> float | None:
+        rows = peers(group, spec)
+        if not rows:
+            return None
+        prep = prepare_estimate(group, spec, rows)
+        if prep is None:
+            return None
+        near = min(distance(r, spec) for r in rows)  # Ours(0) is not timed like Ours(3)
+        return median([float(r.get("seconds") or 0.0) for r in rows if distance(r, spec) == near]) + prep
 
     def train_estimate(group: Group) -> float | None:
         rows = [
