@@ -227,9 +227,12 @@ def test_torchrun_train_writes_one_checkpoint_from_rank_zero(tiny_dir, tmp_path)
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--nnodes", "1",
            "-m", "unlearnrec", *args, "--out", str(tmp_path / "dp")]  # fmt: skip
     p = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
-    if p.returncode and GLOO_EXIT_ABORT in p.stderr:
+    for _ in range(2):
+        if not (p.returncode and (GLOO_EXIT_ABORT in p.stderr or "(SIGABRT)" in p.stderr)):
+            break
         # a rare abort in gloo's teardown after the work is done (about 3 runs in 45 here; cf. PyTorch
-        # issue #179291): run once more from a clean output rather than fail on the library's exit
+        # issue #179291; once, beside two long jobs, twice in a row): run again from a clean output rather
+        # than fail on the library's exit. A real crash aborts every time and still fails.
         shutil.rmtree(tmp_path / "dp", ignore_errors=True)
         p = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
