@@ -1015,10 +1015,8 @@ def test_forget_guard_share_guards_without_a_stopping_rule(model, prepared):
     torch.testing.assert_close(res.model.backbone.e0, ours0.forget(model, model.train, req).model.backbone.e0)
     from unlearnrec.cli import forget as forget_cli
 
-    assert (
-        "so fine-tuning was skipped (Ours(0) served); train the model with val_ratio > 0"
-        in (forget_cli._guard_line(res.info)[0])
-    )
+    line = forget_cli._guard_line(res.info)[0]
+    assert "so fine-tuning was skipped (Ours(0) served); train the model with val_ratio > 0" in line
 
 
 def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model, prepared, monkeypatch):
