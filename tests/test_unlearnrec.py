@@ -1145,3 +1145,57 @@ def test_cli_forget_says_what_the_guard_did(tmp_path, tiny_dir, capsys):
     kept = {"guard_scale": None, "guard_val_recall": 0.3, "guard_checks": [(None, 0.3)]}
     assert forget_cli._guard_line(kept)[0].startswith("forget_guard: kept the model as served")
     assert forget_cli._guard_line({}) == []
+
+
+def test_preserve_target_residual_preserves_the_residual_graph_model(model, prepared, monkeypatch):
+    """``preserve_target = "residual"``: L_p's target is the input model's E⁰ on Â_r, so the model
+    with E⁰ itself on Â_r preserves it exactly (L_p = 0) where the paper's target (Ē on the whole
+    graph) leaves L_p > 0; forget() hands that target to fine-tuning and pre-training builds it on
+    each epoch's residual graph. Eq. 16's η term keeps Ē either way."""
+    import unlearnrec.unlearn.unlearnrec.method as method_module
+    import unlearnrec.unlearn.unlearnrec.pretrain as pretrain_module
+    from unlearnrec.unlearn.unlearnrec.pretrain import preserve_target
+
+    req = request_of(model, 10, 6)
+    residual = model.graph.residual(req.edges)
+    e_bar = prepared.final_embeddings(model)
+    cfg = fast(preserve_target="residual")
+    target = preserve_target(model.backbone, residual, e_bar, cfg)
+    torch.testing.assert_close(target, final_embeddings(model.backbone, residual))
+    assert preserve_target(model.backbone, residual, e_bar, fast()) is e_bar
+    assert not torch.allclose(target, e_bar)
+    batch = next(iter(bpr_batches(residual.interactions, 64, np.random.default_rng(0), residual.device)))
+    chunk = np.arange(len(req.edges))
+
+    def lp(config, tgt):
+        bb = copy_backbone(model.backbone)
+        gen = torch.Generator().manual_seed(0)
+        terms = step_terms(bb, residual, bb.e0, batch, gen, req.edges, chunk, tgt, config)
+        return float(terms["preserve"].detach())
+
+    assert lp(cfg, target) < 1e-10 < 1e-6 < lp(fast(), e_bar)
+
+    seen = []
+    real_finetune = method_module.finetune
+    monkeypatch.setattr(
+        method_module, "finetune", lambda *a, **k: seen.append(a[4]) or real_finetune(*a, **k)
+    )
+    m = UnlearnRec(fast(preserve_target="residual", finetune_epochs=1, finetune_steps=2), seed=0)
+    m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+    m.forget(model, model.train, req)
+    torch.testing.assert_close(seen[0], target)
+
+    built = []
+    real_target = pretrain_module.preserve_target
+    monkeypatch.setattr(
+        pretrain_module,
+        "preserve_target",
+        lambda bb, res, eb, c: built.append((res, real_target(bb, res, eb, c))) or built[-1][1],
+    )
+    UnlearnRec(fast(preserve_target="residual", epochs=2), seed=0).prepare(model, model.train)
+    assert len(built) == 2
+    for res, tgt in built:
+        assert len(res.interactions) < len(model.graph.interactions)
+        torch.testing.assert_close(tgt, final_embeddings(model.backbone, res))
+    with pytest.raises(ValueError, match="preserve_target must be"):
+        fast(preserve_target="clean")

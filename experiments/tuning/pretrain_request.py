@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -51,11 +52,31 @@ NAMES = (
 )
 
 
-def encoder_spec(cfg, shape: str):
-    """The grid's pre-trained UnlearnRec spec (the paper's rule) with ``pretrain_request = shape``."""
+def encoder_spec(cfg, shape: str, extra: dict | None = None):
+    """The grid's pre-trained UnlearnRec spec (the paper's rule) with ``pretrain_request = shape``
+    and the pre-training fields ``extra`` (``--set``)."""
     spec = next(m for m in cfg.methods if m.name == "unlearnrec" and m.config.get("epochs"))
     config = {k: v for k, v in spec.config.items() if k not in ("influence_on",)}
-    return dataclasses.replace(spec, config={**config, "pretrain_request": shape})
+    return dataclasses.replace(spec, config={**config, "pretrain_request": shape, **(extra or {})})
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs (``--set``): VALUE as JSON when it parses (numbers, true/false), else text."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def encoder_tag(row: dict) -> str:
+    """The encoder a row was measured with: its ``pretrain_request``, then any ``--set`` fields."""
+    return row.get("encoder", row["pretrain_request"])
 
 
 def prepared(store: Store, group, spec, model, train) -> tuple[Path, float | None]:
@@ -75,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", default="mixed", help="pretrain_request of the encoders (default: mixed)")
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another pre-training field of the encoders (repeatable), e.g. preserve_target=residual",
+    )
+    p.add_argument(
         "--attacks",
         nargs="*",
         default=[str(HERE / f"experiments/ml-1m-authors-validation{n}-cpu.toml") for n in ("", 2, 3)],
@@ -93,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --seed 0 draws the evaluated requests; pick another seed", file=sys.stderr)
         return 2
     rows, done, record = sd.rows_file(Path(a.out))
+    extra = parse_sets(a.set)
+    tag_enc = ", ".join([a.shape, *(f"{k}={v}" for k, v in extra.items())])
 
     cache = a.cache or default_cache()
     for n, grid in enumerate(a.attacks, start=1):
@@ -106,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         if all((tag, c) in done for c in NAMES):
             continue
         data, att, model = store.dataset(group.dataset), store.forget_set(group), store.model(group)
-        folder, pre_s = prepared(store, group, encoder_spec(cfg, a.shape), model, att.train)
+        folder, pre_s = prepared(store, group, encoder_spec(cfg, a.shape, extra), model, att.train)
         ref = sd.input_val_recall(model, data)
         known = att.train.union(data.val)  # the test split is not read
         before = model.embeddings()
@@ -121,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                     "request": tag,
                     "candidate": name,
                     "pretrain_request": a.shape,
+                    "encoder": tag_enc,
                     "pretrain_seconds": pre_s,
                     "overlap": share,
                     "val_recall": val,
@@ -140,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {kstore.root} has no model of {kgroup.tag}: run {a.kinds_grid} first", file=sys.stderr)
         return 2
     kdata, kmodel = kstore.dataset(kgroup.dataset), kstore.model(kgroup)
-    folder, pre_s = prepared(kstore, kgroup, encoder_spec(kcfg, a.shape), kmodel, kmodel.train)
+    folder, pre_s = prepared(kstore, kgroup, encoder_spec(kcfg, a.shape, extra), kmodel, kmodel.train)
     kref = sd.input_val_recall(kmodel, kdata)
     for kind, ratio in sd.VALIDATION_DRAWS:
         request = kstore.request(sd.validation_group(kcfg, kgroup, kind, ratio, a.seed))
@@ -154,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     "request": tag,
                     "candidate": name,
                     "pretrain_request": a.shape,
+                    "encoder": tag_enc,
                     "pretrain_seconds": pre_s,
                     "val_recall": val,
                     "input_val_recall": kref,
@@ -175,7 +207,7 @@ def combined(baseline: list[dict], shaped: list[dict]) -> list[dict]:
     they are, each other encoder's candidates renamed ``NAME [pretrain_request=SHAPE]``."""
     return [
         *baseline,
-        *({**r, "candidate": f"{r['candidate']} [pretrain_request={r['pretrain_request']}]"} for r in shaped),
+        *({**r, "candidate": f"{r['candidate']} [{encoder_tag(r)}]"} for r in shaped),
     ]
 
 
@@ -184,8 +216,8 @@ def table(rows: list[dict], baseline: Path, also: list[dict] = ()) -> str:
     select_default.py's) beside this encoder's (``rows``) and each other shape's (``also``): validation
     Recall share, and MI-BF / MI-NG / AUC on the held-out attacks, and seconds."""
     base = {(r["request"], r["candidate"]): r for r in sd.rows_file(baseline)[0]}
-    shapes = list(dict.fromkeys(r["pretrain_request"] for r in [*rows, *also]))
-    by = {(r["pretrain_request"], r["request"], r["candidate"]): r for r in [*rows, *also]}
+    shapes = list(dict.fromkeys(encoder_tag(r) for r in [*rows, *also]))
+    by = {(encoder_tag(r), r["request"], r["candidate"]): r for r in [*rows, *also]}
 
     def cell(r: dict | None) -> str:
         if r is None:

@@ -34,7 +34,11 @@ class UnlearnRecConfig:
     lowest-scored training item, and for a random half of the items their lowest-scored training user,
     scored by the input model; see :func:`~unlearnrec.unlearn.unlearnrec.pretrain.low_score_request`),
     or ``"small"`` (the control of ``"mixed"``: even epochs draw as many edges as that request has,
-    uniformly: its size without its shape).
+    uniformly: its size without its shape). ``preserve_target``: what L_p (Eq. 21-22) preserves, in
+    pre-training and fine-tuning: ``"original"`` (the paper: the input model's Ē on the whole graph)
+    or ``"residual"`` (issue 25: the input model's E⁰ propagated on the residual graph Â_r, the
+    "residual graph only" model; L_p then holds the unlearned model near what dropping the edges
+    gives, instead of near a model that has fitted them).
 
     Forgetting (§5): ``finetune_epochs`` = k of Ours(k) (0: Ours(0), no training), with
     ``finetune_lr`` on the MLP and the layer-0 table. Each step propagates once, shared by every
@@ -84,6 +88,7 @@ class UnlearnRecConfig:
     epochs: int = 10
     ratio: float = 0.2
     pretrain_request: str = "random"
+    preserve_target: str = "original"
     batch_size: int = 4096
     steps_per_epoch: int = 0
     lr: float = 1e-3
@@ -153,6 +158,10 @@ class UnlearnRecConfig:
         if self.pretrain_request not in ("random", "mixed", "small"):
             raise ValueError(
                 f"pretrain_request must be 'random', 'mixed' or 'small', got {self.pretrain_request!r}"
+            )
+        if self.preserve_target not in ("original", "residual"):
+            raise ValueError(
+                f"preserve_target must be 'original' or 'residual', got {self.preserve_target!r}"
             )
         if self.idm_norm not in ("request", "graph"):
             raise ValueError(f"idm_norm must be 'request' or 'graph', got {self.idm_norm!r}")

@@ -204,16 +204,16 @@ def finetune(
     stays fixed with ``finetune_mlp = False``.
 
     ``delta``: ΔE⁰ (N, d) of Eq. 17, fixed (H⁰ and η are not trained); ``rows``: the rows where
-    ``delta`` may be non-zero (None: any); ``e_bar``: the original model's fixed Ē (N, d) (the L_p
-    target). An epoch is one pass over E_r in batches of ``finetune_batch_size`` (0: ``batch_size``),
-    or ``finetune_steps`` steps; λ_p is rescaled by ``batch_size / finetune_batch_size`` (L_p is a
-    sum over the batch, λ_p was set for ``batch_size``). Every forgotten edge enters L_u once per
-    epoch. ``stop`` is checked before the first step (Ours(0) may already meet it: then no step is
-    taken), then every ``finetune_check_every`` steps (0: after each epoch), and ends the run once
-    reached. On return ``backbone.e0`` holds the final Ẽ⁰ = E⁰ + MLP(ΔE⁰) (Eq. 18),
-    so the backbone alone is the unlearned model. ``backbone`` must be a copy owned by the caller;
-    ``mlp`` is copied, never modified. ``history``: one row per epoch; ``best_epoch``: the epoch
-    the run ended in; ``best_metric``: the last validation check (NaN without ``stop``).
+    ``delta`` may be non-zero (None: any); ``e_bar``: L_p's fixed target (N, d): the original model's Ē
+    (with ``preserve_target = "residual"``, its E⁰ on Â_r). An epoch is one pass over E_r in batches of
+    ``finetune_batch_size`` (0: ``batch_size``), or ``finetune_steps`` steps; λ_p is rescaled by
+    ``batch_size / finetune_batch_size`` (L_p is a sum over the batch, λ_p was set for ``batch_size``).
+    Every forgotten edge enters L_u once per epoch. ``stop`` is checked before the first step (Ours(0)
+    may already meet it: then no step is taken), then every ``finetune_check_every`` steps (0: after
+    each epoch), and ends the run once reached. On return ``backbone.e0`` holds the final Ẽ⁰ = E⁰ +
+    MLP(ΔE⁰) (Eq. 18), so the backbone alone is the unlearned model. ``backbone`` must be a copy owned
+    by the caller; ``mlp`` is copied, never modified. ``history``: one row per epoch; ``best_epoch``:
+    the epoch the run ended in; ``best_metric``: the last validation check (NaN without ``stop``).
 
     ``keep`` (``forget_guard_every``): checked every ``config.forget_guard_every`` steps; the
     latest state that reaches ``keep.target`` is returned as ``(step, Recall, Ẽ⁰)`` in

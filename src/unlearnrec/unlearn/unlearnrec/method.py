@@ -53,6 +53,7 @@ from unlearnrec.unlearn.unlearnrec.pretrain import (
     copy_backbone,
     final_embeddings,
     idm_degrees,
+    preserve_target,
     pretrain,
 )
 
@@ -223,7 +224,7 @@ class UnlearnRec(Unlearner):
                 residual,
                 enc.mlp,
                 delta,
-                e_bar,
+                preserve_target(model.backbone, residual, e_bar, self.config),
                 request.edges,
                 self.config,
                 self.seed,

@@ -56,6 +56,17 @@ def final_embeddings(backbone: Backbone, graph: Graph, e0: torch.Tensor | None =
     return out
 
 
+def preserve_target(
+    backbone: Backbone, residual: Graph, e_bar: torch.Tensor, config: UnlearnRecConfig
+) -> torch.Tensor:
+    """L_p's fixed target (N, d): ``e_bar`` (the original model's Ē, the paper) or, with
+    ``config.preserve_target = "residual"``, the original E⁰ propagated on the residual graph
+    (what dropping the request's edges alone gives). Only L_p reads it: Eq. 16's η term keeps Ē."""
+    if config.preserve_target == "residual" and config.use_lp:
+        return final_embeddings(backbone, residual)
+    return e_bar
+
+
 def idm_degrees(graph: Graph, config: UnlearnRecConfig) -> tuple[np.ndarray, np.ndarray] | None:
     """The (user, item) degrees of ``graph`` when the IDM is normalised by them (``idm_norm =
     "graph"``), else None (the request's own degrees, §2)."""
@@ -119,14 +130,16 @@ def auxiliary_terms(
     batch: Batch,
     forgotten: Interactions,
     chunk: np.ndarray,
-    e_bar: torch.Tensor,
+    target: torch.Tensor,
     config: UnlearnRecConfig,
 ) -> dict[str, torch.Tensor]:
     """L_u (Eq. 20) over a chunk of E_Δ and L_p (Eq. 21-22) over the batch's positive pairs.
 
-    ``out``: the unlearned model's final embeddings Ē' (N, d) (Ẽ⁰ propagated on Â_r); ``e_bar``:
-    the original model's fixed Ē (N, d). p_ui is the softmax of ŷ_ui / τ_p over the batch's
-    positive pairs (one distribution per batch), target from Ē, prediction from Ē'. A part of a
+    ``out``: the unlearned model's final embeddings Ē' (N, d) (Ẽ⁰ propagated on Â_r); ``target``:
+    the fixed final embeddings L_p preserves (N, d): the original model's Ē, or with
+    ``preserve_target = "residual"`` its E⁰ on Â_r (:func:`preserve_target`). p_ui is the softmax
+    of ŷ_ui / τ_p over the batch's positive pairs (one distribution per batch), target from
+    ``target``, prediction from Ē'. A part of a
     batch (data-parallel) takes its share of the chunk and of the pairs; the parts add up.
     """
     terms: dict[str, torch.Tensor] = {}
@@ -139,10 +152,10 @@ def auxiliary_terms(
         terms["unlearn"] = unlearning_loss((out[fu] * out[fi]).sum(-1), total)  # Eq. 20
     if config.use_lp:
         u, i = batch.users, batch.pos + num_users
-        target = (e_bar[u] * e_bar[i]).sum(-1)
+        target_scores = (target[u] * target[i]).sum(-1)
         scores = (out[u] * out[i]).sum(-1)
         rows = None if batch.whole else batch.rows()
-        terms["preserve"] = preserving_loss(target, scores, config.tau_p, rows)  # Eq. 21-22
+        terms["preserve"] = preserving_loss(target_scores, scores, config.tau_p, rows)  # Eq. 21-22
     return terms
 
 
@@ -222,6 +235,7 @@ def pretrain(
         forgotten = simulated_request(graph.interactions, e_bar, config, epoch, rng)
         idm = build_idm(forgotten, device, degrees)
         residual = graph.residual(forgotten)
+        target = preserve_target(frozen, residual, e_bar, config)
         in_idm = torch.zeros(graph.num_nodes, dtype=torch.bool, device=device)
         in_idm[torch.as_tensor(np.concatenate([forgotten.users, forgotten.items + nu]), device=device)] = True
         n_batches = math.ceil(len(residual.interactions) / config.batch_size)
@@ -241,7 +255,7 @@ def pretrain(
             total = terms["total"]
             terms = {f"model_{k}" if k != "total" else "model": v for k, v in terms.items()}
             if config.use_lu or config.use_lp:
-                aux = auxiliary_terms(out, nu, batch, forgotten, chunks[step % len(chunks)], e_bar, config)
+                aux = auxiliary_terms(out, nu, batch, forgotten, chunks[step % len(chunks)], target, config)
                 if "unlearn" in aux:
                     total = total + config.lambda_u * aux["unlearn"]
                 if "preserve" in aux:
