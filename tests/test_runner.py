@@ -502,3 +502,32 @@ def test_status_estimates_a_cells_preparation_from_the_nearest_pre_training(tiny
     assert cells["eta 0"].seconds == pytest.approx(s_none + recs["none"]["prepare_seconds"])
     assert cells["two, k=1"].seconds == pytest.approx(s_two)  # forget-time field only: cached
     assert cells["far"].seconds is None  # two pre-training fields from anything finished: unknown
+
+
+def test_status_rescales_fine_tuning_time_to_the_pending_cells_steps(tiny_dir, tmp_path):
+    """A pending UnlearnRec cell is estimated from the nearest finished one with that cell's fine-tuning
+    time per step times its own (maximum) step count: 3 epochs of 2 steps after 1 epoch of 2 steps is
+    about three times the fine-tuning, and a whole pass is sized from the recorded request."""
+    from unlearnrec.experiments.grid import MethodSpec
+    from unlearnrec.experiments.runner import forget_seconds, status
+
+    fast = {"batch_size": 256, "steps_per_epoch": 2, "lr": 1e-2, "epochs": 1}
+    k1 = {"name": "unlearnrec", "label": "k1", "config": {**fast, "finetune_epochs": 1, "finetune_steps": 2}}
+    out = tmp_path / "out"
+    (rec,) = run_experiment(load_config(grid(tiny_dir, [k1])), out)
+    ran, tuned = rec["info"]["finetune_steps_run"], rec["info"]["finetune_seconds"]
+    assert ran == 2 and tuned > 0
+    k3 = {"name": "unlearnrec", "label": "k3", "config": {**fast, "finetune_epochs": 3, "finetune_steps": 2}}
+    cells = {c.label: c for c in status(load_config(grid(tiny_dir, [k1, k3])), out)}
+    assert cells["k3"].seconds == pytest.approx(rec["seconds"] - tuned + 3 * tuned)
+
+    record = {
+        "seconds": 10.0,
+        "info": {"finetune_steps_run": 80, "finetune_seconds": 8.0},
+        "attack": {"edges": 100, "fraction_of_train": 0.1},
+    }
+    one_pass = MethodSpec("unlearnrec", config={"finetune_epochs": 1, "finetune_batch_size": 300})
+    assert forget_seconds(record, one_pass) == pytest.approx(2.0 + 0.1 * 3)  # ceil(900 / 300) steps
+    assert forget_seconds({**record, "attack": None}, one_pass) == 10.0  # the pass's size unknown
+    assert forget_seconds(record, MethodSpec("gif")) == 10.0
+    assert forget_seconds(record, MethodSpec("unlearnrec", config={"finetune_epochs": 0})) == 2.0

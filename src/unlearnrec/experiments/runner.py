@@ -31,6 +31,7 @@ the loss curves of the report) are copied next to the results.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -199,6 +200,41 @@ def _cell_seconds(rec: dict) -> float:
     return float(rec.get("seconds") or 0.0) + float(rec.get("prepare_seconds") or 0.0)
 
 
+def _finetune_steps(config: dict[str, Any], residual_edges: float | None) -> int | None:
+    """UnlearnRec's fine-tuning steps under ``config`` at most (the stopping rule may end it sooner):
+    ``finetune_epochs`` x (``finetune_steps``, else one pass over ``residual_edges`` in batches of
+    ``finetune_batch_size``, else ``batch_size``); None when a pass is needed and the size unknown."""
+    from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
+
+    epochs = int(config.get("finetune_epochs", UnlearnRecConfig.finetune_epochs))
+    steps = int(config.get("finetune_steps", 0))
+    if epochs and not steps:
+        if residual_edges is None:
+            return None
+        batch = config.get("finetune_batch_size") or config.get("batch_size") or UnlearnRecConfig.batch_size
+        steps = math.ceil(residual_edges / int(batch))
+    return epochs * steps
+
+
+def forget_seconds(record: dict, spec: MethodSpec) -> float:
+    """A finished cell's forget seconds as an estimate for ``spec``: for UnlearnRec, its fine-tuning
+    part rescaled from the steps it ran to the steps ``spec`` runs at most (the same time a step:
+    a pass over Yelp2018's residual edges is not timed like 80 steps), else as recorded."""
+    seconds = float(record.get("seconds") or 0.0)
+    info = record.get("info") or {}
+    ran, tuned = info.get("finetune_steps_run"), info.get("finetune_seconds")
+    if spec.name != "unlearnrec" or not ran or tuned is None:
+        return seconds
+    attack = record.get("attack") or {}
+    residual = None
+    if attack.get("edges") and attack.get("fraction_of_train"):
+        residual = attack["edges"] / attack["fraction_of_train"] - attack["edges"]
+    want = _finetune_steps(spec.config, residual)
+    if want is None:
+        return seconds
+    return seconds - float(tuned) + float(tuned) / int(ran) * want
+
+
 def status(
     config: ExperimentConfig, out_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None
 ) -> list[CellStatus]:
@@ -206,7 +242,8 @@ def status(
 
     A pending cell's estimate is the median forget ``seconds`` of the finished cells of the same method
     on the same dataset and backbone (else the same backbone, else the same method) in
-    ``OUT/results.jsonl`` whose method config is nearest to the cell's (fewest differing fields); plus
+    ``OUT/results.jsonl`` whose method config is nearest to the cell's (fewest differing fields; an
+    UnlearnRec cell's fine-tuning time rescaled to the pending cell's steps, :func:`forget_seconds`); plus
     its preparation when its prepared state is neither in the cache nor made by an earlier pending cell
     of this listing: the median ``prepare_seconds`` of those finished cells that prepared afresh (not
     from the cache) with the pre-training settings nearest to the cell's (forget-time fields ignored;
@@ -265,7 +302,7 @@ def status(
         if prep is None:
             return None
         near = min(distance(r, spec) for r in rows)  # Ours(0) is not timed like Ours(3)
-        return median([float(r.get("seconds") or 0.0) for r in rows if distance(r, spec) == near]) + prep
+        return median([forget_seconds(r, spec) for r in rows if distance(r, spec) == near]) + prep
 
     def train_estimate(group: Group) -> float | None:
         rows = [
