@@ -10,9 +10,11 @@ the request's nodes, the median ‖E⁰ row‖, the median ‖ΔE⁰ row‖ and 
 with the scale of the model's scores (mean |ŷ| over a sample of training edges) that the
 σ-based MI metrics read.
 
-    python benchmarks/shift_scale.py experiments/yelp2018-table2-simgcl-authors.toml \\
-        experiments/yelp2018-table2-lightgcn-authors.toml experiments/kinds/sgl-authors.toml \\
-        --json benchmarks/results/shift-scale-yelp2018.json
+It also prints where Ours(0) goes against what dropping the edges does (issue 25, "L_p's target"):
+with Ē the attacked input's final embeddings, Ē_r its E⁰ propagated on the residual graph and Ē_0
+Ours(0)'s (every row), the sizes ‖Ē_r - Ē‖ and ‖Ē_0 - Ē‖, and Ē_0 - Ē split along Ē_r - Ē
+(``along``: 1 moves exactly as the residual graph does, 0 stays at the input, < 0 moves back past
+it) and across it (``across``: the orthogonal part's size over ‖Ē_r - Ē‖).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from unlearnrec.experiments.grid import groups, load_config
 from unlearnrec.experiments.runner import default_cache
 from unlearnrec.experiments.store import Store
 from unlearnrec.unlearn.unlearnrec import UnlearnRec
+from unlearnrec.unlearn.unlearnrec.pretrain import final_embeddings
 
 
 def measure(grid: str, label: str, cache: str | None, data_dir: str | None) -> dict:
@@ -55,6 +58,12 @@ def measure(grid: str, label: str, cache: str | None, data_dir: str | None) -> d
     u, i = model.embeddings()
     sample = np.arange(0, len(att.train), max(1, len(att.train) // 100_000))
     scores = edge_scores(u, i, att.train.users[sample], att.train.items[sample])
+    e_bar = final_embeddings(model.backbone, model.graph)
+    e_res = final_embeddings(model.backbone, res.model.graph)
+    e_ours = final_embeddings(res.model.backbone, res.model.graph)
+    d_res, d_ours = (e_res - e_bar).flatten(), (e_ours - e_bar).flatten()
+    moved = float(d_res.norm())
+    along = float(d_ours @ d_res) / max(moved**2, 1e-24)
     return {
         "grid": cfg.name,
         "backbone": group.backbone,
@@ -64,6 +73,10 @@ def measure(grid: str, label: str, cache: str | None, data_dir: str | None) -> d
         "median_shift_norm": float(shift[nodes].median()),
         "median_shift_over_row": float((shift[nodes] / rows[nodes].clamp_min(1e-12)).median()),
         "mean_abs_train_score": float(scores.abs().mean()),
+        "residual_move": moved,
+        "ours0_move": float((e_ours - e_bar).norm()),
+        "along": along,
+        "across": float((d_ours - along * d_res).norm()) / max(moved, 1e-12),
     }
 
 
@@ -80,13 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     rows = [measure(g, a.label, a.cache, a.data_dir) for g in a.grids]
     head = "| grid | backbone | request nodes | median ‖E⁰ row‖ | median ‖ΔE⁰ row‖ | median ratio |"
-    print(head + " mean abs ŷ |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(head + " mean abs ŷ | ‖Ē_r - Ē‖ | ‖Ē_0 - Ē‖ | along | across |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['grid']} | {r['backbone']} | {r['request_nodes']:,} | {r['median_row_norm']:.3f} | "
             f"{r['median_shift_norm']:.3f} | {r['median_shift_over_row']:.2f} | "
-            f"{r['mean_abs_train_score']:.4f} |"
+            f"{r['mean_abs_train_score']:.4f} | {r['residual_move']:.3f} | {r['ours0_move']:.3f} | "
+            f"{r['along']:.2f} | {r['across']:.2f} |"
         )
     if a.json:
         with open(a.json, "w") as f:

@@ -57,6 +57,8 @@ def encoder_spec(cfg, shape: str, extra: dict | None = None):
     and the pre-training fields ``extra`` (``--set``)."""
     spec = next(m for m in cfg.methods if m.name == "unlearnrec" and m.config.get("epochs"))
     config = {k: v for k, v in spec.config.items() if k not in ("influence_on",)}
+    if shape == "random" and not extra:  # the grid's own encoder (its cache key has no such field)
+        return dataclasses.replace(spec, config=config)
     return dataclasses.replace(spec, config={**config, "pretrain_request": shape, **(extra or {})})
 
 
@@ -108,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[str(HERE / f"experiments/ml-1m-authors-validation{n}-cpu.toml") for n in ("", 2, 3)],
         help="held-out attack grids, tagged V, V2, V3, ...",
     )
+    p.add_argument(
+        "--finetune-lambda-p",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="X",
+        help="also the default candidate with finetune_lambda_p = X (L_p's weight in fine-tuning)",
+    )
     p.add_argument("--kinds-grid", default=str(HERE / "experiments/kinds/lightgcn-random.toml"))
     p.add_argument("--cache", default=None, help="cache root (default: $UNLEARNREC_CACHE)")
     p.add_argument("--seed", type=int, default=1, help="seed of the random / users draws (the table's: 0)")
@@ -121,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --seed 0 draws the evaluated requests; pick another seed", file=sys.stderr)
         return 2
     rows, done, record = sd.rows_file(Path(a.out))
+    candidates = {name: sd.CANDIDATES[name] for name in NAMES}
+    for x in a.finetune_lambda_p:
+        candidates[f"{NAMES[2]}, λ_p {x:g}"] = {**sd.CANDIDATES[NAMES[2]], "finetune_lambda_p": x}
     extra = parse_sets(a.set)
     tag_enc = ", ".join([a.shape, *(f"{k}={v}" for k, v in extra.items())])
 
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if not store.has_model(group):
             print(f"error: {store.root} has no model of {group.tag}: run {grid} first", file=sys.stderr)
             return 2
-        if all((tag, c) in done for c in NAMES):
+        if all((tag, c) in done for c in candidates):
             continue
         data, att, model = store.dataset(group.dataset), store.forget_set(group), store.model(group)
         folder, pre_s = prepared(store, group, encoder_spec(cfg, a.shape, extra), model, att.train)
@@ -141,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         known = att.train.union(data.val)  # the test split is not read
         before = model.embeddings()
         share = overlap(model, att.train, att.edges)
-        for name in NAMES:
+        for name, settings in candidates.items():
             if (tag, name) in done:
                 continue
-            res, val = sd.forget(folder, model, data, att.train, store.request(group), sd.CANDIDATES[name])
+            res, val = sd.forget(folder, model, data, att.train, store.request(group), settings)
             fm = forgetting_metrics(before, res.model.embeddings(), att.edges, known, seed=group.seed)
             record(
                 {
@@ -176,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     for kind, ratio in sd.VALIDATION_DRAWS:
         request = kstore.request(sd.validation_group(kcfg, kgroup, kind, ratio, a.seed))
         tag = f"{kind} {ratio:g} (seed {a.seed})"
-        for name in NAMES:
+        for name, settings in candidates.items():
             if (tag, name) in done:
                 continue
-            res, val = sd.forget(folder, kmodel, kdata, kmodel.train, request, sd.CANDIDATES[name])
+            res, val = sd.forget(folder, kmodel, kdata, kmodel.train, request, settings)
             record(
                 {
                     "request": tag,
