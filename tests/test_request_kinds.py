@@ -165,8 +165,8 @@ def test_the_rule_keeps_the_default_ten_times_faster_than_a_retrain():
 def test_kinds_grids_key_the_committed_grids_models_and_cells(kinds, committed):
     """The request-kind grids reuse the committed grids' models and Retrain / Ours(0) cells (their
     results.jsonl rows) by hash, and every UnlearnRec row except the item-side one and the "No
-    pre-training" rows shares one encoder; those rows (epochs = 0, ΔE⁰ = 0) with the default losses share
-    another, with no pre-training."""
+    pre-training" and "L_p on the residual graph" rows shares one encoder; those rows (epochs = 0, ΔE⁰ =
+    0) with the default losses share another, with no pre-training, and the residual-target rows a third."""
     new, old = load_config(KINDS / kinds), load_config(ROOT / "experiments" / committed)
     old_groups = {g.ratio: g for g in groups(old) if g.backbone == "lightgcn"}
     for g in groups(new):
@@ -177,9 +177,14 @@ def test_kinds_grids_key_the_committed_grids_models_and_cells(kinds, committed):
         encoders = {
             prepare_hash(g, m)
             for m in new.methods
-            if m.name == "unlearnrec" and m.config.get("influence_on") != "items" and m.config.get("epochs")
+            if m.name == "unlearnrec"
+            and m.config.get("influence_on") != "items"
+            and m.config.get("epochs")
+            and "preserve_target" not in m.config
         }
         assert len(encoders) == 1
+        residual = {prepare_hash(g, m) for m in new.methods if m.config.get("preserve_target") == "residual"}
+        assert len(residual) == 1 and not residual & encoders
         none = [m for m in new.methods if m.title.startswith("No pre-training")]
         assert len(none) >= 3 and all(m.config["epochs"] == 0 and m.config["eta_init"] == 0 for m in none)
         same_losses = [m for m in none if "use_lu" not in m.config and "use_lp" not in m.config]

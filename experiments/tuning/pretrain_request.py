@@ -217,11 +217,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def combined(baseline: list[dict], shaped: list[dict]) -> list[dict]:
     """The rows of select_default.py's rule over every encoder: the random-request encoder's rows as
-    they are, each other encoder's candidates renamed ``NAME [pretrain_request=SHAPE]``."""
-    return [
-        *baseline,
-        *({**r, "candidate": f"{r['candidate']} [{encoder_tag(r)}]"} for r in shaped),
-    ]
+    they are, each other encoder's candidates renamed ``NAME [pretrain_request=SHAPE]`` (with
+    ``--set`` fields: ``NAME [SHAPE, KEY=VALUE]``)."""
+
+    def tag(r: dict) -> str:
+        return r.get("encoder") or f"pretrain_request={r['pretrain_request']}"
+
+    return [*baseline, *({**r, "candidate": f"{r['candidate']} [{tag(r)}]"} for r in shaped)]
 
 
 def table(rows: list[dict], baseline: Path, also: list[dict] = ()) -> str:
