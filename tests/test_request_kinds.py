@@ -194,16 +194,33 @@ def test_kinds_grids_key_the_committed_grids_models_and_cells(kinds, committed):
 
 def test_the_shipped_default_is_the_one_the_committed_selection_chose():
     """configs/unlearnrec-cpu.toml's forget-time fields are the candidate the rule picks from the
-    committed validation rows (experiments/results/kinds-ml-1m/select-default.jsonl)."""
+    committed validation rows (experiments/results/kinds-ml-1m/select-default.jsonl, the paper's
+    encoder, and the rows of every other encoder measured on the same requests), and its pre-training
+    fields are that encoder's."""
     from unlearnrec.config import read_toml
     from unlearnrec.unlearn.unlearnrec import UnlearnRecConfig
 
     sd = _select_default()
-    rows = [json.loads(x) for x in (ROOT / "experiments/results/kinds-ml-1m/select-default.jsonl").open()]
+    path = ROOT / "experiments" / "tuning" / "pretrain_request.py"
+    spec = importlib.util.spec_from_file_location("pretrain_request", path)
+    pr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pr)
+    results = ROOT / "experiments/results/kinds-ml-1m"
+    rows = [json.loads(x) for x in (results / "select-default.jsonl").open()]
     assert {r["request"] for r in rows} >= {"V", "users 0.01 (seed 1)", "random 0.02 (seed 1)"}
-    best, _ = sd.choose(rows, 0.99, 10.0)
+    others = [
+        json.loads(x)
+        for name in ("pretrain-request-mixed", "pretrain-request-small", "pretrain-residual-target")
+        for x in (results / f"{name}.jsonl").open()
+    ]
+    best, _ = sd.choose(pr.combined(rows, others), 0.99, 10.0)
+    name, _, tag = best.partition(" [")
     shipped = read_toml(ROOT / "configs/unlearnrec-cpu.toml")["unlearnrec"]
-    chosen = sd.CANDIDATES[best]
+    chosen = pr.candidate_settings(name)
+    encoder = pr.encoder_fields(tag.removesuffix("]")) if tag else {}
+    for field in ("pretrain_request", "preserve_target"):
+        default = UnlearnRecConfig.__dataclass_fields__[field].default
+        assert shipped.get(field, default) == encoder.get(field, default), field
     # every forget-time field of the shipped config is the candidate's (absent: the field's default);
     # the batch and lr of fine-tuning are the shipped config's own, set for it on ml-100k
     fields = {f: d.default for f, d in UnlearnRecConfig.__dataclass_fields__.items()}
@@ -244,5 +261,14 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
     assert wide[2].endswith("| 97.0%, 3.00 / 2.00, AUC 0.300, 1.0 s |") and wide[3].endswith("| - |")
     both = pr.combined([{"request": "V", "candidate": "a"}], [small])  # the rule's rows over every encoder
     assert [r["candidate"] for r in both] == ["a", "Ours(0) [pretrain_request=small]"]
+    residual = {**small, "pretrain_request": "random", "encoder": "random, preserve_target=residual"}
+    assert pr.combined([], [residual])[0]["candidate"] == "Ours(0) [random, preserve_target=residual]"
+    assert pr.encoder_fields("random, preserve_target=residual") == {"preserve_target": "residual"}
+    assert pr.encoder_fields("pretrain_request=small") == {"pretrain_request": "small"}
+    assert pr.encoder_fields("mixed, lambda_p=0.01") == {"pretrain_request": "mixed", "lambda_p": "0.01"}
+    heavier = pr.candidate_settings(f"{pr.NAMES[2]}, λ_p 0.1")
+    assert heavier == {**sd.CANDIDATES[pr.NAMES[2]], "finetune_lambda_p": 0.1}
+    with pytest.raises(KeyError):
+        pr.candidate_settings("Ours(7)")
     assert pr.main(["--out", str(out), "--seed", "0"]) == 2  # the evaluated draws' seed is refused
     capsys.readouterr()

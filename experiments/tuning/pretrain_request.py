@@ -62,6 +62,34 @@ def encoder_spec(cfg, shape: str, extra: dict | None = None):
     return dataclasses.replace(spec, config={**config, "pretrain_request": shape, **(extra or {})})
 
 
+LAMBDA_P = ", λ_p "  # a candidate's name suffix for finetune_lambda_p (--finetune-lambda-p)
+
+
+def candidate_settings(name: str) -> dict:
+    """The forget-time settings of a candidate: select_default's, or one of them with ``, λ_p X``
+    appended (``finetune_lambda_p = X``)."""
+    if name in sd.CANDIDATES:
+        return dict(sd.CANDIDATES[name])
+    head, sep, x = name.rpartition(LAMBDA_P)
+    if not sep or head not in sd.CANDIDATES:
+        raise KeyError(name)
+    return {**sd.CANDIDATES[head], "finetune_lambda_p": float(x)}
+
+
+def encoder_fields(tag: str) -> dict:
+    """The pre-training fields of an encoder tag (:func:`combined`'s ``[...]``): ``SHAPE, K=V, ...``
+    or ``pretrain_request=SHAPE``; the paper's shape is the field's default, so it is left out."""
+    out = {}
+    for i, part in enumerate(tag.split(", ")):
+        key, sep, value = part.partition("=")
+        if not sep and i == 0:
+            key, value = "pretrain_request", part
+        out[key] = value
+    if out.get("pretrain_request") == "random":
+        del out["pretrain_request"]
+    return out
+
+
 def parse_sets(items: list[str]) -> dict:
     """``KEY=VALUE`` pairs (``--set``): VALUE as JSON when it parses (numbers, true/false), else text."""
     out = {}
@@ -131,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --seed 0 draws the evaluated requests; pick another seed", file=sys.stderr)
         return 2
     rows, done, record = sd.rows_file(Path(a.out))
-    candidates = {name: sd.CANDIDATES[name] for name in NAMES}
-    for x in a.finetune_lambda_p:
-        candidates[f"{NAMES[2]}, λ_p {x:g}"] = {**sd.CANDIDATES[NAMES[2]], "finetune_lambda_p": x}
+    names = [*NAMES, *(f"{NAMES[2]}{LAMBDA_P}{x:g}" for x in a.finetune_lambda_p)]
+    candidates = {name: candidate_settings(name) for name in names}
     extra = parse_sets(a.set)
     tag_enc = ", ".join([a.shape, *(f"{k}={v}" for k, v in extra.items())])
 
