@@ -210,7 +210,12 @@ def test_the_shipped_default_is_the_one_the_committed_selection_chose():
     assert {r["request"] for r in rows} >= {"V", "users 0.01 (seed 1)", "random 0.02 (seed 1)"}
     others = [
         json.loads(x)
-        for name in ("pretrain-request-mixed", "pretrain-request-small", "pretrain-residual-target")
+        for name in (
+            "pretrain-request-mixed",
+            "pretrain-request-small",
+            "pretrain-residual-target",
+            "pretrain-mixed-residual-target",
+        )
         for x in (results / f"{name}.jsonl").open()
     ]
     best, _ = sd.choose(pr.combined(rows, others), 0.99, 10.0)
