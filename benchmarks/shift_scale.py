@@ -58,7 +58,7 @@ def measure(grid: str, label: str, cache: str | None, data_dir: str | None) -> d
     u, i = model.embeddings()
     sample = np.arange(0, len(att.train), max(1, len(att.train) // 100_000))
     scores = edge_scores(u, i, att.train.users[sample], att.train.items[sample])
-    e_bar = final_embeddings(model.backbone, model.graph)
+    e_bar = torch.cat([u, i])  # the input's final embeddings (model.embeddings() propagated them)
     e_res = final_embeddings(model.backbone, res.model.graph)
     e_ours = final_embeddings(res.model.backbone, res.model.graph)
     d_res, d_ours = (e_res - e_bar).flatten(), (e_ours - e_bar).flatten()

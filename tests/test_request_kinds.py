@@ -84,12 +84,16 @@ def test_table2_compare_flags_recall_gaps_and_mi_on_the_other_side_of_one():
     assert tc.line(gif).endswith("| - | - | - |")  # no paper column for a baseline
 
 
-def _select_default():
-    path = ROOT / "experiments" / "tuning" / "select_default.py"
-    spec = importlib.util.spec_from_file_location("select_default", path)
+def _tuning(name: str):
+    """The script ``experiments/tuning/NAME.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "tuning" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _select_default():
+    return _tuning("select_default")
 
 
 def test_the_default_is_the_most_forgetting_candidate_that_keeps_validation_recall():
@@ -201,10 +205,7 @@ def test_the_shipped_default_is_the_one_the_committed_selection_chose():
     from unlearnrec.unlearn.unlearnrec import UnlearnRecConfig
 
     sd = _select_default()
-    path = ROOT / "experiments" / "tuning" / "pretrain_request.py"
-    spec = importlib.util.spec_from_file_location("pretrain_request", path)
-    pr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pr)
+    pr = _tuning("pretrain_request")
     results = ROOT / "experiments/results/kinds-ml-1m"
     rows = [json.loads(x) for x in (results / "select-default.jsonl").open()]
     assert {r["request"] for r in rows} >= {"V", "users 0.01 (seed 1)", "random 0.02 (seed 1)"}
@@ -251,10 +252,7 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
     base = tmp_path / "base.jsonl"
     base.write_text(json.dumps({"request": "V", "candidate": "Ours(0)", "val_share": 0.9, "mi_bf": 2.0,
                                 "mi_ng": 1.5, "auc": 0.4, "seconds": 2.0}) + "\n")  # fmt: skip
-    path = ROOT / "experiments" / "tuning" / "pretrain_request.py"
-    spec = importlib.util.spec_from_file_location("pretrain_request", path)
-    pr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pr)
+    pr = _tuning("pretrain_request")
     lines = pr.table(rows, base).splitlines()
     assert lines[0] == "| request | candidate | random-request encoder | mixed encoder |"
     random, mixed = "90.0%, 2.00 / 1.50, AUC 0.400, 2.0 s", "95.0%, 3.00 / 2.00, AUC 0.300, 1.0 s"

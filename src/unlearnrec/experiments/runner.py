@@ -202,18 +202,17 @@ def _cell_seconds(rec: dict) -> float:
 
 def _finetune_steps(config: dict[str, Any], residual_edges: float | None) -> int | None:
     """UnlearnRec's fine-tuning steps under ``config`` at most (the stopping rule may end it sooner):
-    ``finetune_epochs`` x (``finetune_steps``, else one pass over ``residual_edges`` in batches of
-    ``finetune_batch_size``, else ``batch_size``); None when a pass is needed and the size unknown."""
+    ``finetune_epochs`` x :func:`~unlearnrec.unlearn.unlearnrec.finetune.epoch_steps`; None when the
+    epoch is a pass over the residual edges and their number is unknown."""
     from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
+    from unlearnrec.unlearn.unlearnrec.finetune import epoch_steps
 
-    epochs = int(config.get("finetune_epochs", UnlearnRecConfig.finetune_epochs))
-    steps = int(config.get("finetune_steps", 0))
-    if epochs and not steps:
-        if residual_edges is None:
-            return None
-        batch = config.get("finetune_batch_size") or config.get("batch_size") or UnlearnRecConfig.batch_size
-        steps = math.ceil(residual_edges / int(batch))
-    return epochs * steps
+    cfg = UnlearnRecConfig(**config)
+    if not cfg.finetune_epochs:
+        return 0
+    if residual_edges is None:
+        return cfg.finetune_epochs * cfg.finetune_steps or None
+    return cfg.finetune_epochs * epoch_steps(cfg, math.ceil(residual_edges))
 
 
 def forget_seconds(record: dict, spec: MethodSpec) -> float:

@@ -185,6 +185,13 @@ class RowMLP(torch.nn.Module):
         return out
 
 
+def epoch_steps(config: UnlearnRecConfig, residual_edges: int) -> int:
+    """Steps of one fine-tuning epoch: a pass over ``residual_edges`` in batches of
+    ``finetune_batch_size`` (0: ``batch_size``), at most ``finetune_steps`` (0: the whole pass)."""
+    n_batches = max(math.ceil(residual_edges / (config.finetune_batch_size or config.batch_size)), 1)
+    return min(n_batches, config.finetune_steps) if config.finetune_steps else n_batches
+
+
 def finetune(
     backbone: Backbone,
     residual: Graph,
@@ -231,8 +238,7 @@ def finetune(
     if config.finetune_lambda_p >= 0:
         lambda_p = config.finetune_lambda_p
     lambda_u = config.finetune_lambda_u if config.finetune_lambda_u >= 0 else config.lambda_u
-    n_batches = max(math.ceil(len(residual.interactions) / batch_size), 1)
-    steps = min(n_batches, config.finetune_steps) if config.finetune_steps else n_batches
+    steps = epoch_steps(config, len(residual.interactions))
     check_every = config.finetune_check_every
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
