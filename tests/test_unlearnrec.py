@@ -963,6 +963,51 @@ def test_finetune_lambda_u_weights_l_u_alone(model, prepared, monkeypatch):
     assert seen[-1] == (cfg.lambda_p * cfg.batch_size / 64, cfg.lambda_u)
 
 
+def test_finetune_recover_steps_train_without_l_p_after_the_epochs(model, prepared, monkeypatch):
+    """``finetune_recover_steps``: after the epochs, that many more steps (over more than one pass of
+    E_r when asked) at λ_u = ``finetune_recover_lambda_u`` and λ_p = 0, one ``"recover"`` history
+    row, counted in the steps run; none when the stopping rule ended the run; 0: no such phase."""
+    req = request_of(model, 10, 6)
+    passes = math.ceil((len(model.train) - 10) / 100)
+    seen = []
+    real = finetune_module.step_terms
+
+    def spy(*args, **kw):
+        seen.append(args[9:])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(finetune_module, "step_terms", spy)
+
+    def run(**kw):
+        seen.clear()
+        m = UnlearnRec(fast(finetune_epochs=1, finetune_steps=3, finetune_batch_size=100, **kw), seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        return m.forget(model, model.train, req)
+
+    plain = run()
+    assert plain.info["finetune_steps_run"] == 3 and len(seen) == 3
+    res = run(finetune_recover_steps=passes + 2, finetune_recover_lambda_u=7.0)
+    hist = res.info["finetune_history"]
+    assert [r["epoch"] for r in hist] == [1, "recover"] and hist[-1]["steps"] == passes + 2
+    assert res.info["finetune_steps_run"] == 3 + passes + 2 and len(seen) == 3 + passes + 2
+    assert seen[:3] == [seen[0]] * 3 and seen[0][1] != 7.0
+    assert seen[3:] == [(0.0, 7.0)] * (passes + 2)  # no L_p, L_u at its own weight
+    # the first 3 steps are the plain run's: the same state before the recovery
+    assert not torch.equal(res.model.backbone.e0, plain.model.backbone.e0)
+    # a stopping rule met before any step: no recovery either
+    users, items = np.arange(30), (np.arange(30) * 7) % model.train.num_items
+    keep = ~model.train.contains(users, items)
+    val = Interactions.from_pairs(users[keep], items[keep], model.train.num_users, model.train.num_items)
+    m = UnlearnRec(fast(finetune_epochs=1, finetune_stop_share=0.01, finetune_recover_steps=5), seed=0)
+    m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+    m.set_validation(val)
+    assert m.forget(model, model.train, req).info["finetune_steps_run"] == 0
+    with pytest.raises(ConfigError, match="finetune_recover_steps"):
+        from_dict(UnlearnRecConfig, {"finetune_recover_steps": -1}, "unlearnrec")
+    with pytest.raises(ConfigError, match="finetune_recover_lambda_u"):
+        from_dict(UnlearnRecConfig, {"finetune_recover_lambda_u": float("nan")}, "unlearnrec")
+
+
 def test_finetune_mlp_false_trains_the_table_alone(model, prepared, monkeypatch):
     """``finetune_mlp = False``: the MLP of Eq. 18 is never handed to the optimiser (the paper's default
     trains it), so no parameter shared by every row moves."""

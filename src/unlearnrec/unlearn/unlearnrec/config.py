@@ -71,6 +71,13 @@ class UnlearnRecConfig:
     scales Ours(0)'s shift (0: the final state or Ours(0)'s scales only). Fine-tuning's Recall is not
     monotone in its steps (it dips, then recovers), so this keeps the most fine-tuned state that held.
 
+    ``finetune_recover_steps`` > 0 (with fine-tuning): after the fine-tuning epochs, this many more
+    steps of the backbone's own loss on E_r with L_u weighted ``finetune_recover_lambda_u`` and no L_p
+    (issue 25): the forgetting steps cost ranking that training without the request's edges gains
+    (Retrain's Recall is above the input's under the authors' attack), and L_p holds the model to the
+    input's; the recovery trains the ranking back on the residual edges alone while L_u (0: off) keeps
+    the request's edges down. Its steps count for ``forget_guard_every`` as the others.
+
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
     ``readout = "last"`` is the last-layer readout.
@@ -113,6 +120,8 @@ class UnlearnRecConfig:
     finetune_lambda_p: float = -1.0
     finetune_mlp: bool = True
     finetune_min_mi_ng: float = 0.0
+    finetune_recover_steps: int = 0
+    finetune_recover_lambda_u: float = 0.0
     forget_rule: str = ""
     forget_guard: bool = False
     forget_guard_share: float = 0.0
@@ -137,6 +146,8 @@ class UnlearnRecConfig:
         "finetune_epochs": "[0, 100000]",
         "finetune_lr": "(0, 100]",
         "finetune_min_mi_ng": ">= 0",
+        "finetune_recover_steps": "[0, 10000000]",
+        "finetune_recover_lambda_u": ">= 0",
     }
 
     def __post_init__(self):

@@ -185,6 +185,16 @@ class RowMLP(torch.nn.Module):
         return out
 
 
+def step_batches(train: Interactions, batch_size: int, n_steps: int, rng: np.random.Generator, device=None):
+    """``n_steps`` BPR batches of ``train``: passes over a fresh shuffle each, the last one cut short
+    (negatives drawn only for the edges used)."""
+    left = n_steps
+    while left > 0:
+        for batch in bpr_batches(train, batch_size, rng, device or "cpu", max_edges=left * batch_size):
+            yield batch
+            left -= 1
+
+
 def epoch_steps(config: UnlearnRecConfig, residual_edges: int) -> int:
     """Steps of one fine-tuning epoch: a pass over ``residual_edges`` in batches of
     ``finetune_batch_size`` (0: ``batch_size``), at most ``finetune_steps`` (0: the whole pass)."""
@@ -226,6 +236,10 @@ def finetune(
     latest state that reaches ``keep.target`` is returned as ``(step, Recall, Ẽ⁰)`` in
     ``FinetuneResult.kept`` (None if no check reached it), for the guard to serve when the final
     state falls short.
+
+    ``finetune_recover_steps`` > 0: after the epochs (unless ``stop`` ended the run), that many steps of
+    L_model + ``finetune_recover_lambda_u`` L_u (no L_p), one more ``history`` row (``epoch``:
+    ``"recover"``); ``keep`` and ``stop`` are checked in them as in the epochs.
     """
     t0 = time.perf_counter()
     mlp = copy.deepcopy(mlp).to(delta.device)
@@ -258,18 +272,18 @@ def finetune(
 
     keep_every = config.forget_guard_every if keep is not None else 0
 
-    if stop is not None:  # Ours(0) may already be there: then no step at all
-        done = reached()
-    for epoch in range(1, 0 if done else config.finetune_epochs + 1):
+    def run_steps(label, n_steps: int, lam_u: float, lam_p: float) -> bool:
+        """``n_steps`` steps over E_r (each forgotten edge in L_u once); one history row; True
+        when ``stop`` was reached."""
+        nonlocal step
         backbone.train()
         hook = getattr(backbone, "on_epoch_start", None)
         if hook is not None:  # per-epoch augmentation (SGL's views)
             hook(residual, gen)
-        chunks = forgotten_chunks(forgotten, steps, rng)
+        chunks = forgotten_chunks(forgotten, n_steps, rng)
         sums: dict[str, float] = {}
-        n = 0
-        edges = steps * batch_size  # negatives drawn only for the edges this epoch uses
-        batches = bpr_batches(residual.interactions, batch_size, rng, residual.device, max_edges=edges)
+        n, hit = 0, False
+        batches = step_batches(residual.interactions, batch_size, n_steps, rng, residual.device)
         for i, batch in enumerate(batches):
             e0_tilde = backbone.e0 + shift()  # Eq. 18, the MLP once per step
             terms = step_terms(
@@ -282,13 +296,13 @@ def finetune(
                 chunks[i % len(chunks)],
                 e_bar,
                 config,
-                lambda_p,
-                lambda_u,
+                lam_p,
+                lam_u,
             )
             loss = terms["total"]
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"fine-tuning loss became {float(loss.detach())} at epoch {epoch}; "
+                    f"fine-tuning loss became {float(loss.detach())} at epoch {label}; "
                     f"lower finetune_lr ({config.finetune_lr})"
                 )
             opt.zero_grad(set_to_none=True)
@@ -298,25 +312,34 @@ def finetune(
                 sums[key] = sums.get(key, 0.0) + float(v.detach())
             n += 1
             step += 1
-            last = i == steps - 1
+            last = i == n_steps - 1
             if keep_every and step % keep_every == 0:
-                hit, table = state_reaches(keep)
-                if hit:
+                kept_hit, table = state_reaches(keep)
+                if kept_hit:
                     res.kept = (step, keep.checks[-1][1], table)
             if stop is not None and ((check_every and step % check_every == 0) or (not check_every and last)):
-                done = reached()
-                if done:
+                hit = reached()
+                if hit:
                     break
-        row = {"epoch": epoch, "steps": n, "seconds": time.perf_counter() - t0}
+        row = {"epoch": label, "steps": n, "seconds": time.perf_counter() - t0}
         row.update({key: v / max(n, 1) for key, v in sums.items()})
         if stop is not None and stop.checks:
             row["val_recall"] = stop.checks[-1][1]
         res.history.append(row)
+        log.info("fine-tuning %s %s", label, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
+        return hit
+
+    if stop is not None:  # Ours(0) may already be there: then no step at all
+        done = reached()
+    for epoch in range(1, 0 if done else config.finetune_epochs + 1):
+        done = run_steps(epoch, steps, lambda_u, lambda_p)
         res.epochs_run = epoch
-        log.info("fine-tuning epoch %d %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
         if done:
             log.info("fine-tuning stopped after %d steps: validation target %.5f reached", step, stop.target)
             break
+    if config.finetune_recover_steps and config.finetune_epochs and not done:
+        # issue 25: the ranking back on E_r alone, L_u holding the request's edges down, no L_p
+        run_steps("recover", config.finetune_recover_steps, config.finetune_recover_lambda_u, 0.0)
     res.best_epoch = res.epochs_run
     with torch.no_grad():
         backbone.e0.copy_(backbone.e0 + shift())
