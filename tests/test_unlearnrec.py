@@ -984,9 +984,13 @@ def test_finetune_recover_steps_train_without_l_p_after_the_epochs(model, prepar
         m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
         return m.forget(model, model.train, req)
 
+    made = []
+    real_adam = finetune_module.adam
+    monkeypatch.setattr(finetune_module, "adam", lambda params, lr: made.append(lr) or real_adam(params, lr))
     plain = run()
-    assert plain.info["finetune_steps_run"] == 3 and len(seen) == 3
+    assert plain.info["finetune_steps_run"] == 3 and len(seen) == 3 and len(made) == 1
     res = run(finetune_recover_steps=passes + 2, finetune_recover_lambda_u=7.0)
+    assert len(made) == 3 and made[1] == made[2]  # the recovery's own Adam, at finetune_lr
     hist = res.info["finetune_history"]
     assert [r["epoch"] for r in hist] == [1, "recover"] and hist[-1]["steps"] == passes + 2
     assert res.info["finetune_steps_run"] == 3 + passes + 2 and len(seen) == 3 + passes + 2

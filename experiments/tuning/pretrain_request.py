@@ -63,17 +63,69 @@ def encoder_spec(cfg, shape: str, extra: dict | None = None):
 
 
 LAMBDA_P = ", λ_p "  # a candidate's name suffix for finetune_lambda_p (--finetune-lambda-p)
+RECOVER = ", recover "  # ... for finetune_recover_steps / _lambda_u (--recover): ", recover N at λ_u X"
+RETRAIN = "Retrain"  # the held-out attack's retrained model (--retrain): a reference row, never a candidate
+
+
+def recover_name(steps: int, lambda_u: float) -> str:
+    """The default candidate with a recovery phase of ``steps`` steps at L_u weight ``lambda_u``."""
+    return f"{NAMES[2]}{RECOVER}{steps} at λ_u {lambda_u:g}"
 
 
 def candidate_settings(name: str) -> dict:
     """The forget-time settings of a candidate: select_default's, or one of them with ``, λ_p X``
-    appended (``finetune_lambda_p = X``)."""
+    appended (``finetune_lambda_p = X``) or ``, recover N at λ_u X`` (``finetune_recover_steps = N``,
+    ``finetune_recover_lambda_u = X``)."""
     if name in sd.CANDIDATES:
         return dict(sd.CANDIDATES[name])
+    head, sep, tail = name.rpartition(RECOVER)
+    if sep:
+        steps, at, x = tail.partition(" at λ_u ")
+        if not at or head not in sd.CANDIDATES:
+            raise KeyError(name)
+        return {
+            **sd.CANDIDATES[head],
+            "finetune_recover_steps": int(steps),
+            "finetune_recover_lambda_u": float(x),
+        }
     head, sep, x = name.rpartition(LAMBDA_P)
     if not sep or head not in sd.CANDIDATES:
         raise KeyError(name)
     return {**sd.CANDIDATES[head], "finetune_lambda_p": float(x)}
+
+
+def parse_recover(items: list[str]) -> list[tuple[int, float]]:
+    """``N:X`` pairs (``--recover``): N recovery steps at L_u weight X."""
+    out = []
+    for item in items:
+        n, sep, x = item.partition(":")
+        try:
+            steps, lam = int(n), float(x)
+        except ValueError:
+            steps, lam = -1, float("nan")
+        if not sep or steps <= 0 or not lam >= 0:
+            raise SystemExit(f"error: --recover {item!r}: expected STEPS:LAMBDA_U (e.g. 80:0)")
+        out.append((steps, lam))
+    return out
+
+
+def retrain_row(store: Store, cfg, group, data, att, known, before, tag: str, shape: str) -> dict | None:
+    """The held-out attack's Retrain as a reference row (its validation Recall, MI on the attack), from
+    the grid's own Retrain cell (``[[methods]] name = "retrain"``); None when the grid has not run it."""
+    spec = next((m for m in cfg.methods if m.name == "retrain"), None)
+    model = store.retrained(group, spec) if spec is not None else None
+    if model is None:
+        return None
+    val = sd.input_val_recall(model, data)
+    fm = forgetting_metrics(before, model.embeddings(), att.edges, known, seed=group.seed)
+    return {
+        "request": tag,
+        "candidate": RETRAIN,
+        "pretrain_request": shape,
+        "val_recall": val,
+        **{m: fm[m] for m in ("mi_bf", "mi_ng", "auc")},
+        "seconds": float(model.meta.get("train_seconds") or 0.0),
+    }
 
 
 def encoder_fields(tag: str) -> dict:
@@ -146,6 +198,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="X",
         help="also the default candidate with finetune_lambda_p = X (L_p's weight in fine-tuning)",
     )
+    p.add_argument(
+        "--recover",
+        nargs="*",
+        default=[],
+        metavar="STEPS:LAMBDA_U",
+        help="also the default candidate with a recovery phase (finetune_recover_steps, _lambda_u)",
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="also each held-out attack's Retrain (its grid's Retrain cell) as a reference row",
+    )
     p.add_argument("--kinds-grid", default=str(HERE / "experiments/kinds/lightgcn-random.toml"))
     p.add_argument("--cache", default=None, help="cache root (default: $UNLEARNREC_CACHE)")
     p.add_argument("--seed", type=int, default=1, help="seed of the random / users draws (the table's: 0)")
@@ -159,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --seed 0 draws the evaluated requests; pick another seed", file=sys.stderr)
         return 2
     rows, done, record = sd.rows_file(Path(a.out))
-    names = [*NAMES, *(f"{NAMES[2]}{LAMBDA_P}{x:g}" for x in a.finetune_lambda_p)]
+    names = [
+        *NAMES,
+        *(f"{NAMES[2]}{LAMBDA_P}{x:g}" for x in a.finetune_lambda_p),
+        *(recover_name(n, x) for n, x in parse_recover(a.recover)),
+    ]
     candidates = {name: candidate_settings(name) for name in names}
     extra = parse_sets(a.set)
     tag_enc = ", ".join([a.shape, *(f"{k}={v}" for k, v in extra.items())])
@@ -173,13 +241,20 @@ def main(argv: list[str] | None = None) -> int:
         if not store.has_model(group):
             print(f"error: {store.root} has no model of {group.tag}: run {grid} first", file=sys.stderr)
             return 2
-        if all((tag, c) in done for c in candidates):
+        if all((tag, c) in done for c in candidates) and (not a.retrain or (tag, RETRAIN) in done):
             continue
         data, att, model = store.dataset(group.dataset), store.forget_set(group), store.model(group)
-        folder, pre_s = prepared(store, group, encoder_spec(cfg, a.shape, extra), model, att.train)
-        ref = sd.input_val_recall(model, data)
         known = att.train.union(data.val)  # the test split is not read
         before = model.embeddings()
+        if a.retrain and (tag, RETRAIN) not in done:
+            row = retrain_row(store, cfg, group, data, att, known, before, tag, a.shape)
+            if row is None:
+                print(f"error: {store.root} has no Retrain of {group.tag}: run {grid} first", file=sys.stderr)
+                return 2
+            ref = sd.input_val_recall(model, data)
+            record({**row, "input_val_recall": ref, "val_share": row["val_recall"] / ref})
+        folder, pre_s = prepared(store, group, encoder_spec(cfg, a.shape, extra), model, att.train)
+        ref = sd.input_val_recall(model, data)
         share = overlap(model, att.train, att.edges)
         for name, settings in candidates.items():
             if (tag, name) in done:
@@ -236,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     shaped = [r for f in a.also for r in sd.rows_file(Path(f))[0]]
     print(table(rows, Path(a.baseline), shaped))
+    if any(r["candidate"] == RETRAIN for r in rows):
+        print("\n" + retrain_table(rows))
     base = sd.rows_file(Path(a.baseline))[0] if Path(a.baseline).is_file() else []
     best, _ = sd.choose(combined(base, rows + shaped), 0.99, 10.0)
     print(f"\nthe rule over the random-request encoder and these: {best}")
@@ -250,7 +327,30 @@ def combined(baseline: list[dict], shaped: list[dict]) -> list[dict]:
     def tag(r: dict) -> str:
         return r.get("encoder") or f"pretrain_request={r['pretrain_request']}"
 
-    return [*baseline, *({**r, "candidate": f"{r['candidate']} [{tag(r)}]"} for r in shaped)]
+    return [
+        *baseline,
+        *({**r, "candidate": f"{r['candidate']} [{tag(r)}]"} for r in shaped if r["candidate"] != RETRAIN),
+    ]
+
+
+def retrain_table(rows: list[dict]) -> str:
+    """Markdown: each held-out attack's candidates against its Retrain: validation Recall as a share
+    of the attacked input's and of Retrain's, MI-BF / MI-NG, seconds (Retrain's: its training)."""
+    ref = {r["request"]: r for r in rows if r["candidate"] == RETRAIN}
+    lines = [
+        "| request | candidate | of input | of Retrain | MI-BF | MI-NG | seconds |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r["request"] not in ref or "mi_ng" not in r:
+            continue
+        share = r["val_recall"] / r["input_val_recall"]
+        of_retrain = r["val_recall"] / ref[r["request"]]["val_recall"]
+        lines.append(
+            f"| {r['request']} | {r['candidate']} | {share:.1%} | {of_retrain:.1%} | "
+            f"{r['mi_bf']:.2f} | {r['mi_ng']:.2f} | {r['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict], baseline: Path, also: list[dict] = ()) -> str:

@@ -76,7 +76,9 @@ class UnlearnRecConfig:
     (issue 25): the forgetting steps cost ranking that training without the request's edges gains
     (Retrain's Recall is above the input's under the authors' attack), and L_p holds the model to the
     input's; the recovery trains the ranking back on the residual edges alone while L_u (0: off) keeps
-    the request's edges down. Its steps count for ``forget_guard_every`` as the others.
+    the request's edges down. A fresh Adam at ``finetune_lr`` runs them (the forgetting steps' moments,
+    from L_u at its fine-tuning weight, would leave the request's nodes nearly frozen). Its steps
+    count for ``forget_guard_every`` as the others.
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";

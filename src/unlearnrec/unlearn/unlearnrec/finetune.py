@@ -238,8 +238,9 @@ def finetune(
     state falls short.
 
     ``finetune_recover_steps`` > 0: after the epochs (unless ``stop`` ended the run), that many steps of
-    L_model + ``finetune_recover_lambda_u`` L_u (no L_p), one more ``history`` row (``epoch``:
-    ``"recover"``); ``keep`` and ``stop`` are checked in them as in the epochs.
+    L_model + ``finetune_recover_lambda_u`` L_u (no L_p) with a fresh Adam at ``finetune_lr``, one
+    more ``history`` row (``epoch``: ``"recover"``); ``keep`` and ``stop`` are checked in them as in
+    the epochs.
     """
     t0 = time.perf_counter()
     mlp = copy.deepcopy(mlp).to(delta.device)
@@ -256,7 +257,8 @@ def finetune(
     check_every = config.finetune_check_every
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    opt = adam([backbone.e0, *(mlp.parameters() if config.finetune_mlp else ())], config.finetune_lr)
+    params = [backbone.e0, *(mlp.parameters() if config.finetune_mlp else ())]
+    opt = adam(params, config.finetune_lr)
     res = FinetuneResult()
     done, step = False, 0
 
@@ -272,9 +274,9 @@ def finetune(
 
     keep_every = config.forget_guard_every if keep is not None else 0
 
-    def run_steps(label, n_steps: int, lam_u: float, lam_p: float) -> bool:
-        """``n_steps`` steps over E_r (each forgotten edge in L_u once); one history row; True
-        when ``stop`` was reached."""
+    def run_steps(label, n_steps: int, lam_u: float, lam_p: float, opt: torch.optim.Optimizer) -> bool:
+        """``n_steps`` steps of ``opt`` over E_r (each forgotten edge in L_u once); one history row;
+        True when ``stop`` was reached."""
         nonlocal step
         backbone.train()
         hook = getattr(backbone, "on_epoch_start", None)
@@ -332,14 +334,17 @@ def finetune(
     if stop is not None:  # Ours(0) may already be there: then no step at all
         done = reached()
     for epoch in range(1, 0 if done else config.finetune_epochs + 1):
-        done = run_steps(epoch, steps, lambda_u, lambda_p)
+        done = run_steps(epoch, steps, lambda_u, lambda_p, opt)
         res.epochs_run = epoch
         if done:
             log.info("fine-tuning stopped after %d steps: validation target %.5f reached", step, stop.target)
             break
     if config.finetune_recover_steps and config.finetune_epochs and not done:
-        # issue 25: the ranking back on E_r alone, L_u holding the request's edges down, no L_p
-        run_steps("recover", config.finetune_recover_steps, config.finetune_recover_lambda_u, 0.0)
+        # issue 25: the ranking back on E_r alone, L_u holding the request's edges down, no L_p. A
+        # fresh Adam: the forgetting steps' second moments (L_u at its fine-tuning weight) would
+        # scale the new objective's steps on the request's nodes down for hundreds of steps
+        recover = adam(params, config.finetune_lr)
+        run_steps("recover", config.finetune_recover_steps, config.finetune_recover_lambda_u, 0.0, recover)
     res.best_epoch = res.epochs_run
     with torch.no_grad():
         backbone.e0.copy_(backbone.e0 + shift())
