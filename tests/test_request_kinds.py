@@ -273,5 +273,26 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
     assert heavier == {**sd.CANDIDATES[pr.NAMES[2]], "finetune_lambda_p": 0.1}
     with pytest.raises(KeyError):
         pr.candidate_settings("Ours(7)")
+    # the recovery candidates (--recover STEPS:LAMBDA_U) and the held-out attacks' Retrain rows
+    name = pr.recover_name(80, 5.0)
+    assert name == f"{pr.NAMES[2]}, recover 80 at λ_u 5"
+    assert pr.candidate_settings(name) == {
+        **sd.CANDIDATES[pr.NAMES[2]],
+        "finetune_recover_steps": 80,
+        "finetune_recover_lambda_u": 5.0,
+    }
+    assert pr.parse_recover(["80:0", "160:5"]) == [(80, 0.0), (160, 5.0)]
+    for bad in ("80", "0:5", "x:1", "80:-1", "80:nan"):
+        with pytest.raises(SystemExit, match="--recover"):
+            pr.parse_recover([bad])
+    ref = {"request": "V", "candidate": pr.RETRAIN, "val_recall": 0.25, "input_val_recall": 0.2,
+           "val_share": 1.25, "mi_bf": 50.0, "mi_ng": 30.0, "auc": 0.0, "seconds": 400.0}  # fmt: skip
+    cand = {**rows[0], "val_recall": 0.2, "input_val_recall": 0.2}
+    lines = pr.retrain_table([ref, cand, rows[1]]).splitlines()
+    assert lines[2] == "| V | Retrain | 125.0% | 100.0% | 50.00 | 30.00 | 400.0 |"
+    assert lines[3] == "| V | Ours(0) | 100.0% | 80.0% | 3.00 | 2.00 | 1.0 |" and len(lines) == 4
+    assert [r["candidate"] for r in pr.combined([], [{**ref, "pretrain_request": "random"}, small])] == [
+        "Ours(0) [pretrain_request=small]"
+    ]  # a Retrain row is a reference, never a candidate of the rule
     assert pr.main(["--out", str(out), "--seed", "0"]) == 2  # the evaluated draws' seed is refused
     capsys.readouterr()
