@@ -531,3 +531,9 @@ def test_status_rescales_fine_tuning_time_to_the_pending_cells_steps(tiny_dir, t
     assert forget_seconds({**record, "attack": None}, one_pass) == 10.0  # the pass's size unknown
     assert forget_seconds(record, MethodSpec("gif")) == 10.0
     assert forget_seconds(record, MethodSpec("unlearnrec", config={"finetune_epochs": 0})) == 2.0
+    # a recovery phase's steps count too (issue 25), whether the epoch's size is known or fixed
+    recover = {"finetune_epochs": 1, "finetune_batch_size": 300, "finetune_recover_steps": 7}
+    assert forget_seconds(record, MethodSpec("unlearnrec", config=recover)) == pytest.approx(2.0 + 0.1 * 10)
+    fixed = {"finetune_epochs": 2, "finetune_steps": 40, "finetune_recover_steps": 80}
+    fixed_spec = MethodSpec("unlearnrec", config=fixed)
+    assert forget_seconds({**record, "attack": None}, fixed_spec) == pytest.approx(2.0 + 0.1 * 160)

@@ -202,8 +202,9 @@ def _cell_seconds(rec: dict) -> float:
 
 def _finetune_steps(config: dict[str, Any], residual_edges: float | None) -> int | None:
     """UnlearnRec's fine-tuning steps under ``config`` at most (the stopping rule may end it sooner):
-    ``finetune_epochs`` x :func:`~unlearnrec.unlearn.unlearnrec.finetune.epoch_steps`; None when the
-    epoch is a pass over the residual edges and their number is unknown."""
+    ``finetune_epochs`` x :func:`~unlearnrec.unlearn.unlearnrec.finetune.epoch_steps`, plus
+    ``finetune_recover_steps``; None when the epoch is a pass over the residual edges and their number
+    is unknown."""
     from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
     from unlearnrec.unlearn.unlearnrec.finetune import epoch_steps
 
@@ -211,8 +212,9 @@ def _finetune_steps(config: dict[str, Any], residual_edges: float | None) -> int
     if not cfg.finetune_epochs:
         return 0
     if residual_edges is None:
-        return cfg.finetune_epochs * cfg.finetune_steps or None
-    return cfg.finetune_epochs * epoch_steps(cfg, math.ceil(residual_edges))
+        epochs = cfg.finetune_epochs * cfg.finetune_steps
+        return epochs + cfg.finetune_recover_steps if epochs else None
+    return cfg.finetune_epochs * epoch_steps(cfg, math.ceil(residual_edges)) + cfg.finetune_recover_steps
 
 
 def forget_seconds(record: dict, spec: MethodSpec) -> float:
