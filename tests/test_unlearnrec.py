@@ -909,6 +909,19 @@ def test_forget_guard_scales_ours0_down_only_when_validation_recall_is_short(mod
         fast(forget_guard=True)
 
 
+def spy_step_terms(monkeypatch) -> list:
+    """Record the (λ_p, λ_u) each fine-tuning step passes to ``step_terms`` (the list returned)."""
+    seen = []
+    real = finetune_module.step_terms
+
+    def spy(*args, **kw):
+        seen.append(args[9:])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(finetune_module, "step_terms", spy)
+    return seen
+
+
 def test_finetune_lambda_u_weights_l_u_alone(model, prepared, monkeypatch):
     """``finetune_lambda_u`` replaces λ_u in the fine-tuning loss and nothing else: the total of one
     step equals the step with the pre-training's λ_u plus (new - old) x L_u; negative: λ_u. And
@@ -948,14 +961,7 @@ def test_finetune_lambda_u_weights_l_u_alone(model, prepared, monkeypatch):
         return float((u[eu] * i[ei]).sum(-1).mean())
 
     assert served(finetune_lambda_u=1000.0) < served()
-    seen = []
-    real = finetune_module.step_terms
-
-    def spy(*args, **kw):
-        seen.append(args[9:])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(finetune_module, "step_terms", spy)
+    seen = spy_step_terms(monkeypatch)
     served(finetune_lambda_p=0.25, finetune_batch_size=64)
     served(finetune_batch_size=64)
     cfg = fast()
@@ -969,14 +975,7 @@ def test_finetune_recover_steps_train_without_l_p_after_the_epochs(model, prepar
     row, counted in the steps run; none when the stopping rule ended the run; 0: no such phase."""
     req = request_of(model, 10, 6)
     passes = math.ceil((len(model.train) - 10) / 100)
-    seen = []
-    real = finetune_module.step_terms
-
-    def spy(*args, **kw):
-        seen.append(args[9:])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(finetune_module, "step_terms", spy)
+    seen = spy_step_terms(monkeypatch)
 
     def run(**kw):
         seen.clear()
