@@ -15,6 +15,12 @@ encoder could have seen as a simulated one.
 
     UNLEARNREC_DATA=/work/shared/data PYTHONPATH=src python experiments/tuning/pretrain_request.py \\
         --out experiments/results/kinds-ml-1m/pretrain-request.jsonl
+
+Session 17 (issue 25): ``--recover STEPS:LAMBDA_U ...`` adds the default with a recovery phase
+(``finetune_recover_steps``, ``finetune_recover_lambda_u``) as candidates, and ``--retrain`` each held-out
+attack's Retrain (its grid's Retrain cell, early-stopped on the same validation split) as a reference
+row, never a candidate: the printed table then gives every candidate's validation Recall as a share of
+the input's and of Retrain's (``experiments/results/kinds-ml-1m/recover.md``).
 """
 
 from __future__ import annotations
