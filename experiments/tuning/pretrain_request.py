@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
     shaped = [r for f in a.also for r in sd.rows_file(Path(f))[0]]
-    print(table(rows, Path(a.baseline), shaped))
+    print(table([r for r in rows if r["candidate"] != RETRAIN], Path(a.baseline), shaped))
     if any(r["candidate"] == RETRAIN for r in rows):
         print("\n" + retrain_table(rows))
     base = sd.rows_file(Path(a.baseline))[0] if Path(a.baseline).is_file() else []
