@@ -252,15 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         data, att, model = store.dataset(group.dataset), store.forget_set(group), store.model(group)
         known = att.train.union(data.val)  # the test split is not read
         before = model.embeddings()
+        ref = sd.input_val_recall(model, data)
         if a.retrain and (tag, RETRAIN) not in done:
             row = retrain_row(store, cfg, group, data, att, known, before, tag, a.shape)
             if row is None:
                 print(f"error: {store.root} has no Retrain of {group.tag}: run {grid} first", file=sys.stderr)
                 return 2
-            ref = sd.input_val_recall(model, data)
             record({**row, "input_val_recall": ref, "val_share": row["val_recall"] / ref})
         folder, pre_s = prepared(store, group, encoder_spec(cfg, a.shape, extra), model, att.train)
-        ref = sd.input_val_recall(model, data)
         share = overlap(model, att.train, att.edges)
         for name, settings in candidates.items():
             if (tag, name) in done:
