@@ -19,6 +19,8 @@ from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Unlearner
 from unlearnrec.unlearn.registry import build_method
 
+from .conftest import run_cli
+
 
 class Fake(Unlearner):
     """Keeps the embeddings, drops the edges from the graph: forgets nothing but the graph."""
@@ -502,6 +504,70 @@ def test_status_estimates_a_cells_preparation_from_the_nearest_pre_training(tiny
     assert cells["eta 0"].seconds == pytest.approx(s_none + recs["none"]["prepare_seconds"])
     assert cells["two, k=1"].seconds == pytest.approx(s_two)  # forget-time field only: cached
     assert cells["far"].seconds is None  # two pre-training fields from anything finished: unknown
+
+
+def test_status_estimates_a_fresh_checkout_from_earlier_runs(tiny_dir, tmp_path, capsys):
+    """A fresh checkout (empty OUT, empty cache) gets no estimate from itself; with the results of an
+    earlier run of the same grid (``--estimate-from``) each pending cell is estimated from its own
+    record: its forget time, its preparation, and the first cell of the group its model's training."""
+    from unlearnrec.experiments.results import read_history
+    from unlearnrec.experiments.runner import status
+
+    ours = {
+        "name": "unlearnrec",
+        "label": "ours",
+        "config": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 2},
+    }
+    earlier = tmp_path / "committed" / "tiny"
+    recs = {r["label"]: r for r in run_experiment(load_config(grid(tiny_dir, ["retrain", ours])), earlier)}
+    fresh_out, fresh_cache = tmp_path / "out", tmp_path / "fresh-cache"
+    cfg = load_config(grid(tiny_dir, ["retrain", ours, "fake"]))
+    assert [c.seconds for c in status(cfg, fresh_out, fresh_cache)] == [None, None, None]
+
+    history = read_history([tmp_path / "committed"])  # a folder: its results.jsonl at any depth
+    assert sorted(r["label"] for r in history) == ["ours", "retrain"]
+    cells = {c.label: c for c in status(cfg, fresh_out, fresh_cache, history=history)}
+    train = recs["retrain"]["model"]["train_seconds"]
+    retrain, mine = recs["retrain"], recs["ours"]
+    assert cells["retrain"].seconds == pytest.approx(retrain["seconds"] + retrain["prepare_seconds"] + train)
+    assert cells["ours"].seconds == pytest.approx(mine["seconds"] + mine["prepare_seconds"])
+    assert cells["fake"].seconds is None  # a method no run has timed: unknown, not a guess
+    assert not fresh_out.exists() and not fresh_cache.exists()  # nothing run, nothing written
+
+    # a results.jsonl file works as well as a folder; each file's records are kept
+    (tmp_path / "other").mkdir()
+    faster = {**retrain, "seconds": retrain["seconds"] / 2}
+    (tmp_path / "other" / "results.jsonl").write_text(json.dumps(faster) + "\n")
+    both = read_history([tmp_path / "other" / "results.jsonl", earlier])
+    assert len(both) == 3
+
+    toml = tmp_path / "grid.toml"
+    toml.write_text(
+        "\n".join(
+            [
+                'name = "tiny"',
+                f'datasets = ["{tiny_dir}"]',
+                "ratios = [0.5]",
+                "item_ratio = 0.0",
+                'methods = ["retrain"]',
+                "[train]\nepochs = 3\nbatch_size = 256\nlr = 0.01\neval_every = 1\npatience = 0",
+                "[model.lightgcn]\ndim = 8\nlayers = 2",
+                "[clean.train]\nepochs = 2",
+            ]
+        )
+    )
+    base = ["experiment", toml, "--out", fresh_out, "--cache", fresh_cache, "--status"]
+    code, text, _ = run_cli(capsys, *base)
+    assert code == 0 and "no estimate" in text and "--estimate-from experiments/results" in text
+    code, text, _ = run_cli(capsys, *base, "--estimate-from", tmp_path / "committed")
+    assert code == 0 and "est. ?" not in text and "1 pending, about" in text
+    code, _, err = run_cli(capsys, *base, "--estimate-from", tmp_path / "nowhere")
+    assert code == 2 and "nowhere: no such file or folder" in err and err.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, *base, "--estimate-from", tmp_path / "empty")
+    assert code == 2 and "no results.jsonl in this folder" in err
+    code, _, err = run_cli(capsys, "experiment", toml, "--out", fresh_out, "--estimate-from", earlier)
+    assert code == 2 and "only applies with --status" in err and not fresh_out.exists()
 
 
 def test_status_rescales_fine_tuning_time_to_the_pending_cells_steps(tiny_dir, tmp_path):

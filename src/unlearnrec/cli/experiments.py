@@ -17,10 +17,12 @@ def _fmt_seconds(s: float | None) -> str:
 
 def cmd_status(args) -> int:
     """``experiment GRID --out DIR --status``: done and pending cells, with (estimated) seconds."""
+    from unlearnrec.experiments.results import read_history
     from unlearnrec.experiments.runner import load_config, status
 
     cfg = load_config(args.config)
-    cells = status(cfg, args.out, args.cache)
+    history = read_history(args.estimate_from) if args.estimate_from else None
+    cells = status(cfg, args.out, args.cache, history=history)
     pending = [c for c in cells if not c.done]
     known = [c.seconds for c in pending if c.seconds is not None]
     summary = {
@@ -61,7 +63,9 @@ def cmd_status(args) -> int:
     if not pending:
         left = "nothing pending"
     elif not known:
-        left = f"{len(pending)} pending, no estimate (no finished cell of their methods in {args.out})"
+        where = ", ".join([str(args.out), *args.estimate_from])
+        hint = "" if args.estimate_from else "; --estimate-from experiments/results uses the committed runs"
+        left = f"{len(pending)} pending, no estimate (no finished cell of their methods in {where}){hint}"
     else:
         unknown = f", {n_unknown} without an estimate" if n_unknown else ""
         left = f"{len(pending)} pending, about {_fmt_seconds(summary['estimated_seconds'])}{unknown}"
@@ -72,6 +76,10 @@ def cmd_status(args) -> int:
 def cmd_experiment(args) -> int:
     if args.status:
         return cmd_status(args)
+    if args.estimate_from:
+        from unlearnrec.errors import UnlearnRecError
+
+        raise UnlearnRecError("--estimate-from only applies with --status (it runs nothing)")
     from unlearnrec.experiments.grid import groups
     from unlearnrec.experiments.report import report
     from unlearnrec.experiments.runner import RESULTS, load_config, run_experiment
@@ -225,6 +233,14 @@ def register(sub, common) -> None:
         "--status",
         action="store_true",
         help="list done and pending cells with (estimated) times; run nothing",
+    )
+    e.add_argument(
+        "--estimate-from",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="with --status: also estimate from the finished cells of earlier runs (a results.jsonl or "
+        "a folder searched for them, e.g. experiments/results); repeatable",
     )
     e.add_argument(
         "--ray",

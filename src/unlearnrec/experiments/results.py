@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,27 @@ def read_results(out_dir: str | os.PathLike) -> list[dict]:
     """Every parseable line of ``OUT/results.jsonl`` (a torn last line is skipped)."""
     path = Path(out_dir) / RESULTS
     return _read_lines(path) if path.is_file() else []
+
+
+def read_history(paths: Sequence[str | os.PathLike]) -> list[dict]:
+    """The finished cells of earlier runs as the runner wrote them (raw, not flattened), for
+    ``experiment --status`` estimates: each path a ``results.jsonl`` file or a folder searched for them
+    at any depth (e.g. the committed ``experiments/results``); per file the last line of a cell wins
+    and only ``ok`` cells are kept. A path that does not exist, or a folder with no results file in
+    it, is an error (a typo is not "no history")."""
+    rows: list[dict] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            files = [p]
+        elif p.is_dir():
+            files = sorted(p.rglob(RESULTS))
+            if not files:
+                raise UnlearnRecError(f"--estimate-from {p}: no {RESULTS} in this folder or below it")
+        else:
+            raise UnlearnRecError(f"--estimate-from {p}: no such file or folder")
+        for f in files:
+            rows += latest_records(_read_lines(f))[0]
+    return rows
 
 
 class ResultsLog:
