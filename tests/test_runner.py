@@ -320,7 +320,7 @@ def test_a_fresh_checkout_resumes_from_the_cache(tiny_dir, tmp_path, counted_fit
 
 
 def test_status_lists_done_and_pending_cells_with_estimates(tiny_dir, tmp_path, capsys):
-    from unlearnrec.experiments.runner import status
+    from unlearnrec.experiments.status import status
 
     out = tmp_path / "out"
     cfg = load_config(grid(tiny_dir, ["retrain", "fake"]))
@@ -476,7 +476,7 @@ def test_status_estimates_a_cells_preparation_from_the_nearest_pre_training(tiny
     """A pending cell whose prepared state is not cached is estimated with the preparation recorded for
     the finished cell whose pre-training settings are nearest (forget-time fields ignored); one whose state
     is cached, or prepared by an earlier pending cell, adds none."""
-    from unlearnrec.experiments.runner import status
+    from unlearnrec.experiments.status import status
 
     fast = {"batch_size": 256, "steps_per_epoch": 2, "lr": 1e-2}
     none = {"name": "unlearnrec", "label": "none", "config": {**fast, "epochs": 0}}
@@ -511,7 +511,7 @@ def test_status_estimates_a_fresh_checkout_from_earlier_runs(tiny_dir, tmp_path,
     earlier run of the same grid (``--estimate-from``) each pending cell is estimated from its own
     record: its forget time, its preparation, and the first cell of the group its model's training."""
     from unlearnrec.experiments.results import read_history
-    from unlearnrec.experiments.runner import status
+    from unlearnrec.experiments.status import status
 
     ours = {
         "name": "unlearnrec",
@@ -575,7 +575,7 @@ def test_status_rescales_fine_tuning_time_to_the_pending_cells_steps(tiny_dir, t
     time per step times its own (maximum) step count: 3 epochs of 2 steps after 1 epoch of 2 steps is
     about three times the fine-tuning, and a whole pass is sized from the recorded request."""
     from unlearnrec.experiments.grid import MethodSpec
-    from unlearnrec.experiments.runner import forget_seconds, status
+    from unlearnrec.experiments.status import forget_seconds, status
 
     fast = {"batch_size": 256, "steps_per_epoch": 2, "lr": 1e-2, "epochs": 1}
     k1 = {"name": "unlearnrec", "label": "k1", "config": {**fast, "finetune_epochs": 1, "finetune_steps": 2}}

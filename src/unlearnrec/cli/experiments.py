@@ -18,7 +18,8 @@ def _fmt_seconds(s: float | None) -> str:
 def cmd_status(args) -> int:
     """``experiment GRID --out DIR --status``: done and pending cells, with (estimated) seconds."""
     from unlearnrec.experiments.results import read_history
-    from unlearnrec.experiments.runner import load_config, status
+    from unlearnrec.experiments.runner import load_config
+    from unlearnrec.experiments.status import status
 
     cfg = load_config(args.config)
     history = read_history(args.estimate_from) if args.estimate_from else None

@@ -1,4 +1,5 @@
-"""Run a grid: every pending cell, in order, into ``OUT/results.jsonl``; resume; progress; status.
+"""Run a grid: every pending cell, in order, into ``OUT/results.jsonl``; resume; progress (the listing of
+done and pending cells: :mod:`~unlearnrec.experiments.status`).
 
 Four kinds of deletion request (the grid's ``request``; :mod:`~unlearnrec.experiments.grid`):
 
@@ -31,12 +32,9 @@ the loss curves of the report) are copied next to the results.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,6 @@ from unlearnrec.experiments.grid import (  # noqa: F401 (re-exported: the runner
     load_config,
     model_config_dict,
     prepare_hash,
-    prepared_key,
 )
 from unlearnrec.experiments.results import RESULTS, ResultsLog, read_results  # noqa: F401 (re-export)
 from unlearnrec.experiments.store import Store
@@ -183,201 +180,6 @@ def keep_prepared_sidecar(store: Store, out: Path, group: Group, spec: MethodSpe
     if src.is_file() and not dst.is_file() and src.resolve() != dst.resolve():
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
-
-
-# ---------------------------------------------------------------------------------------- status
-@dataclass(frozen=True)
-class CellStatus:
-    """One cell of a grid: done or pending, with its recorded or estimated seconds (None: unknown)."""
-
-    group: Group
-    label: str
-    method: str
-    done: bool
-    seconds: float | None
-
-
-def _cell_seconds(rec: dict) -> float:
-    return float(rec.get("seconds") or 0.0) + float(rec.get("prepare_seconds") or 0.0)
-
-
-def _finetune_steps(config: dict[str, Any], residual_edges: float | None) -> int | None:
-    """UnlearnRec's fine-tuning steps under ``config`` at most (the stopping rule may end it sooner):
-    ``finetune_epochs`` x :func:`~unlearnrec.unlearn.unlearnrec.finetune.epoch_steps`, plus
-    ``finetune_recover_steps``; None when the epoch is a pass over the residual edges and their number
-    is unknown."""
-    from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
-    from unlearnrec.unlearn.unlearnrec.finetune import epoch_steps
-
-    cfg = UnlearnRecConfig(**config)
-    if not cfg.finetune_epochs:
-        return 0
-    if residual_edges is None:
-        epochs = cfg.finetune_epochs * cfg.finetune_steps
-        return epochs + cfg.finetune_recover_steps if epochs else None
-    return cfg.finetune_epochs * epoch_steps(cfg, math.ceil(residual_edges)) + cfg.finetune_recover_steps
-
-
-def _dataset_name(dataset: Any) -> str:
-    """A dataset as records name it: a registry name, or a folder's last part (a grid's path to a
-    folder of ours and a record's from another machine match by name)."""
-    return os.path.basename(str(dataset).rstrip("/"))
-
-
-def forget_seconds(record: dict, spec: MethodSpec) -> float:
-    """A finished cell's forget seconds as an estimate for ``spec``: for UnlearnRec, its fine-tuning
-    part rescaled from the steps it ran to the steps ``spec`` runs at most (the same time a step:
-    a pass over Yelp2018's residual edges is not timed like 80 steps), else as recorded."""
-    seconds = float(record.get("seconds") or 0.0)
-    info = record.get("info") or {}
-    ran, tuned = info.get("finetune_steps_run"), info.get("finetune_seconds")
-    if spec.name != "unlearnrec" or not ran or tuned is None:
-        return seconds
-    attack = record.get("attack") or {}
-    residual = None
-    if attack.get("edges") and attack.get("fraction_of_train"):
-        residual = attack["edges"] / attack["fraction_of_train"] - attack["edges"]
-    want = _finetune_steps(spec.config, residual)
-    if want is None:
-        return seconds
-    return seconds - float(tuned) + float(tuned) / int(ran) * want
-
-
-def status(
-    config: ExperimentConfig,
-    out_dir: str | os.PathLike,
-    cache_dir: str | os.PathLike | None = None,
-    history: list[dict] | None = None,
-) -> list[CellStatus]:
-    """Every cell of the grid, done (recorded seconds) or pending (estimated seconds).
-
-    ``history``: finished cells of earlier runs elsewhere (``results.read_history``, e.g. of the
-    committed ``experiments/results``), so that a fresh checkout with an empty OUT and cache gets
-    estimates. A pending cell measured there under the same cell hash (the same models, request
-    and method) is estimated from that record alone; otherwise the history only joins the search below
-    where OUT has no peer at that level (OUT's own cells first).
-
-    A pending cell's estimate is the median forget ``seconds`` of the finished cells of the same method
-    on the same dataset and backbone (else the same backbone, else the same method) in
-    ``OUT/results.jsonl`` whose method config is nearest to the cell's (fewest differing fields; an
-    UnlearnRec cell's fine-tuning time rescaled to the pending cell's steps, :func:`forget_seconds`); plus
-    its preparation when its prepared state is neither in the cache nor made by an earlier pending cell
-    of this listing: the median ``prepare_seconds`` of those finished cells that prepared afresh (not
-    from the cache) with the pre-training settings nearest to the cell's (forget-time fields ignored;
-    more than one field apart: unknown, so an encoder pre-trained for 10 epochs is never estimated from
-    one with none); plus, for the first pending cell of a group whose model to unlearn is not in the
-    cache, its training time: recorded for the same model (attacked hash), else the median recorded for
-    that dataset and backbone (OUT's, else the history's). Unknown: None.
-    """
-    results = ResultsLog(out_dir)
-    store = Store(config, default_cache() if cache_dir is None else cache_dir, fallbacks=(Path(out_dir),))
-    ok = [r for r in results.records if r.get("status") == "ok"]
-    past = list(history or ())
-    by_cell: dict[str, list[dict]] = {}
-    for r in past:
-        by_cell.setdefault(str(r.get("cell")), []).append(r)
-
-    def median(rows: list[float]) -> float | None:
-        return statistics.median(rows) if rows else None
-
-    def peers(group: Group, spec: MethodSpec) -> list[dict]:
-        """The finished cells of ``spec``'s method nearest to the group: same dataset and backbone, else
-        the same backbone, else any."""
-        for same in (
-            lambda r: (
-                (_dataset_name(r.get("dataset")), r.get("backbone"))
-                == (_dataset_name(group.dataset), group.backbone)
-            ),
-            lambda r: r.get("backbone") == group.backbone,
-            lambda r: True,
-        ):
-            for pool in (ok, past):
-                rows = [r for r in pool if r.get("method") == spec.name and same(r)]
-                if rows:
-                    return rows
-        return []
-
-    def distance(r: dict, spec: MethodSpec, skip: tuple[str, ...] = ()) -> int:
-        """How many fields of a finished cell's method config differ from ``spec``'s (``skip`` left out)."""
-        cfg = r.get("method_config") or {}
-        return sum(cfg.get(k) != spec.config.get(k) for k in (set(cfg) | set(spec.config)) - set(skip))
-
-    prepared: set[str] = set()  # prepared states an earlier pending cell of this listing makes
-    timed_prep: dict[str, list[float]] = {}  # prepared key -> preparations timed afresh (OUT, history)
-    for r in ok + past:
-        attacked = (r.get("hashes") or {}).get("attacked")
-        if attacked and r.get("method") and not r.get("prepare_cached"):
-            key = prepared_key(attacked, r["method"], r.get("method_config") or {})
-            timed_prep.setdefault(key, []).append(float(r.get("prepare_seconds") or 0.0))
-
-    def prepare_estimate(group: Group, spec: MethodSpec, rows: list[dict]) -> float | None:
-        key = prepare_hash(group, spec)
-        if key in prepared or store.prepared_dir(group, spec).is_dir():
-            return 0.0
-        prepared.add(key)
-        if key in timed_prep:  # this very state was prepared before (same model, pre-training settings)
-            return median(timed_prep[key])
-        fresh = [r for r in rows if not r.get("prepare_cached")]
-        if not fresh:
-            return None
-        skip = FORGET_ONLY_FIELDS.get(spec.name, ())
-        nearest = min(distance(r, spec, skip) for r in fresh)
-        if nearest > 1:  # no finished cell prepared anything like it: unknown, not a guess
-            return None
-        return median(
-            [float(r.get("prepare_seconds") or 0.0) for r in fresh if distance(r, spec, skip) == nearest]
-        )
-
-    def estimate(group: Group, spec: MethodSpec) -> float | None:
-        exact = by_cell.get(cell_hash(group, spec), [])  # this very cell, measured in the history
-        rows = peers(group, spec)
-        if not rows:
-            return None
-        prep = prepare_estimate(group, spec, rows)
-        if prep is None:
-            return None
-        if exact:
-            return median([forget_seconds(r, spec) for r in exact]) + prep
-        near = min(distance(r, spec) for r in rows)  # Ours(0) is not timed like Ours(3)
-        return median([forget_seconds(r, spec) for r in rows if distance(r, spec) == near]) + prep
-
-    def train_seconds(rows: list[dict]) -> list[float]:
-        return [
-            float(r["model"]["train_seconds"])
-            for r in rows
-            if isinstance(r.get("model"), dict) and r["model"].get("train_seconds") is not None
-        ]
-
-    def train_estimate(group: Group) -> float | None:
-        same_model = [r for r in ok + past if (r.get("hashes") or {}).get("attacked") == group.attacked_hash]
-        if train_seconds(same_model):
-            return median(train_seconds(same_model))
-        for pool in (ok, past):
-            rows = [
-                r
-                for r in pool
-                if (_dataset_name(r.get("dataset")), r.get("backbone"))
-                == (_dataset_name(group.dataset), group.backbone)
-            ]
-            if train_seconds(rows):
-                return median(train_seconds(rows))
-        return None
-
-    out: list[CellStatus] = []
-    for group in groups(config):
-        needs_model = not store.has_model(group)
-        for spec in config.methods:
-            rec = results.latest_ok(cell_hash(group, spec))
-            if rec is not None:
-                out.append(CellStatus(group, spec.title, spec.name, True, _cell_seconds(rec)))
-                continue
-            est = estimate(group, spec)
-            if needs_model:
-                t = train_estimate(group)
-                est = None if est is None or t is None else est + t
-                needs_model = False
-            out.append(CellStatus(group, spec.title, spec.name, False, est))
-    return out
 
 
 def run_experiment(
