@@ -50,12 +50,17 @@ AUTHORS_FRACTIONS: dict[str, tuple[float, float]] = {
 OTHER_FRACTIONS: tuple[float, float] = (1.0, 1.0)
 
 
+def dataset_name(dataset: str | os.PathLike) -> str:
+    """A dataset by name: a registry name, or a folder's last path component (``.../Yelp2018/`` is
+    ``yelp2018``), so that a grid's path and a record written on another machine match."""
+    return os.path.basename(os.path.normpath(os.fspath(dataset))).lower()
+
+
 def authors_fractions(dataset: str | os.PathLike) -> tuple[float, float]:
     """The (user share, item share) the authors' protocol uses on ``dataset``: a registry name or a
-    LightGCN-format folder, matched by its last path component (``.../yelp2018`` is Yelp2018);
+    LightGCN-format folder, matched by :func:`dataset_name` (``.../yelp2018`` is Yelp2018);
     :data:`OTHER_FRACTIONS` for a name not in :data:`AUTHORS_FRACTIONS`."""
-    name = os.path.basename(os.path.normpath(os.fspath(dataset))).lower()
-    return AUTHORS_FRACTIONS.get(name, OTHER_FRACTIONS)
+    return AUTHORS_FRACTIONS.get(dataset_name(dataset), OTHER_FRACTIONS)
 
 
 @dataclass(frozen=True)

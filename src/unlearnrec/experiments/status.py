@@ -21,6 +21,7 @@ from unlearnrec.experiments.grid import (
     prepare_hash,
     prepared_key,
 )
+from unlearnrec.experiments.protocol import dataset_name
 from unlearnrec.experiments.results import ResultsLog
 from unlearnrec.experiments.store import Store
 
@@ -57,10 +58,12 @@ def _finetune_steps(config: dict[str, Any], residual_edges: float | None) -> int
     return cfg.finetune_epochs * epoch_steps(cfg, math.ceil(residual_edges)) + cfg.finetune_recover_steps
 
 
-def _dataset_name(dataset: Any) -> str:
-    """A dataset as records name it: a registry name, or a folder's last part (a grid's path to a
-    folder of ours and a record's from another machine match by name)."""
-    return os.path.basename(str(dataset).rstrip("/"))
+def _same_data(record: dict, group: Group) -> bool:
+    """A finished cell of the group's dataset (by :func:`dataset_name`) and backbone."""
+    return (dataset_name(record.get("dataset") or ""), record.get("backbone")) == (
+        dataset_name(group.dataset),
+        group.backbone,
+    )
 
 
 def forget_seconds(record: dict, spec: MethodSpec) -> float:
@@ -125,10 +128,7 @@ def status(
         """The finished cells of ``spec``'s method nearest to the group: same dataset and backbone, else
         the same backbone, else any."""
         for same in (
-            lambda r: (
-                (_dataset_name(r.get("dataset")), r.get("backbone"))
-                == (_dataset_name(group.dataset), group.backbone)
-            ),
+            lambda r: _same_data(r, group),
             lambda r: r.get("backbone") == group.backbone,
             lambda r: True,
         ):
@@ -190,18 +190,13 @@ def status(
         ]
 
     def train_estimate(group: Group) -> float | None:
+        """The training time recorded for this very model (its attacked hash), else the median for the
+        group's dataset and backbone: OUT's, else the history's."""
         same_model = [r for r in ok + past if (r.get("hashes") or {}).get("attacked") == group.attacked_hash]
-        if train_seconds(same_model):
-            return median(train_seconds(same_model))
-        for pool in (ok, past):
-            rows = [
-                r
-                for r in pool
-                if (_dataset_name(r.get("dataset")), r.get("backbone"))
-                == (_dataset_name(group.dataset), group.backbone)
-            ]
-            if train_seconds(rows):
-                return median(train_seconds(rows))
+        same_data = [[r for r in pool if _same_data(r, group)] for pool in (ok, past)]
+        for rows in (same_model, *same_data):
+            if seconds := train_seconds(rows):
+                return median(seconds)
         return None
 
     out: list[CellStatus] = []
