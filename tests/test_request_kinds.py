@@ -281,8 +281,17 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
         "finetune_recover_steps": 80,
         "finetune_recover_lambda_u": 5.0,
     }
-    assert pr.parse_recover(["80:0", "160:5"]) == [(80, 0.0), (160, 5.0)]
-    for bad in ("80", "0:5", "x:1", "80:-1", "80:nan"):
+    parsed = pr.parse_recover(["80:0", "160:5", "80:0:1000"])
+    assert parsed == [(80, 0.0, 0.0), (160, 5.0, 0.0), (80, 0.0, 1e3)]
+    held = pr.recover_name(80, 0.0, 1000.0)
+    assert held == f"{pr.NAMES[2]}, recover 80 at λ_u 0, hold 1000"
+    assert pr.candidate_settings(held) == {
+        **sd.CANDIDATES[pr.NAMES[2]],
+        "finetune_recover_steps": 80,
+        "finetune_recover_lambda_u": 0.0,
+        "finetune_recover_hold": 1000.0,
+    }
+    for bad in ("80", "0:5", "x:1", "80:-1", "80:nan", "80:0:-1", "80:0:x"):
         with pytest.raises(SystemExit, match="--recover"):
             pr.parse_recover([bad])
     ref = {"request": "V", "candidate": pr.RETRAIN, "val_recall": 0.25, "input_val_recall": 0.2,

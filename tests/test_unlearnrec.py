@@ -16,7 +16,7 @@ from unlearnrec.config import from_dict
 from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import ConfigError, RequestError, UnlearnRecError
-from unlearnrec.losses import unlearning_loss
+from unlearnrec.losses import holding_loss, unlearning_loss
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request
 from unlearnrec.unlearn.registry import build_method
@@ -915,7 +915,7 @@ def spy_step_terms(monkeypatch) -> list:
     real = finetune_module.step_terms
 
     def spy(*args, **kw):
-        seen.append(args[9:])
+        seen.append(args[9:11])
         return real(*args, **kw)
 
     monkeypatch.setattr(finetune_module, "step_terms", spy)
@@ -1009,6 +1009,44 @@ def test_finetune_recover_steps_train_without_l_p_after_the_epochs(model, prepar
         from_dict(UnlearnRecConfig, {"finetune_recover_steps": -1}, "unlearnrec")
     with pytest.raises(ConfigError, match="finetune_recover_lambda_u"):
         from_dict(UnlearnRecConfig, {"finetune_recover_lambda_u": float("nan")}, "unlearnrec")
+
+
+def test_finetune_recover_hold_keeps_the_request_where_the_forgetting_left_it(model, prepared, monkeypatch):
+    """``finetune_recover_hold``: the recovery steps (and only they) add H x mean relu(ŷ - c)² over
+    every request edge, c its score after the forgetting epochs; so the request's edges climb less above
+    where the forgetting left them than in the same recovery without it. The loss itself is zero at or
+    below the ceiling and pulls only the pairs above it."""
+    scores = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    loss = holding_loss(scores, torch.tensor([2.0, 2.0, 2.0]))
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(1 / 3)
+    assert scores.grad.tolist() == pytest.approx([0.0, 0.0, 2 / 3])
+    assert float(holding_loss(torch.zeros(0), torch.zeros(0))) == 0.0
+    req = request_of(model, 12, 3)
+    eu, ei = torch.from_numpy(req.edges.users.copy()), torch.from_numpy(req.edges.items.copy())
+    holds = []
+    real = finetune_module.step_terms
+    monkeypatch.setattr(finetune_module, "step_terms", lambda *a, **kw: holds.append(a[11]) or real(*a, **kw))
+
+    def run(**kw):
+        holds.clear()
+        cfg = fast(finetune_epochs=1, finetune_steps=3, finetune_batch_size=100, finetune_lr=5e-2, **kw)
+        m = UnlearnRec(cfg, seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        u, i = m.forget(model, model.train, req).model.embeddings()
+        return (u[eu] * i[ei]).sum(-1)
+
+    after_forgetting = run()
+    assert holds == [None] * 3
+    free = run(finetune_recover_steps=12)
+    held = run(finetune_recover_steps=12, finetune_recover_hold=1e4)
+    assert len(holds) == 15 and holds[:3] == [None] * 3
+    assert all(h is not None and h.weight == 1e4 for h in holds[3:])
+    torch.testing.assert_close(holds[3].ceiling, after_forgetting, rtol=1e-5, atol=1e-5)
+    rise = lambda s: float(torch.relu(s - after_forgetting).mean())  # noqa: E731
+    assert rise(free) > 0 and rise(held) < 0.5 * rise(free)
+    with pytest.raises(ConfigError, match="finetune_recover_hold"):
+        from_dict(UnlearnRecConfig, {"finetune_recover_hold": -1.0}, "unlearnrec")
 
 
 def test_finetune_mlp_false_trains_the_table_alone(model, prepared, monkeypatch):

@@ -73,26 +73,32 @@ RECOVER = ", recover "  # ... for finetune_recover_steps / _lambda_u (--recover)
 RETRAIN = "Retrain"  # the held-out attack's retrained model (--retrain): a reference row, never a candidate
 
 
-def recover_name(steps: int, lambda_u: float) -> str:
-    """The default candidate with a recovery phase of ``steps`` steps at L_u weight ``lambda_u``."""
-    return f"{NAMES[2]}{RECOVER}{steps} at λ_u {lambda_u:g}"
+HOLD = ", hold "  # ... and finetune_recover_hold (--recover N:X:H): ", recover N at λ_u X, hold H"
+
+
+def recover_name(steps: int, lambda_u: float, hold: float = 0.0) -> str:
+    """The default candidate with a recovery phase of ``steps`` steps at L_u weight ``lambda_u`` (and
+    the request's scores held at weight ``hold``, ``finetune_recover_hold``, when > 0)."""
+    return f"{NAMES[2]}{RECOVER}{steps} at λ_u {lambda_u:g}" + (f"{HOLD}{hold:g}" if hold else "")
 
 
 def candidate_settings(name: str) -> dict:
     """The forget-time settings of a candidate: select_default's, or one of them with ``, λ_p X``
-    appended (``finetune_lambda_p = X``) or ``, recover N at λ_u X`` (``finetune_recover_steps = N``,
-    ``finetune_recover_lambda_u = X``)."""
+    appended (``finetune_lambda_p = X``) or ``, recover N at λ_u X[, hold H]`` (``finetune_recover_steps
+    = N``, ``finetune_recover_lambda_u = X``, ``finetune_recover_hold = H``)."""
     if name in sd.CANDIDATES:
         return dict(sd.CANDIDATES[name])
     head, sep, tail = name.rpartition(RECOVER)
     if sep:
         steps, at, x = tail.partition(" at λ_u ")
+        x, held, hold = x.partition(HOLD)
         if not at or head not in sd.CANDIDATES:
             raise KeyError(name)
         return {
             **sd.CANDIDATES[head],
             "finetune_recover_steps": int(steps),
             "finetune_recover_lambda_u": float(x),
+            **({"finetune_recover_hold": float(hold)} if held else {}),
         }
     head, sep, x = name.rpartition(LAMBDA_P)
     if not sep or head not in sd.CANDIDATES:
@@ -100,18 +106,20 @@ def candidate_settings(name: str) -> dict:
     return {**sd.CANDIDATES[head], "finetune_lambda_p": float(x)}
 
 
-def parse_recover(items: list[str]) -> list[tuple[int, float]]:
-    """``N:X`` pairs (``--recover``): N recovery steps at L_u weight X."""
+def parse_recover(items: list[str]) -> list[tuple[int, float, float]]:
+    """``N:X[:H]`` (``--recover``): N recovery steps at L_u weight X, the request held at weight H."""
     out = []
     for item in items:
         n, sep, x = item.partition(":")
+        x, _, h = x.partition(":")
         try:
-            steps, lam = int(n), float(x)
+            steps, lam, hold = int(n), float(x), float(h or 0)
         except ValueError:
-            steps, lam = -1, float("nan")
-        if not sep or steps <= 0 or not lam >= 0:
-            raise SystemExit(f"error: --recover {item!r}: expected STEPS:LAMBDA_U (e.g. 80:0)")
-        out.append((steps, lam))
+            steps, lam, hold = -1, float("nan"), float("nan")
+        if not sep or steps <= 0 or not lam >= 0 or not hold >= 0:
+            want = "STEPS:LAMBDA_U[:HOLD] (e.g. 80:0 or 80:0:1000)"
+            raise SystemExit(f"error: --recover {item!r}: expected {want}")
+        out.append((steps, lam, hold))
     return out
 
 
@@ -208,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         "--recover",
         nargs="*",
         default=[],
-        metavar="STEPS:LAMBDA_U",
-        help="also the default candidate with a recovery phase (finetune_recover_steps, _lambda_u)",
+        metavar="STEPS:LAMBDA_U[:HOLD]",
+        help="also the default candidate with a recovery phase (finetune_recover_steps, _lambda_u, _hold)",
     )
     p.add_argument(
         "--retrain",
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [
         *NAMES,
         *(f"{NAMES[2]}{LAMBDA_P}{x:g}" for x in a.finetune_lambda_p),
-        *(recover_name(n, x) for n, x in parse_recover(a.recover)),
+        *(recover_name(n, x, h) for n, x, h in parse_recover(a.recover)),
     ]
     candidates = {name: candidate_settings(name) for name in names}
     extra = parse_sets(a.set)

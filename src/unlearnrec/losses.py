@@ -59,6 +59,14 @@ def unlearning_loss(forgotten_scores: torch.Tensor, total: int | None = None) ->
     return -F.logsigmoid(-forgotten_scores).mean()
 
 
+def holding_loss(scores: torch.Tensor, ceiling: torch.Tensor) -> torch.Tensor:
+    """Mean squared hinge relu(ŷ - c)² over pairs (issue 25's recovery hold): zero while every score
+    stays at or below its ceiling ``c`` (fixed, no gradient), so it only resists a rise."""
+    if scores.numel() == 0:
+        return scores.sum()
+    return F.relu(scores - ceiling.detach()).pow(2).mean()
+
+
 def preserving_loss(
     target_scores: torch.Tensor, scores: torch.Tensor, temperature: float, rows: slice | None = None
 ) -> torch.Tensor:

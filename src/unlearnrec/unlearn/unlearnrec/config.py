@@ -78,7 +78,10 @@ class UnlearnRecConfig:
     input's; the recovery trains the ranking back on the residual edges alone while L_u (0: off) keeps
     the request's edges down. A fresh Adam at ``finetune_lr`` runs them (the forgetting steps' moments,
     from L_u at its fine-tuning weight, would leave the request's nodes nearly frozen). Its steps
-    count for ``forget_guard_every`` as the others.
+    count for ``forget_guard_every`` as the others. ``finetune_recover_hold`` > 0 adds, in every
+    recovery step, that weight times the mean squared hinge relu(ŷ - c)² over every edge of E_Δ, c its
+    score when the recovery starts: the ranking is trained back while no request edge may climb above
+    where the forgetting left it (session 19: without it the recovery gives the forgetting back).
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
@@ -124,6 +127,7 @@ class UnlearnRecConfig:
     finetune_min_mi_ng: float = 0.0
     finetune_recover_steps: int = 0
     finetune_recover_lambda_u: float = 0.0
+    finetune_recover_hold: float = 0.0
     forget_rule: str = ""
     forget_guard: bool = False
     forget_guard_share: float = 0.0
@@ -150,6 +154,7 @@ class UnlearnRecConfig:
         "finetune_min_mi_ng": ">= 0",
         "finetune_recover_steps": "[0, 10000000]",
         "finetune_recover_lambda_u": ">= 0",
+        "finetune_recover_hold": ">= 0",
     }
 
     def __post_init__(self):

@@ -26,6 +26,7 @@ from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import TrainingError
 from unlearnrec.eval.ranking import evaluate_embeddings
+from unlearnrec.losses import holding_loss
 from unlearnrec.train.loop import FitResult, adam
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import IdentityMLP
@@ -69,6 +70,28 @@ class FinetuneResult(FitResult):
     latest state that reached ``keep``'s target (``forget_guard_every``), or None."""
 
     kept: tuple[int, float, torch.Tensor] | None = None
+
+
+@dataclass
+class Hold:
+    """The recovery's hold on E_Δ (``finetune_recover_hold``): ``weight`` x mean relu(ŷ - ceiling)²
+    over every request edge, ``ceiling`` its score when the recovery starts."""
+
+    users: torch.Tensor
+    items: torch.Tensor  # rows of the final embeddings: item ids + num_users
+    ceiling: torch.Tensor
+    weight: float
+
+    @classmethod
+    def of(cls, out: torch.Tensor, forgotten: Interactions, num_users: int, weight: float) -> Hold:
+        """The hold at the state whose final embeddings are ``out`` (N, d)."""
+        users = torch.as_tensor(np.array(forgotten.users, dtype=np.int64), device=out.device)
+        items = torch.as_tensor(np.array(forgotten.items, dtype=np.int64) + num_users, device=out.device)
+        return cls(users, items, (out[users] * out[items]).sum(-1).detach(), weight)
+
+    def term(self, out: torch.Tensor) -> torch.Tensor:
+        """The unweighted loss on final embeddings ``out``."""
+        return holding_loss((out[self.users] * out[self.items]).sum(-1), self.ceiling)
 
 
 #: the scales of Ours(0)'s shift ``forget_guard`` tries, largest first (0: the residual graph alone)
@@ -146,8 +169,10 @@ def step_terms(
     config: UnlearnRecConfig,
     lambda_p: float | None = None,
     lambda_u: float | None = None,
+    hold: Hold | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every term of one fine-tuning step on one propagation: L_model + λ_u L_u + λ_p L_p (``total``).
+    """Every term of one fine-tuning step on one propagation: L_model + λ_u L_u + λ_p L_p (``total``),
+    plus the recovery's ``hold`` term (``"hold"``) when given.
 
     L_model is the backbone's own loss (BPR, L2, SSL) on Ẽ⁰ over Â_r (Eq. 19); L_u (Eq. 20) over
     ``chunk`` of E_Δ and L_p (Eq. 21-22) over the batch are computed on the same final embeddings.
@@ -163,6 +188,9 @@ def step_terms(
         if "preserve" in aux:
             total = total + (config.lambda_p if lambda_p is None else lambda_p) * aux["preserve"]
         terms.update(aux)
+    if hold is not None:
+        terms["hold"] = hold.term(out)
+        total = total + hold.weight * terms["hold"]
     terms["total"] = total
     return terms
 
@@ -240,7 +268,7 @@ def finetune(
     ``finetune_recover_steps`` > 0: after the epochs (unless ``stop`` ended the run), that many steps of
     L_model + ``finetune_recover_lambda_u`` L_u (no L_p) with a fresh Adam at ``finetune_lr``, one
     more ``history`` row (``epoch``: ``"recover"``); ``keep`` and ``stop`` are checked in them as in
-    the epochs.
+    the epochs; ``finetune_recover_hold`` > 0 adds :class:`Hold`'s term to every recovery step.
     """
     t0 = time.perf_counter()
     mlp = copy.deepcopy(mlp).to(delta.device)
@@ -274,9 +302,11 @@ def finetune(
 
     keep_every = config.forget_guard_every if keep is not None else 0
 
-    def run_steps(label, n_steps: int, lam_u: float, lam_p: float, opt: torch.optim.Optimizer) -> bool:
-        """``n_steps`` steps of ``opt`` over E_r (each forgotten edge in L_u once); one history row;
-        True when ``stop`` was reached."""
+    def run_steps(
+        label, n_steps: int, lam_u: float, lam_p: float, opt: torch.optim.Optimizer, hold: Hold | None = None
+    ) -> bool:
+        """``n_steps`` steps of ``opt`` over E_r (each forgotten edge in L_u once, every one in
+        ``hold``'s term each step); one history row; True when ``stop`` was reached."""
         nonlocal step
         backbone.train()
         hook = getattr(backbone, "on_epoch_start", None)
@@ -300,6 +330,7 @@ def finetune(
                 config,
                 lam_p,
                 lam_u,
+                hold,
             )
             loss = terms["total"]
             if not torch.isfinite(loss):
@@ -344,7 +375,13 @@ def finetune(
         # fresh Adam: the forgetting steps' second moments (L_u at its fine-tuning weight) would
         # scale the new objective's steps on the request's nodes down for hundreds of steps
         recover = adam(params, config.finetune_lr)
-        run_steps("recover", config.finetune_recover_steps, config.finetune_recover_lambda_u, 0.0, recover)
+        hold = None
+        if config.finetune_recover_hold:  # the request's scores where the forgetting left them
+            with torch.no_grad():
+                out = final_embeddings(backbone, residual, backbone.e0 + shift())
+            hold = Hold.of(out, forgotten, residual.num_users, config.finetune_recover_hold)
+        lam_u = config.finetune_recover_lambda_u
+        run_steps("recover", config.finetune_recover_steps, lam_u, 0.0, recover, hold)
     res.best_epoch = res.epochs_run
     with torch.no_grad():
         backbone.e0.copy_(backbone.e0 + shift())
