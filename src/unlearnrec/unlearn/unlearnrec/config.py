@@ -81,7 +81,8 @@ class UnlearnRecConfig:
     count for ``forget_guard_every`` as the others. ``finetune_recover_hold`` > 0 adds, in every
     recovery step, that weight times the mean squared hinge relu(ŷ - c)² over every edge of E_Δ, c its
     score when the recovery starts: the ranking is trained back while no request edge may climb above
-    where the forgetting left it (session 19: without it the recovery gives the forgetting back).
+    where the forgetting left it (session 19: it keeps the forgetting, but the ranking then does not come
+    back; ``docs/RESULTS.md``, "The recovery with a hold").
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
