@@ -87,11 +87,17 @@ class Hold:
         """The hold at the state whose final embeddings are ``out`` (N, d)."""
         users = torch.as_tensor(np.array(forgotten.users, dtype=np.int64), device=out.device)
         items = torch.as_tensor(np.array(forgotten.items, dtype=np.int64) + num_users, device=out.device)
-        return cls(users, items, (out[users] * out[items]).sum(-1).detach(), weight)
+        hold = cls(users, items, out.new_empty(0), weight)
+        hold.ceiling = hold.scores(out).detach()
+        return hold
+
+    def scores(self, out: torch.Tensor) -> torch.Tensor:
+        """ŷ of every request edge on final embeddings ``out``."""
+        return (out[self.users] * out[self.items]).sum(-1)
 
     def term(self, out: torch.Tensor) -> torch.Tensor:
         """The unweighted loss on final embeddings ``out``."""
-        return holding_loss((out[self.users] * out[self.items]).sum(-1), self.ceiling)
+        return holding_loss(self.scores(out), self.ceiling)
 
 
 #: the scales of Ours(0)'s shift ``forget_guard`` tries, largest first (0: the residual graph alone)
