@@ -281,8 +281,18 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
         "finetune_recover_steps": 80,
         "finetune_recover_lambda_u": 5.0,
     }
-    parsed = pr.parse_recover(["80:0", "160:5", "80:0:1000"])
-    assert parsed == [(80, 0.0, 0.0), (160, 5.0, 0.0), (80, 0.0, 1e3)]
+    parsed = pr.parse_recover(["80:0", "160:5", "80:0:1000", "80:5:0:20"])
+    assert parsed == [(80, 0.0, 0.0, 0), (160, 5.0, 0.0, 0), (80, 0.0, 1e3, 0), (80, 5.0, 0.0, 20)]
+    warmed = pr.recover_name(80, 5.0, 0.0, 20)
+    assert warmed == f"{pr.NAMES[2]}, recover 80 at λ_u 5, warm-up 20"
+    assert pr.candidate_settings(warmed) == {
+        **sd.CANDIDATES[pr.NAMES[2]],
+        "finetune_recover_steps": 80,
+        "finetune_recover_lambda_u": 5.0,
+        "finetune_recover_warmup": 20,
+    }
+    both = pr.candidate_settings(pr.recover_name(40, 0.0, 100.0, 10))
+    assert (both["finetune_recover_hold"], both["finetune_recover_warmup"]) == (100.0, 10)
     held = pr.recover_name(80, 0.0, 1000.0)
     assert held == f"{pr.NAMES[2]}, recover 80 at λ_u 0, hold 1000"
     assert pr.candidate_settings(held) == {
@@ -291,7 +301,7 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
         "finetune_recover_lambda_u": 0.0,
         "finetune_recover_hold": 1000.0,
     }
-    for bad in ("80", "0:5", "x:1", "80:-1", "80:nan", "80:0:-1", "80:0:x"):
+    for bad in ("80", "0:5", "x:1", "80:-1", "80:nan", "80:0:-1", "80:0:x", "80:0:0:-5", "80:0:0:2.5"):
         with pytest.raises(SystemExit, match="--recover"):
             pr.parse_recover([bad])
     ref = {"request": "V", "candidate": pr.RETRAIN, "val_recall": 0.25, "input_val_recall": 0.2,

@@ -1049,6 +1049,41 @@ def test_finetune_recover_hold_keeps_the_request_where_the_forgetting_left_it(mo
         from_dict(UnlearnRecConfig, {"finetune_recover_hold": -1.0}, "unlearnrec")
 
 
+def test_finetune_recover_warmup_ramps_the_recovery_learning_rate(model, prepared, monkeypatch):
+    """``finetune_recover_warmup`` = W: the recovery's steps run at ``finetune_lr`` x i / W for i = 1..W,
+    then at ``finetune_lr``; the forgetting steps are untouched, and so is a recovery without it."""
+    req = request_of(model, 10, 4)
+    made: list[list[float]] = []  # per optimiser, the learning rate of every step it took
+    real = finetune_module.adam
+
+    def spy(params, lr):
+        opt = real(params, lr)
+        seen, step = [], opt.step
+        made.append(seen)
+        opt.step = lambda *a, **kw: seen.append(opt.param_groups[0]["lr"]) or step(*a, **kw)
+        return opt
+
+    monkeypatch.setattr(finetune_module, "adam", spy)
+
+    def run(**kw):
+        made.clear()
+        cfg = fast(finetune_epochs=1, finetune_steps=3, finetune_batch_size=100, finetune_lr=4e-2, **kw)
+        m = UnlearnRec(cfg, seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        return m.forget(model, model.train, req).model.backbone.e0.detach().clone()
+
+    plain = run(finetune_recover_steps=6)
+    assert made == [[4e-2] * 3, [4e-2] * 6]
+    warmed = run(finetune_recover_steps=6, finetune_recover_warmup=4)
+    assert made[0] == [4e-2] * 3
+    assert made[1] == pytest.approx([1e-2, 2e-2, 3e-2, 4e-2, 4e-2, 4e-2])
+    assert not torch.allclose(plain, warmed)
+    run(finetune_recover_steps=2, finetune_recover_warmup=4)  # shorter than its warm-up: never at full rate
+    assert made[1] == pytest.approx([1e-2, 2e-2])
+    with pytest.raises(ConfigError, match="finetune_recover_warmup"):
+        from_dict(UnlearnRecConfig, {"finetune_recover_warmup": -1}, "unlearnrec")
+
+
 def test_finetune_mlp_false_trains_the_table_alone(model, prepared, monkeypatch):
     """``finetune_mlp = False``: the MLP of Eq. 18 is never handed to the optimiser (the paper's default
     trains it), so no parameter shared by every row moves."""

@@ -74,23 +74,28 @@ RETRAIN = "Retrain"  # the held-out attack's retrained model (--retrain): a refe
 
 
 HOLD = ", hold "  # ... and finetune_recover_hold (--recover N:X:H): ", recover N at λ_u X, hold H"
+WARMUP = ", warm-up "  # ... and finetune_recover_warmup (--recover N:X:H:W): "..., warm-up W"
 
 
-def recover_name(steps: int, lambda_u: float, hold: float = 0.0) -> str:
-    """The default candidate with a recovery phase of ``steps`` steps at L_u weight ``lambda_u`` (and
-    the request's scores held at weight ``hold``, ``finetune_recover_hold``, when > 0)."""
-    return f"{NAMES[2]}{RECOVER}{steps} at λ_u {lambda_u:g}" + (f"{HOLD}{hold:g}" if hold else "")
+def recover_name(steps: int, lambda_u: float, hold: float = 0.0, warmup: int = 0) -> str:
+    """The default candidate with a recovery phase of ``steps`` steps at L_u weight ``lambda_u`` (the
+    request's scores held at weight ``hold``, ``finetune_recover_hold``, when > 0; the learning rate
+    ramped over ``warmup`` steps, ``finetune_recover_warmup``, when > 0)."""
+    name = f"{NAMES[2]}{RECOVER}{steps} at λ_u {lambda_u:g}" + (f"{HOLD}{hold:g}" if hold else "")
+    return name + (f"{WARMUP}{warmup}" if warmup else "")
 
 
 def candidate_settings(name: str) -> dict:
     """The forget-time settings of a candidate: select_default's, or one of them with ``, λ_p X``
-    appended (``finetune_lambda_p = X``) or ``, recover N at λ_u X[, hold H]`` (``finetune_recover_steps
-    = N``, ``finetune_recover_lambda_u = X``, ``finetune_recover_hold = H``)."""
+    appended (``finetune_lambda_p = X``) or ``, recover N at λ_u X[, hold H][, warm-up W]``
+    (``finetune_recover_steps = N``, ``finetune_recover_lambda_u = X``, ``finetune_recover_hold = H``,
+    ``finetune_recover_warmup = W``)."""
     if name in sd.CANDIDATES:
         return dict(sd.CANDIDATES[name])
     head, sep, tail = name.rpartition(RECOVER)
     if sep:
         steps, at, x = tail.partition(" at λ_u ")
+        x, warmed, warmup = x.partition(WARMUP)
         x, held, hold = x.partition(HOLD)
         if not at or head not in sd.CANDIDATES:
             raise KeyError(name)
@@ -99,6 +104,7 @@ def candidate_settings(name: str) -> dict:
             "finetune_recover_steps": int(steps),
             "finetune_recover_lambda_u": float(x),
             **({"finetune_recover_hold": float(hold)} if held else {}),
+            **({"finetune_recover_warmup": int(warmup)} if warmed else {}),
         }
     head, sep, x = name.rpartition(LAMBDA_P)
     if not sep or head not in sd.CANDIDATES:
@@ -106,20 +112,22 @@ def candidate_settings(name: str) -> dict:
     return {**sd.CANDIDATES[head], "finetune_lambda_p": float(x)}
 
 
-def parse_recover(items: list[str]) -> list[tuple[int, float, float]]:
-    """``N:X[:H]`` (``--recover``): N recovery steps at L_u weight X, the request held at weight H."""
+def parse_recover(items: list[str]) -> list[tuple[int, float, float, int]]:
+    """``N:X[:H[:W]]`` (``--recover``): N recovery steps at L_u weight X, the request held at weight
+    H, the learning rate ramped over the first W steps."""
     out = []
     for item in items:
         n, sep, x = item.partition(":")
         x, _, h = x.partition(":")
+        h, _, w = h.partition(":")
         try:
-            steps, lam, hold = int(n), float(x), float(h or 0)
+            steps, lam, hold, warmup = int(n), float(x), float(h or 0), int(w or 0)
         except ValueError:
-            steps, lam, hold = -1, float("nan"), float("nan")
-        if not sep or steps <= 0 or not lam >= 0 or not hold >= 0:
-            want = "STEPS:LAMBDA_U[:HOLD] (e.g. 80:0 or 80:0:1000)"
+            steps, lam, hold, warmup = -1, float("nan"), float("nan"), -1
+        if not sep or steps <= 0 or not lam >= 0 or not hold >= 0 or warmup < 0:
+            want = "STEPS:LAMBDA_U[:HOLD[:WARMUP]] (e.g. 80:0, 80:0:1000 or 80:5:0:20)"
             raise SystemExit(f"error: --recover {item!r}: expected {want}")
-        out.append((steps, lam, hold))
+        out.append((steps, lam, hold, warmup))
     return out
 
 
@@ -216,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "--recover",
         nargs="*",
         default=[],
-        metavar="STEPS:LAMBDA_U[:HOLD]",
-        help="also the default candidate with a recovery phase (finetune_recover_steps, _lambda_u, _hold)",
+        metavar="STEPS:LAMBDA_U[:HOLD[:WARMUP]]",
+        help="also the default with a recovery phase (finetune_recover_steps, _lambda_u, _hold, _warmup)",
     )
     p.add_argument(
         "--retrain",
@@ -240,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [
         *NAMES,
         *(f"{NAMES[2]}{LAMBDA_P}{x:g}" for x in a.finetune_lambda_p),
-        *(recover_name(n, x, h) for n, x, h in parse_recover(a.recover)),
+        *(recover_name(*setting) for setting in parse_recover(a.recover)),
     ]
     candidates = {name: candidate_settings(name) for name in names}
     extra = parse_sets(a.set)

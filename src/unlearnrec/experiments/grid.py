@@ -59,7 +59,7 @@ FORGET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
         *("finetune_stop_share", "finetune_check_every", "finetune_lambda_u", "finetune_lambda_p"),
         *("finetune_mlp", "finetune_min_mi_ng", "finetune_recover_steps", "finetune_recover_lambda_u"),
         *("forget_rule", "forget_guard", "forget_guard_share", "forget_guard_every"),
-        "finetune_recover_hold",
+        *("finetune_recover_hold", "finetune_recover_warmup"),
     )
 }
 # backbone-config fields added after models were first cached, with the value every earlier model had:

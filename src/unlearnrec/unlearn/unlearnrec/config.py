@@ -82,7 +82,10 @@ class UnlearnRecConfig:
     recovery step, that weight times the mean squared hinge relu(ŷ - c)² over every edge of E_Δ, c its
     score when the recovery starts: the ranking is trained back while no request edge may climb above
     where the forgetting left it (session 19: it keeps the forgetting, but the ranking then does not come
-    back; ``docs/RESULTS.md``, "The recovery with a hold").
+    back; ``docs/RESULTS.md``, "The recovery with a hold"). ``finetune_recover_warmup`` = W > 0 ramps
+    the recovery's learning rate linearly over its first W steps (step i at ``finetune_lr`` x i / W):
+    a fresh Adam moves every coordinate with a gradient by about the learning rate from its first step,
+    whatever the gradient's size, and those first steps cost validation Recall.
 
     Ablations: ``use_lu`` / ``use_lp`` / ``use_lc`` switch the three auxiliary losses off (in
     pre-training and, for L_u / L_p, in fine-tuning); ``finetune_epochs = 0`` is "no fine-tuning";
@@ -129,6 +132,7 @@ class UnlearnRecConfig:
     finetune_recover_steps: int = 0
     finetune_recover_lambda_u: float = 0.0
     finetune_recover_hold: float = 0.0
+    finetune_recover_warmup: int = 0
     forget_rule: str = ""
     forget_guard: bool = False
     forget_guard_share: float = 0.0
@@ -156,6 +160,7 @@ class UnlearnRecConfig:
         "finetune_recover_steps": "[0, 10000000]",
         "finetune_recover_lambda_u": ">= 0",
         "finetune_recover_hold": ">= 0",
+        "finetune_recover_warmup": "[0, 10000000]",
     }
 
     def __post_init__(self):

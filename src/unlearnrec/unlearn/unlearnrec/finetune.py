@@ -274,7 +274,8 @@ def finetune(
     ``finetune_recover_steps`` > 0: after the epochs (unless ``stop`` ended the run), that many steps of
     L_model + ``finetune_recover_lambda_u`` L_u (no L_p) with a fresh Adam at ``finetune_lr``, one
     more ``history`` row (``epoch``: ``"recover"``); ``keep`` and ``stop`` are checked in them as in
-    the epochs; ``finetune_recover_hold`` > 0 adds :class:`Hold`'s term to every recovery step.
+    the epochs; ``finetune_recover_hold`` > 0 adds :class:`Hold`'s term to every recovery step, and
+    ``finetune_recover_warmup`` = W ramps the recovery's learning rate over its first W steps.
     """
     t0 = time.perf_counter()
     mlp = copy.deepcopy(mlp).to(delta.device)
@@ -309,10 +310,17 @@ def finetune(
     keep_every = config.forget_guard_every if keep is not None else 0
 
     def run_steps(
-        label, n_steps: int, lam_u: float, lam_p: float, opt: torch.optim.Optimizer, hold: Hold | None = None
+        label,
+        n_steps: int,
+        lam_u: float,
+        lam_p: float,
+        opt: torch.optim.Optimizer,
+        hold: Hold | None = None,
+        warmup: int = 0,
     ) -> bool:
         """``n_steps`` steps of ``opt`` over E_r (each forgotten edge in L_u once, every one in
-        ``hold``'s term each step); one history row; True when ``stop`` was reached."""
+        ``hold``'s term each step; the learning rate ramped over the first ``warmup`` steps); one
+        history row; True when ``stop`` was reached."""
         nonlocal step
         backbone.train()
         hook = getattr(backbone, "on_epoch_start", None)
@@ -346,6 +354,9 @@ def finetune(
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if i < warmup:
+                for group in opt.param_groups:
+                    group["lr"] = config.finetune_lr * (i + 1) / warmup
             opt.step()
             for key, v in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(v.detach())
@@ -387,7 +398,8 @@ def finetune(
                 out = final_embeddings(backbone, residual, backbone.e0 + shift())
             hold = Hold.of(out, forgotten, residual.num_users, config.finetune_recover_hold)
         lam_u = config.finetune_recover_lambda_u
-        run_steps("recover", config.finetune_recover_steps, lam_u, 0.0, recover, hold)
+        warmup = config.finetune_recover_warmup
+        run_steps("recover", config.finetune_recover_steps, lam_u, 0.0, recover, hold, warmup)
     res.best_epoch = res.epochs_run
     with torch.no_grad():
         backbone.e0.copy_(backbone.e0 + shift())
