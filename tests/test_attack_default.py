@@ -164,6 +164,7 @@ TABLE2 = {  # grid -> {backbone: the config file (or measured run) whose recipe 
         "simgcl": "configs/simgcl-yelp2018-cpu.toml",
     },
     "gowalla-table2-cpu-authors.toml": {"lightgcn": "benchmarks/results/tta-lightgcn-gowalla-decay0.99.json"},
+    "gowalla-table2-sgl-authors.toml": {"sgl": "configs/sgl-gowalla-cpu.toml"},
 }
 
 
@@ -225,3 +226,17 @@ def test_yelp2018_backbone_grids_are_the_full_grids_groups(backbone):
     assert {cell_hash(g, m): m.title for m in small.methods} == cells
     assert [m.title for m in small.methods][:2] == ["Retrain", "Residual graph only"]
     assert [m.name for m in small.methods][-2:] == ["receraser", "grapheraser"]
+
+
+def test_gowalla_sgl_grid_attacks_with_the_lightgcn_grids_clean_model():
+    """experiments/gowalla-table2-sgl-authors.toml forgets the request of the Gowalla LightGCN grid: the same
+    clean model (hash) and the same attack settings; its cells are its own (another backbone)."""
+    sgl = load_config(ROOT / "experiments" / "gowalla-table2-sgl-authors.toml")
+    lgcn = load_config(ROOT / "experiments" / "gowalla-table2-cpu-authors.toml")
+    (g,) = groups(sgl)
+    (lg,) = groups(lgcn)
+    assert (g.clean_hash, g.ratio, g.item_ratio) == (lg.clean_hash, lg.ratio, lg.item_ratio)
+    assert g.attacked_hash != lg.attacked_hash and g.backbone == "sgl"
+    assert g.train_cfg["epochs"] == 18
+    assert [m.title for m in sgl.methods][:2] == ["Retrain", "Residual graph only"]
+    assert [m.name for m in sgl.methods][-2:] == ["receraser", "grapheraser"]
