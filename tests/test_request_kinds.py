@@ -158,6 +158,31 @@ def test_the_rule_keeps_the_default_ten_times_faster_than_a_retrain():
     assert sd.seconds_allowed(rows, 0.0) == {}
 
 
+def test_the_target_rule_takes_the_most_of_retrains_recall_among_those_that_forget_the_papers_mi():
+    """pretrain_request.target_rule: eligible as under the default's rule (here the 99% of the input's
+    share on every validation request) and forgetting at least the paper's MI-BF / MI-NG on every held-out
+    attack; chosen by the lowest share of the attack's Retrain's validation Recall; no Retrain, no pick."""
+    pr = _tuning("pretrain_request")
+
+    def row(t, c, val, bf, ng, share=1.0):
+        return {"request": t, "candidate": c, "val_recall": val, "val_share": share, "mi_bf": bf,
+                "mi_ng": ng, "seconds": 1.0}  # fmt: skip
+
+    rows = [
+        row("V", "forgets most", 0.190, 30.0, 17.0), row("V2", "forgets most", 0.180, 20.0, 12.0),
+        row("V", "light", 0.198, 12.0, 7.0), row("V2", "light", 0.196, 9.6, 5.7),
+        row("V", "too light", 0.199, 12.0, 7.0), row("V2", "too light", 0.199, 6.0, 4.0),  # MI-BF < 6.51
+        row("V", "keeps less", 0.200, 12.0, 7.0, 0.98), row("V2", "keeps less", 0.200, 9.0, 5.0),
+        row("users 1%", "light", 0.3, 0.0, 0.0), row("users 1%", "keeps less", 0.3, 0.0, 0.0),
+    ]  # fmt: skip
+    retrain = {"V": 0.200, "V2": 0.200}
+    best, of = pr.target_rule(rows, retrain)
+    assert best == "light" and of == pytest.approx({"forgets most": 0.90, "light": 0.98})
+    assert pr.target_rule(rows, retrain, min_mi=(25.0, 4.28))[0] is None  # "forgets most" misses V2's MI-BF
+    assert pr.target_rule(rows, {"V": 0.200}) == (None, {})  # V2 has no Retrain
+    assert pr.PAPER_MI == (6.51, 4.28)
+
+
 @pytest.mark.parametrize(
     "kinds,committed",
     [

@@ -410,14 +410,9 @@ def seconds_allowed(rows: list[dict], min_speedup: float) -> dict[str, float]:
     return {t: b / min_speedup for t, b in sorted(budgets.items())}
 
 
-def choose(rows: list[dict], share: float, min_speedup: float = 0.0) -> tuple[str | None, dict[str, float]]:
-    """The rule: (the chosen candidate or None, each candidate's lowest validation Recall share).
-
-    Eligible: measured on every held-out attack in ``rows`` (V, V2, ...), at least ``share`` of
-    the input model's validation Recall on every validation request it was measured on, and
-    ``min_speedup`` times faster than training the attack's model on each held-out attack with a
-    known training time (:func:`seconds_allowed`). Chosen: the eligible one with the highest lowest
-    MI-NG over the held-out attacks (to 2 decimals), then the fewest seconds on V."""
+def eligible(rows: list[dict], share: float, min_speedup: float = 0.0):
+    """(eligible candidates, each candidate's lowest validation Recall share, the held-out attacks,
+    rows by (request, candidate)) of :func:`choose`'s rule."""
     shares: dict[str, float] = {}
     for r in rows:
         shares[r["candidate"]] = min(shares.get(r["candidate"], float("inf")), r["val_share"])
@@ -431,6 +426,18 @@ def choose(rows: list[dict], share: float, min_speedup: float = 0.0) -> tuple[st
         and shares[c] >= share
         and all(by[t, c]["seconds"] <= limits[t] for t in attacks if t in limits)
     ]
+    return ok, shares, attacks, by
+
+
+def choose(rows: list[dict], share: float, min_speedup: float = 0.0) -> tuple[str | None, dict[str, float]]:
+    """The rule: (the chosen candidate or None, each candidate's lowest validation Recall share).
+
+    Eligible: measured on every held-out attack in ``rows`` (V, V2, ...), at least ``share`` of
+    the input model's validation Recall on every validation request it was measured on, and
+    ``min_speedup`` times faster than training the attack's model on each held-out attack with a
+    known training time (:func:`seconds_allowed`). Chosen: the eligible one with the highest lowest
+    MI-NG over the held-out attacks (to 2 decimals), then the fewest seconds on V."""
+    ok, shares, attacks, by = eligible(rows, share, min_speedup)
     if not attacks or not ok:
         return None, shares
 
