@@ -31,7 +31,9 @@ from unlearnrec.unlearn.unlearnrec import (
     prior_request,
 )
 from unlearnrec.unlearn.unlearnrec import finetune as finetune_module
-from unlearnrec.unlearn.unlearnrec.finetune import RowMLP, step_terms, validation_recall
+from unlearnrec.unlearn.unlearnrec import guard as guard_module
+from unlearnrec.unlearn.unlearnrec.finetune import RowMLP, step_terms
+from unlearnrec.unlearn.unlearnrec.guard import validation_recall
 from unlearnrec.unlearn.unlearnrec.pretrain import auxiliary_terms, copy_backbone, final_embeddings
 
 FAST = dict(epochs=2, batch_size=256, steps_per_epoch=3, lr=1e-2)
@@ -760,13 +762,13 @@ def test_stopping_rule_reads_validation_never_the_request(model, prepared, monke
         users[keep], items[keep], model.train.num_users, model.train.num_items, dedupe=True
     )
     seen = []
-    real = finetune_module.evaluate_embeddings
+    real = guard_module.evaluate_embeddings
 
     def spy(user_emb, item_emb, target, exclude=(), **kw):
         seen.append((target, list(exclude)))
         return real(user_emb, item_emb, target, exclude=exclude, **kw)
 
-    monkeypatch.setattr(finetune_module, "evaluate_embeddings", spy)
+    monkeypatch.setattr(guard_module, "evaluate_embeddings", spy)
     method = UnlearnRec(fast(finetune_epochs=3, finetune_stop_share=0.01, finetune_check_every=1), seed=0)
     method.encoder, method.prepared_for = prepared.encoder, prepared.prepared_for
     method.set_validation(val)
@@ -871,13 +873,13 @@ def test_forget_guard_scales_ours0_down_only_when_validation_recall_is_short(mod
     scale of Ours(0)'s shift and serves the best; every evaluation ranks the validation split only."""
     req, val = request_of(model, 10, 6), _validation(model)
     seen = []
-    real = finetune_module.evaluate_embeddings
+    real = guard_module.evaluate_embeddings
 
     def spy(user_emb, item_emb, target, exclude=(), **kw):
         seen.append(target)
         return real(user_emb, item_emb, target, exclude=exclude, **kw)
 
-    monkeypatch.setattr(finetune_module, "evaluate_embeddings", spy)
+    monkeypatch.setattr(guard_module, "evaluate_embeddings", spy)
 
     def served(**kw):
         m = UnlearnRec(fast(**{"finetune_epochs": k, "finetune_steps": 2, **kw}), seed=0)
@@ -1155,7 +1157,7 @@ def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model,
         seen.append(user_emb.detach().clone())
         return script.pop(0)
 
-    monkeypatch.setattr(finetune_module, "validation_recall", scripted)
+    monkeypatch.setattr(guard_module, "validation_recall", scripted)
     steps = {"finetune_epochs": 1, "finetune_steps": 6, "finetune_batch_size": 16, "forget_guard": True}
 
     def served(every: int, values: list[float]):

@@ -46,7 +46,8 @@ from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request, Result, Unlearner
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, local_idm
-from unlearnrec.unlearn.unlearnrec.finetune import ValidationStop, finetune, guard_scale, validation_recall
+from unlearnrec.unlearn.unlearnrec.finetune import finetune
+from unlearnrec.unlearn.unlearnrec.guard import ValidationStop, guard_scale, validation_recall
 from unlearnrec.unlearn.unlearnrec.pretrain import (
     EpochCallback,
     StepCallback,
