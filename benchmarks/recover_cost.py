@@ -7,7 +7,8 @@ each one's speed-up over the grid's Retrain (its ``seconds`` in ``OUT/results.js
 the grid ran) are printed. Only seconds are read: nothing here chooses a setting.
 
     UNLEARNREC_DATA=/work/shared/data PYTHONPATH=src python benchmarks/recover_cost.py \\
-        experiments/kinds/lightgcn-authors.toml --out ~/.cache/unlearnrec/runs/kinds-lightgcn-authors
+        experiments/kinds/lightgcn-authors.toml --out ~/.cache/unlearnrec/runs/kinds-lightgcn-authors \\
+        [--label "recover 80 at λ_u 0.1"]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("grid", help="a request-kind grid with a row that has finetune_recover_steps")
     p.add_argument("--out", required=True, help="the grid's --out (its Retrain seconds)")
+    p.add_argument("--label", default="", help="the first such row whose label has this")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default=None)
@@ -50,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = load_config(a.grid)
-    spec = next((m for m in cfg.methods if m.config.get("finetune_recover_steps")), None)
+    rows = (m for m in cfg.methods if m.config.get("finetune_recover_steps") and a.label in m.title)
+    spec = next(rows, None)
     if spec is None:
-        print(f"error: {a.grid} has no row with finetune_recover_steps", file=sys.stderr)
+        want = f"finetune_recover_steps and {a.label!r} in its label"
+        print(f"error: {a.grid} has no row with {want}", file=sys.stderr)
         return 2
     store = Store(cfg, a.cache or default_cache(), data_dir=a.data_dir)
     group = groups(cfg)[0]
