@@ -410,7 +410,9 @@ def seconds_allowed(rows: list[dict], min_speedup: float) -> dict[str, float]:
     return {t: b / min_speedup for t, b in sorted(budgets.items())}
 
 
-def eligible(rows: list[dict], share: float, min_speedup: float = 0.0):
+def eligible(
+    rows: list[dict], share: float, min_speedup: float = 0.0
+) -> tuple[list[str], dict[str, float], list[str], dict[tuple[str, str], dict]]:
     """(eligible candidates, each candidate's lowest validation Recall share, the held-out attacks,
     rows by (request, candidate)) of :func:`choose`'s rule."""
     shares: dict[str, float] = {}
