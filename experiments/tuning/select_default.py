@@ -51,7 +51,7 @@ from unlearnrec.experiments.pretrain_study import STUDY_DIR, the_group
 from unlearnrec.experiments.runner import default_cache
 from unlearnrec.experiments.store import Store
 from unlearnrec.unlearn.unlearnrec import UnlearnRec
-from unlearnrec.unlearn.unlearnrec.finetune import validation_recall
+from unlearnrec.unlearn.unlearnrec.guard import validation_recall
 
 HERE = Path(__file__).resolve().parents[2]
 FT = {"finetune_batch_size": 8192, "finetune_lr": 5e-3}

@@ -31,7 +31,7 @@ from unlearnrec.experiments.grid import groups, load_config
 from unlearnrec.experiments.runner import default_cache
 from unlearnrec.experiments.store import Store
 from unlearnrec.unlearn.unlearnrec import UnlearnRec
-from unlearnrec.unlearn.unlearnrec.finetune import GUARD_SCALES, validation_recall
+from unlearnrec.unlearn.unlearnrec.guard import GUARD_SCALES, validation_recall
 from unlearnrec.unlearn.unlearnrec.pretrain import final_embeddings
 
 
