@@ -246,9 +246,10 @@ def test_the_shipped_default_is_the_one_the_committed_selection_chose():
     ]
     # the forgetting fields by select_default.py's rule; the recovery's by issue 25's target restated on
     # the held-out attacks (the paper's MI on each, then the most of its Retrain's validation Recall)
-    best, _ = sd.choose(pr.combined(rows, others), 0.99, 10.0)
+    pool = pr.combined(rows, others)
+    best, _ = sd.choose(pool, 0.99, 10.0)
     retrain = {r["request"]: r["val_recall"] for r in others if r["candidate"] == pr.RETRAIN}
-    target, _ = pr.target_rule(pr.combined(rows, others), retrain)
+    target, _ = pr.target_rule(pool, retrain)
     assert target.startswith(best.partition(pr.RECOVER)[0] + pr.RECOVER)  # the same forgetting, recovered
     assert target.partition(" [")[2] == best.partition(" [")[2]  # by the same encoder
     name, _, tag = target.partition(" [")

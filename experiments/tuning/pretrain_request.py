@@ -335,10 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(r["candidate"] == RETRAIN for r in rows):
         print("\n" + retrain_table(rows))
     base = sd.rows_file(Path(a.baseline))[0] if Path(a.baseline).is_file() else []
-    best, _ = sd.choose(combined(base, rows + shaped), 0.99, 10.0)
+    pool = combined(base, rows + shaped)
+    best, _ = sd.choose(pool, 0.99, 10.0)
     print(f"\nthe rule over the random-request encoder and these: {best}")
     retrain = {r["request"]: r["val_recall"] for r in rows if r["candidate"] == RETRAIN}
-    target, of = target_rule(combined(base, rows + shaped), retrain)
+    target, of = target_rule(pool, retrain)
     at = f" ({of[target]:.1%} of Retrain's validation Recall on the worst held-out attack)" if target else ""
     rule = f"MI >= {PAPER_MI[0]} / {PAPER_MI[1]}, then the most of Retrain's Recall"
     print(f"the target rule ({rule}): {target}{at}")
