@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from unlearnrec.cli.common import K, check_out, progress
+from unlearnrec.cli.common import K, check_out, number, progress
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -45,7 +45,14 @@ def cmd_status(args) -> int:
     ]
     if args.json:
         rows = [
-            {"group": c.group.tag, "label": c.label, "method": c.method, "done": c.done, "seconds": c.seconds}
+            {
+                "group": c.group.tag,
+                "label": c.label,
+                "method": c.method,
+                "done": c.done,
+                "seconds": c.seconds,
+                "resumes": c.resumes,
+            }
             for c in cells
         ]
         print(json.dumps({**summary, "attack": attack, "cell_status": rows}))
@@ -59,7 +66,8 @@ def cmd_status(args) -> int:
     for c in cells:
         state = "done   " if c.done else "pending"
         what = "took" if c.done else "est."
-        print(f"{state} {c.group.tag:<40} {c.label:<28} {what} {_fmt_seconds(c.seconds)}")
+        resumes = f" (resumes: {c.resumes})" if c.resumes else ""
+        print(f"{state} {c.group.tag:<40} {c.label:<28} {what} {_fmt_seconds(c.seconds)}{resumes}")
     n_unknown = summary["unknown_estimates"]
     if not pending:
         left = "nothing pending"
@@ -107,6 +115,7 @@ def cmd_experiment(args) -> int:
             device=args.device,
             on_cell=on_cell,
             cache_dir=args.cache,
+            checkpoint_every=args.checkpoint_every,
         )
     else:
         from unlearnrec.experiments.ray_runner import run_experiment_ray
@@ -229,6 +238,14 @@ def register(sub, common) -> None:
         default=None,
         metavar="DIR",
         help="cache of models, attacks, prepared methods (default: $UNLEARNREC_CACHE, ~/.cache/unlearnrec)",
+    )
+    e.add_argument(
+        "--checkpoint-every",
+        type=number(float, ">= 0"),
+        default=600.0,
+        metavar="SECONDS",
+        help="save a model's training state at most this often (default 600): a run stopped half-way "
+        "through a training resumes it from the last one",
     )
     e.add_argument(
         "--status",

@@ -150,6 +150,7 @@ def run_cell(
     emb_before = model.embeddings()
     method = build(spec.name, dict(spec.config), group.seed)
     method.set_validation(data.val)
+    method.set_scratch(store.scratch_dir(group, spec), store.checkpoint_every)
     prep_s, prep_mb, prep_cached = store.prepare(method, group, spec, model, att.train)
     request = store.request(group)
     result = method.forget(model, att.train, request)

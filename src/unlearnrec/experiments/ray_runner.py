@@ -52,6 +52,7 @@ from unlearnrec.experiments.grid import (
 from unlearnrec.experiments.ray_graph import Node, build_graph
 from unlearnrec.experiments.results import ResultsLog
 from unlearnrec.experiments.store import Store
+from unlearnrec.train import resume
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ def prepare_task(ctx: Context, group: Group, spec: MethodSpec) -> tuple[float, f
     train = store.forget_set(group).train
     method = _builder(ctx)(spec.name, dict(spec.config), group.seed)
     method.set_validation(data.val)
+    method.set_scratch(store.scratch_dir(group, spec), store.checkpoint_every)
     out = store.prepare(method, group, spec, model, train)
     _keep_datasets(ctx, store)
     return out
@@ -320,6 +322,8 @@ def _drive(ray, ctx, nodes, results, out, probe, on_cell, on_progress, max_retri
             keep_prepared_sidecar(probe, out, node.group, node.spec)
             log.info("%s %s: ok", node.group.tag, node.spec.title)
         emit(rec)
+        if rec["status"] == "ok":  # its result is kept: nothing to resume
+            resume.discard(probe.scratch_dir(node.group, node.spec))
 
     def progress() -> None:
         done = sum(1 for c in cells if c.key in ended)

@@ -58,6 +58,7 @@ from unlearnrec.experiments.grid import (  # noqa: F401 (re-exported: the runner
 from unlearnrec.experiments.results import RESULTS, ResultsLog, read_results  # noqa: F401 (re-export)
 from unlearnrec.experiments.store import Store
 from unlearnrec.runtime import resolve_device
+from unlearnrec.train import resume
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Runner:
         build: Builder | None = None,
         on_cell: Callable[[dict], None] | None = None,
         cache_dir: str | os.PathLike | None = None,
+        checkpoint_every: float = 600.0,
     ):
         from unlearnrec.unlearn.registry import build_method
 
@@ -107,6 +109,7 @@ class Runner:
             device=device,
             fallbacks=(self.out,),
         )
+        self.store.checkpoint_every = checkpoint_every
 
     @property
     def device(self):
@@ -170,6 +173,7 @@ class Runner:
                     {k: round(v, 4) for k, v in rec["metrics"].items() if k in SUMMARY_METRICS},
                 )
                 emit(rec)
+                resume.discard(self.store.scratch_dir(group, spec))  # its result is kept: nothing to resume
         return written
 
 
@@ -191,17 +195,26 @@ def run_experiment(
     build: Builder | None = None,
     on_cell: Callable[[dict], None] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    checkpoint_every: float = 600.0,
 ) -> list[dict]:
     """Run (or resume) the grid of ``config`` into ``out_dir``; returns this run's cell records.
 
     ``build(name, config, seed)`` makes a method (default: the registry's ``build_method``);
     ``on_cell(record)`` is called after each cell (progress display); ``cache_dir``: the cache root
-    (default :func:`default_cache`).
+    (default :func:`default_cache`); ``checkpoint_every``: seconds between the saved states of a
+    model being trained (the grid's models and Retrain's; a stopped run resumes from the last one).
     """
     cfg = load_config(config)
     resolve_device(device or cfg.device)  # a device that is not there fails before anything is written
     runner = Runner(
-        cfg, out_dir, data_dir=data_dir, device=device, build=build, on_cell=on_cell, cache_dir=cache_dir
+        cfg,
+        out_dir,
+        data_dir=data_dir,
+        device=device,
+        build=build,
+        on_cell=on_cell,
+        cache_dir=cache_dir,
+        checkpoint_every=checkpoint_every,
     )
     if not isinstance(config, (dict, ExperimentConfig)):
         # keep each grid run into this directory next to its results, for the record

@@ -35,6 +35,7 @@ class CellStatus:
     method: str
     done: bool
     seconds: float | None
+    resumes: str = ""  # the stopped work a run of this cell picks up (a model's or Retrain's epochs, shards)
 
 
 def _cell_seconds(rec: dict) -> float:
@@ -199,6 +200,22 @@ def status(
                 return median(seconds)
         return None
 
+    progress = {p["key"]: p for p in store.in_progress()}
+
+    def resumes(group: Group, spec: MethodSpec, needs_model: bool) -> str:
+        """What a run of this pending cell resumes: its models' saved training, its own scratch."""
+        said = []
+        models = (("clean model", group.clean_hash), ("model", group.attacked_hash)) if needs_model else ()
+        for what, key in models:
+            if key in progress and progress[key].get("epoch"):
+                said.append(f"{what} after epoch {progress[key]['epoch']}")
+        cell = progress.get(cell_hash(group, spec))
+        if cell is not None and cell.get("epoch"):
+            said.append(f"training after epoch {cell['epoch']}")
+        if cell is not None and cell.get("shards"):
+            said.append(f"{cell['shards']} shards trained")
+        return "; ".join(said)
+
     out: list[CellStatus] = []
     for group in groups(config):
         needs_model = not store.has_model(group)
@@ -208,9 +225,10 @@ def status(
                 out.append(CellStatus(group, spec.title, spec.name, True, _cell_seconds(rec)))
                 continue
             est = estimate(group, spec)
+            said = resumes(group, spec, needs_model)
             if needs_model:
                 t = train_estimate(group)
                 est = None if est is None or t is None else est + t
                 needs_model = False
-            out.append(CellStatus(group, spec.title, spec.name, False, est))
+            out.append(CellStatus(group, spec.title, spec.name, False, est, said))
     return out

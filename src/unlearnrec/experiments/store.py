@@ -8,7 +8,11 @@ Everything expensive is stored under one root folder by the hashes of :mod:`~unl
 - ``attacks/<key>/``: the adversarial edges; ``requests/<key>/``: the random and node requests;
 - ``prepared/<hash>/``: what a method's ``prepare`` built (``save_prepared``/``load_prepared``);
   without an attack ``prepare`` sees the same model and training set at every ratio and request
-  kind, so one entry serves them all.
+  kind, so one entry serves them all;
+- ``partial/<hash>/``: the saved state of a model being trained (:mod:`unlearnrec.train.resume`),
+  ``scratch/<cell>/``: a cell's resumable work (the Retrain's training state, the partition
+  baselines' trained shards). A run stopped half-way through a training resumes it from there;
+  each is removed once its model is stored or its cell's record is written.
 
 Every entry is written aside and renamed into place (or its ``meta.json`` written last), so a crash
 never leaves a half-written entry, and an entry whose fingerprints do not match is built again.
@@ -53,6 +57,7 @@ from unlearnrec.experiments.protocol import Attack, AttackConfig, attack_key, bu
 from unlearnrec.io.checkpoint import atomic_write_bytes, atomic_write_text
 from unlearnrec.model import TrainedModel
 from unlearnrec.runtime import resolve_device
+from unlearnrec.train import resume
 from unlearnrec.train.loop import TrainConfig, fit
 from unlearnrec.unlearn.base import MemoryMeter, Request, Unlearner
 
@@ -80,6 +85,7 @@ class Store:
         self._models: dict[str, TrainedModel] = {}
         self._attacks: dict[Any, Attack] = {}
         self._nodes: dict[str, np.ndarray] = {}  # request key -> the users / items forgotten whole
+        self.checkpoint_every = 600.0  # seconds between the saved states of a model being trained
 
     # ---------------------------------------------------------------- datasets
     def dataset(self, name: str) -> Dataset:
@@ -183,7 +189,8 @@ class Store:
         gen = torch.Generator().manual_seed(cfg.seed)
         net = build_backbone(backbone, train.num_users, train.num_items, bcfg, generator=gen).to(self.device)
         log.info("training %s on %s (%d edges, up to %d epochs)", backbone, dataset, len(train), cfg.epochs)
-        res = fit(net, graph, cfg, val=data.val)
+        partial = self.root / "partial" / key
+        res = fit(net, graph, cfg, val=data.val, checkpoint=partial, checkpoint_every=self.checkpoint_every)
         model = TrainedModel(
             net,
             graph,
@@ -202,7 +209,10 @@ class Store:
                 "config_hash": key,
             }
         )
+        if res.resumed_epoch:
+            model.meta["resumed_after_epoch"] = res.resumed_epoch
         model.save(folder)
+        resume.discard(partial)
         self._models[key] = model
         return model
 
@@ -321,6 +331,37 @@ class Store:
         self._attacks[key] = Attack(train, edges, meta)
         return self._attacks[key]
 
+    # ---------------------------------------------------------------- resumable work
+    def scratch_dir(self, group: Group, spec: MethodSpec) -> Path:
+        """Where the cell's resumable work is kept until its record is written (``Unlearner.set_scratch``)."""
+        return self.root / "scratch" / cell_hash(group, spec)
+
+    def in_progress(self) -> list[dict]:
+        """The trainings stopped half-way whose state is kept: ``{"kind", "key", "epoch", "seconds"}``
+        (``partial/``), and the cells with resumable work (``scratch/``: ``kind`` "cell")."""
+        out = []
+        for meta in sorted((self.root / "partial").glob("*/meta.json")):
+            try:
+                loop = json.loads(meta.read_text())["loop"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            out.append({"kind": "model", "key": meta.parent.name, "epoch": loop.get("epoch"),
+                        "seconds": loop.get("seconds"), "done": loop.get("done", False)})  # fmt: skip
+        for cell in sorted(p for p in (self.root / "scratch").glob("*") if p.is_dir()):
+            shards = len(list(cell.glob("shards/shard-*.npz")))
+            state = cell / "retrain" / "meta.json"
+            epoch = seconds = None
+            if state.is_file():
+                try:
+                    loop = json.loads(state.read_text())["loop"]
+                    epoch, seconds = loop.get("epoch"), loop.get("seconds")
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+            out.append(
+                {"kind": "cell", "key": cell.name, "epoch": epoch, "seconds": seconds, "shards": shards}
+            )
+        return out
+
     # ---------------------------------------------------------------- prepared methods
     def prepared_dir(self, group: Group, spec: MethodSpec) -> Path:
         """Where the prepared state of ``spec`` on the group's model is (or will be) stored."""
@@ -337,7 +378,8 @@ class Store:
         with MemoryMeter(self.device) as mem:
             t = time.perf_counter()
             method.prepare(model, train)
-            seconds = time.perf_counter() - t
+            # shards an earlier, stopped preparation trained and this one reused count too
+            seconds = time.perf_counter() - t + method.take_carried()
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         try:  # written aside and renamed: a crash never leaves a half-written entry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from unlearnrec.data.interactions import Interactions
 from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import TrainingError
 from unlearnrec.eval.ranking import evaluate_embeddings
-from unlearnrec.train import distributed
+from unlearnrec.train import distributed, resume
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,10 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_metric: float = float("nan")
-    seconds: float = 0.0
+    seconds: float = 0.0  # including the seconds of an interrupted call this one resumed
     epochs_run: int = 0
+    resumed_epoch: int = 0  # the last epoch of the saved state this call resumed after (0: none)
+    resumed_seconds: float = 0.0  # the seconds that state had trained
 
 
 LossFn = Callable[[Batch, torch.Generator], dict]
@@ -104,6 +107,8 @@ def fit(
     on_epoch: Callable[[dict], None] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     parallel: bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 600.0,
 ) -> FitResult:
     """Train ``model`` on ``graph.interactions`` with Adam and mini-batch BPR (+ the model's terms).
 
@@ -124,6 +129,13 @@ def fit(
     with ``parallel=True`` must honour ``batch.part`` the way :meth:`Backbone.loss` does. Rank 0
     evaluates and its metrics (hence early stopping and the best state) are broadcast, so every
     rank ends with the same model.
+
+    ``checkpoint``: a directory where the loop's whole state is saved at the end of an epoch, at most
+    every ``checkpoint_every`` seconds, and (marked done) when training ends; a call that finds the
+    state of the same training there resumes it and ends with the model an uninterrupted call would
+    have produced (:mod:`unlearnrec.train.resume`). Not with callbacks that keep state (they are not
+    replayed), and ignored in data-parallel training. The caller removes the directory
+    (:func:`unlearnrec.train.resume.discard`) once it has kept the result.
     """
     previous = torch.get_num_threads()
     if config.threads > 0:
@@ -140,13 +152,29 @@ def fit(
             on_epoch=on_epoch,
             on_step=on_step,
             parallel=parallel,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
         )
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
 
 
-def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch, on_step, parallel) -> FitResult:
+def _fit(
+    model,
+    graph,
+    config,
+    *,
+    val,
+    loss_fn,
+    params,
+    embed_fn,
+    on_epoch,
+    on_step,
+    parallel,
+    checkpoint,
+    checkpoint_every,
+) -> FitResult:
     train = graph.interactions
     if parallel is None:
         parallel = loss_fn is None  # a custom loss may not know how to compute a part of a batch
@@ -169,9 +197,56 @@ def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch, on_s
     res = FitResult()
     best_state = None
     bad = 0
-    t0 = time.perf_counter()
     step = 0
-    for epoch in range(1, config.epochs + 1):
+    start = 1
+    fp = None
+    if checkpoint is not None and part.world > 1:
+        log.info("data-parallel training: its state is not saved (%s ignored)", checkpoint)
+        checkpoint = None
+    if checkpoint is not None:
+        fp = resume.fingerprint(model, params, config, train, val)
+        got = resume.load(checkpoint, fp, model, opt, rng, gen)
+        if got is not None:
+            saved, best_state = got
+            res.history = saved.history
+            res.best_epoch, res.best_metric, bad, step = (
+                saved.best_epoch,
+                saved.best_metric,
+                saved.bad,
+                saved.step,
+            )
+            res.resumed_epoch, res.resumed_seconds, start = saved.epoch, saved.seconds, saved.epoch + 1
+            if saved.done:  # finished before: the model holds its final state
+                res.epochs_run, res.seconds = saved.epochs_run, saved.seconds
+                log.info(
+                    "training state %s: done (%d epochs, %.0f s)", checkpoint, res.epochs_run, res.seconds
+                )
+                return res
+            res.epochs_run = saved.epoch
+            log.info(
+                "training state %s: resuming after epoch %d (%.0f s trained)",
+                checkpoint,
+                saved.epoch,
+                saved.seconds,
+            )
+    t0 = time.perf_counter() - res.resumed_seconds
+    schedule = resume.Schedule(checkpoint, checkpoint_every, config.epochs)
+
+    def save_state(epoch: int, done: bool = False) -> None:
+        state = resume.LoopState(
+            epoch=epoch,
+            step=step,
+            seconds=res.seconds if done else time.perf_counter() - t0,
+            history=res.history,
+            best_epoch=res.best_epoch,
+            best_metric=res.best_metric,
+            bad=bad,
+            done=done,
+            epochs_run=res.epochs_run,
+        )
+        resume.save(checkpoint, fp, state, model, None if done else best_state, opt, rng, gen)
+
+    for epoch in range(start, config.epochs + 1):
         model.train()
         hook = getattr(model, "on_epoch_start", None)
         if hook is not None:  # per-epoch augmentation (SGL's views), drawn from the loop's generator
@@ -235,11 +310,15 @@ def _fit(model, graph, config, *, val, loss_fn, params, embed_fn, on_epoch, on_s
         if config.patience and bad >= config.patience:
             log.info("early stop at epoch %d (best %d: %.5f)", epoch, res.best_epoch, res.best_metric)
             break
+        if schedule.due(epoch):
+            save_state(epoch)
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
         res.best_epoch = res.epochs_run
     res.seconds = time.perf_counter() - t0
+    if checkpoint is not None:
+        save_state(res.epochs_run, done=True)
     return res
 
 

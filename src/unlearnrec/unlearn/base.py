@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,14 +121,42 @@ class Unlearner:
       :meth:`set_validation` (a no-op for the others, so callers always call it);
     - ``supports_cumulative``: the method overrides :meth:`forget_cumulative` (serve a request
       against the stored original together with everything already forgotten).
+
+    Resumable work: a caller may give a scratch directory (:meth:`set_scratch`) where a method keeps
+    what it trains for one request (a training's state, trained shards) so that a call stopped half-way
+    and repeated resumes it. Work reused that way counts in the seconds reported (:meth:`carry`).
     """
 
     name = "base"
     uses_validation: bool = False
+    _scratch: Path | None = None
+    _scratch_every: float = 600.0
+    _carried: float = 0.0
 
     def set_validation(self, val: Interactions | None) -> Unlearner:
         """The validation split (edges disjoint from training); used where ``uses_validation``."""
         return self
+
+    def set_scratch(self, directory: str | os.PathLike | None, every: float = 600.0) -> Unlearner:
+        """A directory for this request's resumable work (None: none), a training's state saved at
+        most every ``every`` seconds; the caller removes it once it has kept the result. Methods that
+        train for long use it; the others ignore it."""
+        self._scratch = None if directory is None else Path(directory)
+        self._scratch_every = float(every)
+        return self
+
+    def scratch(self, name: str) -> Path | None:
+        """The sub-directory ``name`` of the scratch directory, or None without one."""
+        return None if self._scratch is None else self._scratch / name
+
+    def carry(self, seconds: float) -> None:
+        """Count ``seconds`` of work an earlier, stopped call did and this one reused (from the scratch)."""
+        self._carried = self._carried + float(seconds)
+
+    def take_carried(self) -> float:
+        """The seconds carried since the last call (and reset them): added to what was measured."""
+        carried, self._carried = self._carried, 0.0
+        return carried
 
     @property
     def supports_cumulative(self) -> bool:
@@ -160,6 +189,10 @@ class Unlearner:
             new, info = self._forget(model, train, request)
             new = erase_nodes(new, request)
             seconds = time.perf_counter() - t0
+        carried = self.take_carried()
+        if carried:  # work done by an earlier, stopped call counts as this call's
+            seconds += carried
+            info = {**info, "resumed_seconds": carried}
         # the input's recipe and provenance carry over; what was measured on the input does not
         inherited = {k: v for k, v in model.meta.items() if k not in MEASURED_META}
         new.meta = {**inherited, **new.meta}

@@ -122,7 +122,15 @@ class Retrain(Unlearner):
             len(request.edges),
             recipe.epochs,
         )
-        res = fit(backbone, graph, recipe, val=val)
+        res = fit(
+            backbone,
+            graph,
+            recipe,
+            val=val,
+            checkpoint=self.scratch("retrain"),
+            checkpoint_every=self._scratch_every,
+        )
+        self.carry(res.resumed_seconds)
         new = model.derive(
             backbone,
             graph,

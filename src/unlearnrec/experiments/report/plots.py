@@ -198,7 +198,7 @@ def plot_score_distributions(
 
 
 # ---------------------------------------------------------------- pre-training curve (Fig. 5)
-NOT_LOSS_TERMS = frozenset({"epoch", "request_edges", "steps", "seconds", "lr"})
+NOT_LOSS_TERMS = frozenset({"epoch", "request_edges", "steps", "seconds", "lr", "resumed"})
 
 
 def loss_terms(history: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -21,7 +21,7 @@ from unlearnrec.io.checkpoint import load_checkpoint, save_checkpoint
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn.base import Request, Unlearner
 from unlearnrec.unlearn.sharded.partition import Partition
-from unlearnrec.unlearn.sharded.pool import ShardJob, shard_seed, train_shards
+from unlearnrec.unlearn.sharded.pool import ShardJob, shard_seed, train_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,13 @@ class ShardedUnlearner(Unlearner):
                     cfg.batch_size,
                     shard_seed(self.seed, k),
                     device=str(device),
+                    cache=str(self.scratch("shards") or ""),
                 )
             )
         workers = cfg.workers if torch.device(device).type == "cpu" else 1
-        return train_shards(jobs, workers)
+        emb, reused = train_or_reuse(jobs, workers)
+        self.carry(reused)
+        return emb
 
     def _serve(self, model: TrainedModel, graph: Graph, emb: list[np.ndarray], keep: np.ndarray):
         part = self._partition

@@ -116,7 +116,11 @@ class UnlearnRec(Unlearner):
             self.seed,
             on_step=self.on_step,
             on_epoch=self.on_epoch,
+            checkpoint=self.scratch("pretrain") if self.on_epoch is None else None,
+            checkpoint_every=self._scratch_every,
         )
+        resumed = [row["seconds"] for row in self.history if row.get("resumed")]
+        self.carry(max(resumed, default=0.0))  # the epochs an earlier, stopped call pre-trained
         self.encoder = enc
         self.prepared_for = _model_identity(model)
 

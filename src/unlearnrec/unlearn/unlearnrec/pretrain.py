@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ from unlearnrec.data.requests import sample_edges
 from unlearnrec.data.sampling import bpr_batches
 from unlearnrec.errors import TrainingError
 from unlearnrec.eval.membership import edge_scores
-from unlearnrec.train import distributed
+from unlearnrec.train import distributed, resume
 from unlearnrec.train.losses import info_nce, preserving_loss, unlearning_loss
 from unlearnrec.unlearn.unlearnrec.config import UnlearnRecConfig
 from unlearnrec.unlearn.unlearnrec.encoder import InfluenceEncoder, build_idm, dropped_idm
@@ -190,6 +191,8 @@ def pretrain(
     seed: int = 0,
     on_step: StepCallback | None = None,
     on_epoch: EpochCallback | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 600.0,
 ) -> list[dict[str, float]]:
     """Pre-train H⁰ and η (everything of f and the MLP frozen) with Eq. 25:
     L = L_model + λ_u L_u + λ_p L_p + λ_c L_c.
@@ -213,8 +216,17 @@ def pretrain(
     Data-parallel like :func:`unlearnrec.train.loop.fit` when a ``torch.distributed`` group of
     several processes is initialised: the same requests and batches on every rank, each computing
     its part of every term, gradients and terms summed over the ranks before the step.
+
+    ``checkpoint``: a directory where the run's state is saved after an epoch, at most every
+    ``checkpoint_every`` seconds, and when it ends, as :func:`~unlearnrec.train.loop.fit` does
+    (:mod:`unlearnrec.train.resume`): a call that finds the same run's state continues it and ends
+    with the same encoder; the rows of the epochs it did not run again carry ``"resumed": 1``. Not
+    with ``on_epoch`` (its calls for those epochs would be missing), nor data-parallel.
     """
     part = distributed.current()
+    if checkpoint is not None and (on_epoch is not None or part.world > 1):
+        log.info("pre-training with an epoch callback or data-parallel: its state is not saved")
+        checkpoint = None
     device = graph.device
     frozen = copy_backbone(backbone).to(device)
     frozen.requires_grad_(False)
@@ -230,8 +242,26 @@ def pretrain(
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=config.lr)
     history: list[dict[str, float]] = []
-    t0 = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    start, fp, done = 1, None, False
+    if checkpoint is not None:
+        fp = resume.fingerprint(encoder, params, config, graph.interactions, None,
+                                frozen=frozen.state_dict(), salt=f"pretrain seed {seed}")  # fmt: skip
+        got = resume.load(checkpoint, fp, encoder, opt, rng, gen)
+        if got is not None:
+            saved = got[0]
+            history = [{**row, "resumed": 1} for row in saved.history]
+            start, done = saved.epoch + 1, saved.done
+            log.info("pre-training state %s: resuming after epoch %d", checkpoint, saved.epoch)
+    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    schedule = resume.Schedule(checkpoint, checkpoint_every, config.epochs)
+
+    def save_state(epoch: int, finished: bool = False) -> None:
+        state = resume.LoopState(epoch=epoch, seconds=time.perf_counter() - t0, history=history,
+                                 done=finished, epochs_run=epoch)  # fmt: skip
+        resume.save(checkpoint, fp, state, encoder, None, opt, rng, gen)
+
+    stop = start if done else config.epochs + 1  # a finished run's state: nothing left to train
+    for epoch in range(start, stop):
         forgotten = simulated_request(graph.interactions, e_bar, config, epoch, rng)
         idm = build_idm(forgotten, device, degrees)
         residual = graph.residual(forgotten)
@@ -314,6 +344,10 @@ def pretrain(
             with torch.random.fork_rng(devices=[]):
                 on_epoch(epoch, state, dict(row))
             t0 += time.perf_counter() - t_hook  # the hook's time is not pre-training time
+        if schedule.due(epoch):
+            save_state(epoch)
+    if checkpoint is not None and not done:
+        save_state(config.epochs, finished=True)
     encoder.requires_grad_(False)
     return history
 
