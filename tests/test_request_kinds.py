@@ -347,3 +347,21 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
     ]  # a Retrain row is a reference, never a candidate of the rule
     assert pr.main(["--out", str(out), "--seed", "0"]) == 2  # the evaluated draws' seed is refused
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("grid", ["yelp2018-lightgcn-authors"])
+def test_the_grids_beyond_ml1m_run_the_shipped_default_and_share_its_encoder(grid):
+    """Issue 25 beyond ML-1M measures configs/unlearnrec-cpu.toml as shipped (nothing tuned on the dataset):
+    the default row is that file's table, field for field, and every UnlearnRec row pre-trains the same
+    encoder (they differ at forget time only); the grid holds out a validation split for the guard."""
+    from unlearnrec.config import read_toml
+    from unlearnrec.unlearn.unlearnrec import UnlearnRecConfig
+
+    cfg = load_config(ROOT / "experiments" / "kinds" / f"{grid}.toml")
+    assert cfg.val_ratio > 0
+    shipped = read_toml(ROOT / "configs" / "unlearnrec-cpu.toml")["unlearnrec"]
+    [default] = [m for m in cfg.methods if m.title.startswith("UnlearnRec default")]
+    assert UnlearnRecConfig(**default.config) == UnlearnRecConfig(**shipped)
+    [group] = groups(cfg)
+    ours = [m for m in cfg.methods if m.name == "unlearnrec"]
+    assert len(ours) >= 6 and len({prepare_hash(group, m) for m in ours}) == 1
