@@ -349,7 +349,7 @@ def test_rows_file_resumes_and_the_pretrain_request_table_pairs_rows_with_the_ba
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("grid", ["yelp2018-lightgcn-authors"])
+@pytest.mark.parametrize("grid", ["yelp2018-lightgcn-authors", "gowalla-lightgcn-authors"])
 def test_the_grids_beyond_ml1m_run_the_shipped_default_and_share_its_encoder(grid):
     """Issue 25 beyond ML-1M measures configs/unlearnrec-cpu.toml as shipped (nothing tuned on the dataset):
     the default row is that file's table, field for field, and every UnlearnRec row pre-trains the same
