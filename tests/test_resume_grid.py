@@ -234,3 +234,93 @@ def test_pre_training_with_an_epoch_callback_is_not_resumed(tmp_path):
     m.on_epoch = lambda epoch, state, row: seen.append(epoch)
     m.prepare(model, model.train)
     assert seen == [1, 2] and not (tmp_path / "cell").exists()  # its callbacks could not be replayed
+
+
+def _interrupting(monkeypatch, epoch: int):
+    """``loop.fit`` stopped by a Ctrl-C at the end of ``epoch`` (after the command's own epoch callback)."""
+    from unlearnrec.train import loop
+
+    real = loop.fit
+
+    def fit(*a, **k):
+        shown = k.get("on_epoch")
+
+        def on_epoch(row):
+            if shown is not None:
+                shown(row)
+            if row["epoch"] == epoch:
+                raise KeyboardInterrupt
+
+        return real(*a, **{**k, "on_epoch": on_epoch})
+
+    monkeypatch.setattr(loop, "fit", fit)
+
+
+def test_the_train_command_stopped_half_way_resumes_when_run_again(tiny_dir, tmp_path, capsys, monkeypatch):
+    from unlearnrec.cli.common import training_state
+
+    args = [
+        "train",
+        "--dataset",
+        tiny_dir,
+        "--epochs",
+        8,
+        "--dim",
+        8,
+        "--lr",
+        0.05,
+        "--checkpoint-every",
+        0,
+        "-q",
+    ]
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "whole")
+    assert code == 0, err
+    assert not training_state(tmp_path / "whole").exists()  # removed once the model is saved
+
+    _interrupting(monkeypatch, epoch=5)
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "model")
+    assert code == 130 and f"kept in {training_state(tmp_path / 'model')}" in err
+    assert not (tmp_path / "model").exists()  # nothing half-written
+    monkeypatch.undo()
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "model", "--json")
+    assert code == 0, err
+    assert json.loads(out)["resumed_after_epoch"] == 4
+    assert not training_state(tmp_path / "model").exists()
+    a, b = TrainedModel.load(tmp_path / "whole"), TrainedModel.load(tmp_path / "model")
+    for x, y in zip(a.embeddings(), b.embeddings(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_the_pretrain_command_stopped_half_way_resumes_when_run_again(
+    cli_trained, tmp_path, capsys, monkeypatch
+):
+    from safetensors.torch import load_file
+
+    from unlearnrec.cli.common import training_state
+    from unlearnrec.unlearn.unlearnrec import pretrain as pretrain_mod
+
+    model, _ = cli_trained
+    args = ["pretrain", "--model", model, "--epochs", 4, "--batch-size", 128, "--checkpoint-every", 0, "-q"]
+    assert run_cli(capsys, *args, "--out", tmp_path / "whole")[0] == 0
+    real = pretrain_mod.pretrain
+
+    def stopping(*a, **k):
+        shown = k["on_step"]
+
+        def on_step(epoch, step, steps, terms):
+            shown(epoch, step, steps, terms)
+            if epoch == 3:
+                raise KeyboardInterrupt
+
+        return real(*a, **{**k, "on_step": on_step})
+
+    monkeypatch.setattr("unlearnrec.unlearn.unlearnrec.method.pretrain", stopping)
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "ie")
+    assert code == 130 and "run the same command to resume" in err
+    monkeypatch.undo()
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "ie", "--json")
+    assert code == 0, err
+    assert [row.get("resumed") for row in json.loads(out)["history"]] == [1, 1, None, None]
+    assert not training_state(tmp_path / "ie").exists()
+    a, b = (load_file(str(d / "tensors.safetensors")) for d in (tmp_path / "whole", tmp_path / "ie"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -57,6 +57,35 @@ def check_out(args, inputs: dict[str, Any], option: str = "--out", must_be_new: 
         )
 
 
+def training_state(out: str | os.PathLike) -> Path:
+    """Where ``train`` / ``pretrain`` keep a training's state until ``--out`` is written: beside it, as
+    ``OUT.training-state``; the same command run again after a stop resumes from it
+    (:mod:`unlearnrec.train.resume`)."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.training-state")
+
+
+def add_checkpoint_every(parser) -> None:
+    """``--checkpoint-every SECONDS`` of the commands that train."""
+    parser.add_argument(
+        "--checkpoint-every",
+        type=number(float, ">= 0"),
+        default=600.0,
+        metavar="SECONDS",
+        help="save the training's state beside --out (OUT.training-state) at most this often (default 600; "
+        "0: every epoch); the same command run again after a stop resumes from it",
+    )
+
+
+def stopped(state: Path) -> None:
+    """Say where a stopped training's state is (Ctrl-C), before the interruption goes on."""
+    if state.exists():
+        print(
+            f"unlearnrec: the training's state is kept in {state}: run the same command to resume",
+            file=sys.stderr,
+        )
+
+
 def dataset_folder(name: str, data_dir: str | None) -> str | None:
     """The folder a dataset name resolves to (an input that no output may touch), if it exists."""
     if Path(name).is_dir():

@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from unlearnrec.cli.audit import add_request_args, request_from_args
-from unlearnrec.cli.common import SEED, check_out, config_table, emit, progress
+from unlearnrec.cli.common import (
+    SEED,
+    add_checkpoint_every,
+    check_out,
+    config_table,
+    emit,
+    progress,
+    stopped,
+    training_state,
+)
 from unlearnrec.errors import ConfigError, RequestError
 from unlearnrec.runtime import resolve_device
 from unlearnrec.train import distributed
@@ -48,6 +57,7 @@ def cmd_pretrain(args) -> int:
 
     from unlearnrec.io.checkpoint import atomic_write_text
     from unlearnrec.model import TrainedModel
+    from unlearnrec.train import resume
     from unlearnrec.unlearn.unlearnrec import UnlearnRec
 
     cfg = _unlearnrec_config(
@@ -70,7 +80,13 @@ def cmd_pretrain(args) -> int:
             bar.update(1)
 
     method.on_step = on_step
-    method.prepare(model, model.train)
+    state = training_state(args.out)
+    method.set_scratch(state, every=args.checkpoint_every)
+    try:
+        method.prepare(model, model.train)
+    except KeyboardInterrupt:
+        stopped(state)
+        raise
     bar.close()
     distributed.finish()
     if not part.is_main:
@@ -78,6 +94,7 @@ def cmd_pretrain(args) -> int:
     method.save_prepared(args.out)
     curve = Path(args.curve) if args.curve else Path(args.out) / "loss_curve.json"
     atomic_write_text(curve, json.dumps(method.history, indent=1))
+    resume.discard(state)
     secs = method.history[-1]["seconds"] if method.history else 0.0
     last = method.history[-1] if method.history else {}
     emit(
@@ -274,6 +291,7 @@ def register(sub, common) -> None:
     p.add_argument("--curve", default=None, help="where to write the loss curve JSON (default: IE_DIR)")
     p.add_argument("--out", required=True, help="encoder directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty --out / --curve")
+    add_checkpoint_every(p)
     common(p, data=False)
     p.set_defaults(func=cmd_pretrain)
 

@@ -10,7 +10,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearnrec.cli.common import ID, NO_VAL, K, check_out, dataset_folder, emit, fmt_metrics, progress
+from unlearnrec.cli.common import (
+    ID,
+    NO_VAL,
+    K,
+    add_checkpoint_every,
+    check_out,
+    dataset_folder,
+    emit,
+    fmt_metrics,
+    progress,
+    stopped,
+    training_state,
+)
 from unlearnrec.errors import UnlearnRecError
 from unlearnrec.runtime import resolve_device
 from unlearnrec.train import distributed
@@ -68,6 +80,7 @@ def cmd_train(args) -> int:
     from unlearnrec.data.datasets import load_dataset
     from unlearnrec.data.graph import Graph
     from unlearnrec.model import TrainedModel
+    from unlearnrec.train import resume
     from unlearnrec.train.loop import fit
 
     name, mcfg, tcfg, data_raw = _load_train_config(args)
@@ -85,7 +98,13 @@ def cmd_train(args) -> int:
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("total", "val_recall@20")})
 
-    res = fit(backbone, graph, tcfg, val=data.val, on_epoch=on_epoch)
+    state = training_state(args.out)
+    try:
+        res = fit(backbone, graph, tcfg, val=data.val, on_epoch=on_epoch, checkpoint=state,
+                  checkpoint_every=args.checkpoint_every)  # fmt: skip
+    except KeyboardInterrupt:
+        stopped(state)
+        raise
     bar.close()
     distributed.finish()
     if not part.is_main:  # every rank holds the same model; rank 0 evaluates, saves and reports
@@ -109,7 +128,11 @@ def cmd_train(args) -> int:
             "best_epoch": res.best_epoch,
         }
     )
+    if res.resumed_epoch:
+        model.meta["resumed_after_epoch"] = res.resumed_epoch
     model.save(args.out)
+    resume.discard(state)
+    resumed = f"; resumed after epoch {res.resumed_epoch}" if res.resumed_epoch else ""
     emit(
         args,
         {
@@ -117,12 +140,13 @@ def cmd_train(args) -> int:
             "seconds": res.seconds,
             "best_epoch": res.best_epoch,
             "epochs_run": res.epochs_run,
+            "resumed_after_epoch": res.resumed_epoch,
             "test": test,
             "val": val,
         },
         [
             f"trained {name} on {args.dataset} in {res.seconds:.1f}s "
-            f"({res.epochs_run} epochs, best {res.best_epoch})",
+            f"({res.epochs_run} epochs, best {res.best_epoch}{resumed})",
             f"test  {fmt_metrics(test)}",
             f"val   {fmt_metrics(val)}" if val is not None else f"val   {NO_VAL}",
             f"saved to {args.out}",
@@ -257,6 +281,7 @@ def register(sub, common) -> None:
     t.add_argument("--device", default="cpu", help=DEVICE_HELP)
     t.add_argument("--out", required=True)
     t.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
+    add_checkpoint_every(t)
     common(t)
     t.set_defaults(func=cmd_train)
 
