@@ -12,7 +12,8 @@ import torch
 
 from tests.contracts import tiny_trained_model
 from unlearnrec.experiments import store as store_mod
-from unlearnrec.experiments.runner import read_results, run_experiment
+from unlearnrec.experiments.runner import load_config, read_results, run_experiment
+from unlearnrec.experiments.status import status
 from unlearnrec.model import TrainedModel
 from unlearnrec.unlearn import retrain as retrain_mod
 from unlearnrec.unlearn.base import Request
@@ -85,6 +86,8 @@ def test_a_retrain_cell_stopped_half_way_resumes_and_counts_its_earlier_seconds(
     [cell] = list((cache / "scratch").iterdir())
     saved = json.loads((cell / "retrain" / "meta.json").read_text())["loop"]
     assert saved["epoch"] == 3
+    [pending] = status(load_config(_grid(tiny_dir, ["retrain"])), tmp_path / "out", cache)
+    assert pending.resumes == "Retrain after epoch 3"
     monkeypatch.undo()
     [rec] = run_experiment(_grid(tiny_dir, ["retrain"]), tmp_path / "out", cache_dir=cache)
     assert rec["info"]["resumed_seconds"] == pytest.approx(saved["seconds"])
@@ -324,3 +327,25 @@ def test_the_pretrain_command_stopped_half_way_resumes_when_run_again(
     assert not training_state(tmp_path / "ie").exists()
     a, b = (load_file(str(d / "tensors.safetensors")) for d in (tmp_path / "whole", tmp_path / "ie"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_status_says_what_each_pending_cell_resumes(tiny_dir, tmp_path):
+    from unlearnrec.experiments.grid import cell_hash, groups
+
+    cfg = load_config(_grid(tiny_dir, ["grapheraser", "unlearnrec"]))
+    [group] = groups(cfg)
+    ge, ours = cfg.methods
+    cache = tmp_path / "cache"
+    for n in range(3):
+        (cache / "scratch" / cell_hash(group, ge) / "shards").mkdir(parents=True, exist_ok=True)
+        (cache / "scratch" / cell_hash(group, ge) / "shards" / f"shard-{n}.npz").write_bytes(b"")
+    state = cache / "scratch" / cell_hash(group, ours) / "pretrain"
+    state.mkdir(parents=True)
+    (state / "meta.json").write_text(json.dumps({"loop": {"epoch": 6, "seconds": 60.0, "done": False}}))
+    (cache / "partial" / group.clean_hash).mkdir(parents=True)
+    (cache / "partial" / group.clean_hash / "meta.json").write_text(json.dumps({"loop": {"epoch": 2}}))
+    said = {c.method: c.resumes for c in status(cfg, tmp_path / "out", cache)}
+    assert said == {
+        "grapheraser": "clean model after epoch 2; 3 shards trained",
+        "unlearnrec": "pre-training after epoch 6",
+    }

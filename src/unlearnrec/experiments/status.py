@@ -209,10 +209,14 @@ def status(
         for what, key in models:
             if key in progress and progress[key].get("epoch"):
                 said.append(f"{what} after epoch {progress[key]['epoch']}")
-        cell = progress.get(cell_hash(group, spec))
-        if cell is not None and cell.get("epoch"):
-            said.append(f"training after epoch {cell['epoch']}")
-        if cell is not None and cell.get("shards"):
+        cell = progress.get(cell_hash(group, spec)) or {}
+        for what, name in (("retrain", "Retrain"), ("pretrain", "pre-training")):
+            state = cell.get(what) or {}
+            if state.get("done"):
+                said.append(f"{name} done")
+            elif state.get("epoch"):
+                said.append(f"{name} after epoch {state['epoch']}")
+        if cell.get("shards"):
             said.append(f"{cell['shards']} shards trained")
         return "; ".join(said)
 

@@ -337,8 +337,10 @@ class Store:
         return self.root / "scratch" / cell_hash(group, spec)
 
     def in_progress(self) -> list[dict]:
-        """The trainings stopped half-way whose state is kept: ``{"kind", "key", "epoch", "seconds"}``
-        (``partial/``), and the cells with resumable work (``scratch/``: ``kind`` "cell")."""
+        """The trainings stopped half-way whose state is kept: ``{"kind": "model", "key", "epoch",
+        "seconds", "done"}`` (``partial/``), and the cells with resumable work (``scratch/``): ``{"kind":
+        "cell", "key", "shards"}`` with ``"retrain"`` / ``"pretrain"`` (``{"epoch", "seconds", "done"}``)
+        where they have one."""
         out = []
         for meta in sorted((self.root / "partial").glob("*/meta.json")):
             try:
@@ -348,18 +350,22 @@ class Store:
             out.append({"kind": "model", "key": meta.parent.name, "epoch": loop.get("epoch"),
                         "seconds": loop.get("seconds"), "done": loop.get("done", False)})  # fmt: skip
         for cell in sorted(p for p in (self.root / "scratch").glob("*") if p.is_dir()):
-            shards = len(list(cell.glob("shards/shard-*.npz")))
-            state = cell / "retrain" / "meta.json"
-            epoch = seconds = None
-            if state.is_file():
+            entry: dict = {
+                "kind": "cell",
+                "key": cell.name,
+                "shards": len(list(cell.glob("shards/shard-*.npz"))),
+            }
+            for what in ("retrain", "pretrain"):  # a Retrain's training, an encoder's pre-training
                 try:
-                    loop = json.loads(state.read_text())["loop"]
-                    epoch, seconds = loop.get("epoch"), loop.get("seconds")
+                    loop = json.loads((cell / what / "meta.json").read_text())["loop"]
                 except (OSError, ValueError, KeyError, TypeError):
-                    pass
-            out.append(
-                {"kind": "cell", "key": cell.name, "epoch": epoch, "seconds": seconds, "shards": shards}
-            )
+                    continue
+                entry[what] = {
+                    "epoch": loop.get("epoch"),
+                    "seconds": loop.get("seconds"),
+                    "done": loop.get("done"),
+                }
+            out.append(entry)
         return out
 
     # ---------------------------------------------------------------- prepared methods
