@@ -1168,10 +1168,10 @@ def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model,
         m.set_validation(val)
         return m.forget(model, model.train, req)
 
-    # checks at steps 2, 4, 6 (held, fell, fell); the last one is the final state's, which the guard
-    # does not rank again
-    res = served(2, [1.0, 0.5, 0.5])
-    assert [s for s, _ in res.info["guard_keep_checks"]] == [2, 4, 6] and len(seen) == 3
+    # candidates at steps 2, 4, 6, checked newest first (fell, fell, held); the first is the final
+    # state's, which the guard does not rank again
+    res = served(2, [0.5, 0.5, 1.0])
+    assert res.info["guard_keep_checks"] == [(2, 1.0), (4, 0.5), (6, 0.5)] and len(seen) == 3
     assert res.info["guard_checks"] == [(None, 0.5)]
     assert res.info["guard_kept_step"] == 2 and res.info["guard_scale"] is None
     assert res.info["guard_val_recall"] == 1.0 and not script
@@ -1181,14 +1181,16 @@ def test_forget_guard_every_serves_the_latest_fine_tuning_state_that_held(model,
         "forget_guard: served the fine-tuning state of step 2 (the last one fell short) "
         "(validation recall@20=1.0000, 1 checks)"
     ]
-    torch.testing.assert_close(res.model.embeddings()[0], seen[0])  # the state checked at step 2
-    # the final state holds: it is served, whatever the earlier checks said
-    res = served(2, [1.0, 0.5, 1.0])
-    assert "guard_kept_step" not in res.info and res.info["guard_scale"] is None
+    torch.testing.assert_close(res.model.embeddings()[0], seen[-1])  # the state checked last: step 2's
+    # the final state holds: it is served after one check, whatever the earlier states would have said
+    res = served(2, [1.0])
+    assert "guard_kept_step" not in res.info and res.info["guard_scale"] is None and not script
+    assert res.info["guard_keep_checks"] == [(6, 1.0)] and len(seen) == 1
     torch.testing.assert_close(res.model.embeddings()[0], seen[-1])
-    # no check held: Ours(0)'s scales, as without forget_guard_every
-    res = served(3, [0.5, 0.5, 0.5, 0.5, 1.0])  # checks at 3 and 6 (the final), then 0.75, 0.5, 0.25
+    # no candidate held: Ours(0)'s scales, as without forget_guard_every
+    res = served(3, [0.5, 0.5, 0.5, 0.5, 1.0])  # candidates 6 (the final) and 3, then 0.75, 0.5, 0.25
     assert "guard_kept_step" not in res.info and res.info["guard_scale"] == 0.25
+    assert [s for s, _ in res.info["guard_keep_checks"]] == [3, 6]
     assert [s for s, _ in res.info["guard_checks"]] == [None, 0.75, 0.5, 0.25]
     # off: no check while fine-tuning
     res = served(0, [0.5, 1.0])
@@ -1322,3 +1324,35 @@ def test_preserve_target_residual_preserves_the_residual_graph_model(model, prep
         torch.testing.assert_close(tgt, final_embeddings(model.backbone, res))
     with pytest.raises(ValueError, match="preserve_target must be"):
         fast(preserve_target="clean")
+
+
+@pytest.mark.parametrize(
+    ("share", "kept", "checks"),
+    [(0.95, None, 1), (0.97, 4, 5), (0.98, None, 6)],  # the last holds, an earlier one does, none does
+)
+def test_checking_the_guards_candidates_newest_first_serves_what_checking_each_at_its_step_does(
+    model, prepared, monkeypatch, share, kept, checks
+):
+    """``forget_guard_every`` keeps its candidates aside and checks them newest first: the served state
+    (the latest that holds) is the one a check of every candidate at its step serves (a budget of one
+    table, the former behaviour), with fewer checks; at shares where none, some or all hold."""
+    req, val = request_of(model, 10, 6), _validation(model)
+    config = fast(finetune_epochs=1, finetune_steps=8, finetune_batch_size=16, forget_guard=True,
+                  forget_guard_share=share, forget_guard_every=2, finetune_recover_steps=4)  # fmt: skip
+
+    def served(budget: int):
+        monkeypatch.setattr(finetune_module, "KEEP_BUDGET", budget)
+        m = UnlearnRec(config, seed=0)
+        m.encoder, m.prepared_for = prepared.encoder, prepared.prepared_for
+        m.set_validation(val)
+        return m.forget(model, model.train, req)
+
+    budget = finetune_module.KEEP_BUDGET
+    each, lazy = served(1), served(budget)
+    assert [s for s, _ in each.info["guard_keep_checks"]] == [2, 4, 6, 8, 10, 12]
+    assert set(lazy.info["guard_keep_checks"]) <= set(each.info["guard_keep_checks"])
+    assert len(lazy.info["guard_keep_checks"]) == checks and lazy.info.get("guard_kept_step") == kept
+    for key in ("guard_kept_step", "guard_scale", "guard_val_recall"):
+        assert lazy.info.get(key) == each.info.get(key)
+    for a, b in zip(lazy.model.embeddings(), each.model.embeddings(), strict=True):
+        assert torch.equal(a, b)

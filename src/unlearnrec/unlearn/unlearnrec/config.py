@@ -70,6 +70,8 @@ class UnlearnRecConfig:
     that reaches it is kept; when the final state falls short the guard serves that one before it
     scales Ours(0)'s shift (0: the final state or Ours(0)'s scales only). Fine-tuning's Recall is not
     monotone in its steps (it dips, then recovers), so this keeps the most fine-tuned state that held.
+    The states are checked newest first once the run ends (the final one holds: one check), the same
+    state as checking each at its step (``finetune.KEEP_BUDGET``).
 
     ``finetune_recover_steps`` > 0 (with fine-tuning): after the fine-tuning epochs, this many more
     steps of the backbone's own loss on E_r with L_u weighted ``finetune_recover_lambda_u`` and no L_p

@@ -36,6 +36,10 @@ from unlearnrec.unlearn.unlearnrec.pretrain import auxiliary_terms, final_embedd
 log = logging.getLogger(__name__)
 
 
+#: bytes of fine-tuning states ``keep`` may hold unchecked (:func:`finetune`): 16 ML-1M tables, 14 of Yelp2018
+KEEP_BUDGET = 256 * 2**20
+
+
 @dataclass
 class FinetuneResult(FitResult):
     """:class:`FitResult` of :func:`finetune`, with ``kept``: (step, validation Recall, Ẽ⁰) of the
@@ -175,10 +179,13 @@ def finetune(
     by the caller; ``mlp`` is copied, never modified. ``history``: one row per epoch; ``best_epoch``:
     the epoch the run ended in; ``best_metric``: the last validation check (NaN without ``stop``).
 
-    ``keep`` (``forget_guard_every``): checked every ``config.forget_guard_every`` steps; the
-    latest state that reaches ``keep.target`` is returned as ``(step, Recall, Ẽ⁰)`` in
-    ``FinetuneResult.kept`` (None if no check reached it), for the guard to serve when the final
-    state falls short.
+    ``keep`` (``forget_guard_every``): the state every ``config.forget_guard_every`` steps is a
+    candidate; the latest one that reaches ``keep.target`` is returned as ``(step, Recall, Ẽ⁰)`` in
+    ``FinetuneResult.kept`` (None if none did), for the guard to serve when the final state falls
+    short. Only the latest matters, so the candidates are kept aside (up to :data:`KEEP_BUDGET` bytes)
+    and checked newest first when the budget is full and at the end, down to the first that holds
+    (older ones can never be served): the same state as checking each at its step, with one check
+    instead of one per candidate when the last holds. ``keep.checks`` lists the checks made, by step.
 
     ``finetune_recover_steps`` > 0: after the epochs (unless ``stop`` ended the run), that many steps of
     L_model + ``finetune_recover_lambda_u`` L_u (no L_p) with a fresh Adam at ``finetune_lr``, one
@@ -217,6 +224,21 @@ def finetune(
         return hit
 
     keep_every = config.forget_guard_every if keep is not None else 0
+    pending: list[tuple[int, torch.Tensor]] = []  # candidates of ``keep`` not checked yet, oldest first
+    room = max(1, KEEP_BUDGET // max(backbone.e0.numel() * backbone.e0.element_size(), 1))
+
+    def settle() -> None:
+        """Check the pending candidates newest first, down to the first that reaches ``keep.target``:
+        the latest state known to hold; the older ones can never be served and are dropped."""
+        made = []
+        while pending:
+            at, table = pending.pop()
+            value = keep.value(backbone, residual, table)
+            made.append((at, value))
+            if value >= keep.target:
+                res.kept = (at, value, table)
+                pending.clear()
+        keep.checks.extend(sorted(made))
 
     def run_steps(
         label,
@@ -273,9 +295,10 @@ def finetune(
             step += 1
             last = i == n_steps - 1
             if keep_every and step % keep_every == 0:
-                kept_hit, table = state_reaches(keep)
-                if kept_hit:
-                    res.kept = (step, keep.checks[-1][1], table)
+                with torch.no_grad():
+                    pending.append((step, backbone.e0 + shift()))
+                if len(pending) >= room:
+                    settle()
             if stop is not None and ((check_every and step % check_every == 0) or (not check_every and last)):
                 hit = reached()
                 if hit:
@@ -309,6 +332,8 @@ def finetune(
         lam_u = config.finetune_recover_lambda_u
         warmup = config.finetune_recover_warmup
         run_steps("recover", config.finetune_recover_steps, lam_u, 0.0, recover, hold, warmup)
+    if keep is not None:
+        settle()
     res.best_epoch = res.epochs_run
     with torch.no_grad():
         backbone.e0.copy_(backbone.e0 + shift())
