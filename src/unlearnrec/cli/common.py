@@ -65,15 +65,15 @@ def training_state(out: str | os.PathLike) -> Path:
     return out.with_name(f"{out.name}.training-state")
 
 
-def add_checkpoint_every(parser) -> None:
-    """``--checkpoint-every SECONDS`` of the commands that train."""
+def add_checkpoint_every(parser, where: str = "beside --out (OUT.training-state)") -> None:
+    """``--checkpoint-every SECONDS`` of the commands that train; ``where`` the state is kept."""
     parser.add_argument(
         "--checkpoint-every",
         type=number(float, ">= 0"),
         default=600.0,
         metavar="SECONDS",
-        help="save the training's state beside --out (OUT.training-state) at most this often (default 600; "
-        "0: every epoch); the same command run again after a stop resumes from it",
+        help=f"save a training's state {where} at most this often (default 600; 0: every epoch); the "
+        "same command run again after a stop resumes from it",
     )
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from unlearnrec.cli.common import K, check_out, number, progress
+from unlearnrec.cli.common import K, add_checkpoint_every, check_out, progress
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -239,14 +239,7 @@ def register(sub, common) -> None:
         metavar="DIR",
         help="cache of models, attacks, prepared methods (default: $UNLEARNREC_CACHE, ~/.cache/unlearnrec)",
     )
-    e.add_argument(
-        "--checkpoint-every",
-        type=number(float, ">= 0"),
-        default=600.0,
-        metavar="SECONDS",
-        help="save a model's training state at most this often (default 600): a run stopped half-way "
-        "through a training resumes it from the last one",
-    )
+    add_checkpoint_every(e, "in the cache (partial/, scratch/)")
     e.add_argument(
         "--status",
         action="store_true",
