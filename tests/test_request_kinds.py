@@ -365,3 +365,24 @@ def test_the_grids_beyond_ml1m_run_the_shipped_default_and_share_its_encoder(gri
     [group] = groups(cfg)
     ours = [m for m in cfg.methods if m.name == "unlearnrec"]
     assert len(ours) >= 6 and len({prepare_hash(group, m) for m in ours}) == 1
+
+
+def test_the_yelp2018_validation_grid_is_the_evaluated_grid_on_another_split():
+    """The held-out attack a Yelp2018 fine-tuning is to be chosen on: the evaluated grid's recipe, model,
+    attack and default, on another 90/10 split (its own models, attack, validation split and Retrain)."""
+    from unlearnrec.config import read_toml
+
+    held = read_toml(ROOT / "experiments" / "yelp2018-authors-validation-cpu.toml")
+    evaluated = read_toml(KINDS / "yelp2018-lightgcn-authors.toml")
+    assert held["split_seed"] != evaluated["split_seed"] and held["val_ratio"] == evaluated["val_ratio"]
+    for key in ("datasets", "backbones", "seeds", "attack", "train", "model"):
+        assert held[key] == evaluated[key], key
+    default = [m["config"] for m in held["methods"] if m["label"].startswith("UnlearnRec default")]
+    assert default == [
+        m["config"] for m in evaluated["methods"] if m["label"].startswith("UnlearnRec default")
+    ]
+    a, b = (
+        load_config(ROOT / "experiments" / "yelp2018-authors-validation-cpu.toml"),
+        load_config(KINDS / "yelp2018-lightgcn-authors.toml"),
+    )
+    assert groups(a)[0].attacked_hash != groups(b)[0].attacked_hash  # none of the evaluated grid's models
