@@ -342,13 +342,9 @@ class Store:
         "cell", "key", "shards"}`` with ``"retrain"`` / ``"pretrain"`` (``{"epoch", "seconds", "done"}``)
         where they have one."""
         out = []
-        for meta in sorted((self.root / "partial").glob("*/meta.json")):
-            try:
-                loop = json.loads(meta.read_text())["loop"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            out.append({"kind": "model", "key": meta.parent.name, "epoch": loop.get("epoch"),
-                        "seconds": loop.get("seconds"), "done": loop.get("done", False)})  # fmt: skip
+        for state in sorted(p for p in (self.root / "partial").glob("*") if p.is_dir()):
+            if (seen := resume.peek(state)) is not None:
+                out.append({"kind": "model", "key": state.name, **seen})
         for cell in sorted(p for p in (self.root / "scratch").glob("*") if p.is_dir()):
             entry: dict = {
                 "kind": "cell",
@@ -356,15 +352,8 @@ class Store:
                 "shards": len(list(cell.glob("shards/shard-*.npz"))),
             }
             for what in ("retrain", "pretrain"):  # a Retrain's training, an encoder's pre-training
-                try:
-                    loop = json.loads((cell / what / "meta.json").read_text())["loop"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                entry[what] = {
-                    "epoch": loop.get("epoch"),
-                    "seconds": loop.get("seconds"),
-                    "done": loop.get("done"),
-                }
+                if (seen := resume.peek(cell / what)) is not None:
+                    entry[what] = seen
             out.append(entry)
         return out
 

@@ -205,6 +205,16 @@ def load(
     return state, best
 
 
+def peek(directory: str | os.PathLike) -> dict | None:
+    """``{"epoch", "seconds", "done"}`` of the state saved in ``directory`` (nothing loaded); None if none
+    is readable there."""
+    try:
+        loop = json.loads((Path(directory) / "meta.json").read_text())["loop"]
+        return {"epoch": loop.get("epoch"), "seconds": loop.get("seconds"), "done": bool(loop.get("done"))}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def discard(directory: str | os.PathLike | None) -> None:
     """Remove a training state (and any other resumable work under ``directory``) once its result is safe."""
     if directory is not None and Path(directory).exists():

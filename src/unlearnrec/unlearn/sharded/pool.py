@@ -2,8 +2,8 @@
 processes when asked), and :func:`bpr_epochs`, the small Adam/BPR loop of the aggregators.
 
 A job with a ``cache`` directory keeps its shard's embeddings there as soon as it is trained, under a
-hash of everything the training depends on (:func:`job_key`); :func:`train_shards` serves a cached shard
-instead of training it again. A partition baseline's preparation and forgetting train ten shards for
+hash of everything the training depends on (:func:`job_key`); :func:`train_or_reuse` serves a cached
+shard instead of training it again. A partition baseline's preparation and forgetting train ten shards for
 tens of minutes each on Yelp2018; stopped half-way, they resume from the shards already trained.
 """
 
@@ -72,16 +72,19 @@ def _cache_file(job: ShardJob) -> Path:
 
 def cached_shard(job: ShardJob) -> tuple[np.ndarray, float] | None:
     """(embeddings, training seconds) of a shard already trained into ``job.cache``; None if not there."""
-    if not job.cache or not _cache_file(job).is_file():
+    if not job.cache:
+        return None
+    path = _cache_file(job)
+    if not path.is_file():
         return None
     try:
-        with np.load(_cache_file(job)) as z:
+        with np.load(path) as z:
             emb, seconds = np.asarray(z["embeddings"], dtype=np.float32), float(z["seconds"])
     except (OSError, KeyError, ValueError) as e:
-        log.warning("cached shard %s unreadable (%s); training it again", _cache_file(job), e)
+        log.warning("cached shard %s unreadable (%s); training it again", path, e)
         return None
     if emb.shape[0] != job.num_users + job.num_items or not np.isfinite(emb).all():
-        log.warning("cached shard %s does not fit its job; training it again", _cache_file(job))
+        log.warning("cached shard %s does not fit its job; training it again", path)
         return None
     return emb, seconds
 
